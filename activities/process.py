@@ -1,0 +1,126 @@
+"""Run a child process from an activity: heartbeat while it runs, kill it when cancelled.
+
+Every kind of step and rule that shells out (commands today, Terraform
+tomorrow) goes through :func:`run_process`, so the rules live in one place:
+
+* the child gets its own process group, so cancelling the release stops the
+  command *and* whatever it spawned (``sh -c "sleep 600"`` included);
+* while it runs the activity heartbeats, which is how Temporal notices a dead
+  worker and how a cancellation reaches us at all;
+* on cancellation the group gets ``cancel_signal`` (SIGTERM for scripts,
+  SIGINT for tools like Terraform that unwind on Ctrl-C), then SIGKILL after
+  ``grace``, and only then does the activity report itself cancelled;
+* output is kept as a bounded tail with secret values masked, for failure
+  reasons; it is never logged wholesale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from temporalio import activity
+
+log = structlog.get_logger("prodline.process")
+
+TAIL_LINES = 200
+
+
+@dataclass
+class ProcessResult:
+    exit_code: int
+    output: str
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _heartbeat_interval() -> float:
+    """A third of the heartbeat timeout, so one lost heartbeat is not fatal."""
+    if not activity.in_activity():
+        return 1.0
+    timeout = activity.info().heartbeat_timeout
+    return max(0.2, timeout.total_seconds() / 3) if timeout else 5.0
+
+
+def _heartbeat(details: dict) -> None:
+    if activity.in_activity():
+        activity.heartbeat(details)
+
+
+async def run_process(
+    command: str,
+    *,
+    cwd: str,
+    env: dict[str, str],
+    secrets: Iterable[str] = (),
+    cancel_signal: int = signal.SIGTERM,
+    grace: timedelta = timedelta(seconds=10),
+) -> ProcessResult:
+    """Run ``command`` through ``/bin/sh -c`` and return its exit code and output tail."""
+    secrets = [s for s in secrets if s]
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    counter = {"lines": 0}
+
+    async def pump() -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            tail.append(redact(raw.decode(errors="replace").rstrip("\n"), secrets))
+            counter["lines"] += 1
+
+    pumping = asyncio.create_task(pump())
+    waiting = asyncio.create_task(proc.wait())
+    interval = _heartbeat_interval()
+    try:
+        while not waiting.done():
+            _heartbeat({"pid": proc.pid, "output_lines": counter["lines"]})
+            await asyncio.wait({waiting}, timeout=interval)
+        with contextlib.suppress(asyncio.TimeoutError):
+            # The leader exited; a grandchild holding stdout open must not hang us.
+            await asyncio.wait_for(asyncio.shield(pumping), timeout=5)
+    except BaseException:
+        await _terminate(proc, cancel_signal, grace)
+        pumping.cancel()
+        raise
+    return ProcessResult(exit_code=waiting.result(), output="\n".join(tail))
+
+
+async def _terminate(proc: asyncio.subprocess.Process, first: int, grace: timedelta) -> None:
+    """Signal the whole process group, escalate to SIGKILL, and reap the child."""
+    log.info("process.cancel", pid=proc.pid, signal=signal.Signals(first).name)
+    for sig, wait in ((first, grace.total_seconds()), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=wait)
+            # The leader is gone; make sure nothing it started survives it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            return
+        except TimeoutError:
+            continue

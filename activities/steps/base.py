@@ -1,0 +1,40 @@
+"""The interface every step kind implements, and the values that cross it.
+
+A runner is a small object with ``plan``, ``apply`` and ``fetch`` (rollback
+joins them with the release-safety work). Runners are thin adapters: they
+translate a step's config into calls to a real tool and its results back
+into :class:`StepResult`; retries, timeouts and ordering belong to Temporal
+and the workflow.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from prodline.config.steps import Step
+from pydantic import BaseModel, Field
+
+from ..context import RunContext
+
+
+class StepRun(BaseModel):
+    """Input of every step activity."""
+
+    context: RunContext
+    step: Step
+
+
+class StepResult(BaseModel):
+    """What a step reports back into history (so: nothing secret)."""
+
+    summary: str = ""
+    output: str = Field("", description="Tail of the tool's output, secrets masked.")
+    changed: bool | None = Field(None, description="For plan and fetch: whether anything differs.")
+
+
+class StepRunner(Protocol):
+    async def plan(self, run: StepRun) -> StepResult: ...
+
+    async def apply(self, run: StepRun) -> StepResult: ...
+
+    async def fetch(self, run: StepRun) -> StepResult: ...

@@ -1,0 +1,64 @@
+"""The ``command`` step: the user's own scripts for apply, plan and fetch."""
+
+from __future__ import annotations
+
+import structlog
+from prodline.config.steps import CommandStep
+from temporalio.exceptions import ApplicationError
+
+from ..process import run_process
+from .base import StepResult, StepRun
+
+log = structlog.get_logger("prodline.steps.command")
+
+# `sh` answers 126/127 when the command cannot run at all: retrying won't help.
+_CANNOT_RUN = {126: "is not executable", 127: "was not found"}
+FETCH_DRIFT = 2
+
+
+class CommandRunner:
+    async def apply(self, run: StepRun) -> StepResult:
+        spec: CommandStep = run.step.command  # type: ignore[assignment]
+        return await self._run(run, spec.apply, "apply")
+
+    async def plan(self, run: StepRun) -> StepResult:
+        spec: CommandStep = run.step.command  # type: ignore[assignment]
+        if spec.plan is None:
+            return StepResult(summary="no plan command")
+        return await self._run(run, spec.plan, "plan")
+
+    async def fetch(self, run: StepRun) -> StepResult:
+        spec: CommandStep = run.step.command  # type: ignore[assignment]
+        if spec.fetch is None:
+            return StepResult(summary="no fetch command")
+        return await self._run(run, spec.fetch, "fetch", ok_codes=(0, FETCH_DRIFT))
+
+    async def _run(self, run: StepRun, template: str, action: str, ok_codes: tuple[int, ...] = (0,)) -> StepResult:
+        spec: CommandStep = run.step.command  # type: ignore[assignment]
+        ctx = run.context
+        secrets = ctx.secret_values()
+        command = ctx.render(template)
+        bound = log.bind(release=ctx.release_id, environment=ctx.environment, step=run.step.name, action=action)
+        bound.info("command.start")
+        result = await run_process(
+            command,
+            cwd=ctx.workdir(spec.workdir),
+            env=ctx.process_env(spec.env, secrets),
+            secrets=secrets.values(),
+        )
+        bound.info("command.exit", exit_code=result.exit_code)
+        if result.exit_code in ok_codes:
+            return StepResult(
+                summary=f"{action} exited {result.exit_code}",
+                output=result.tail(),
+                changed=(result.exit_code == FETCH_DRIFT) if action == "fetch" else None,
+            )
+        reason = _CANNOT_RUN.get(result.exit_code)
+        message = f"`{command}` {reason}" if reason else f"`{command}` exited with code {result.exit_code}"
+        tail = result.tail(10)
+        raise ApplicationError(
+            f"{message}{': ' + tail if tail else ''}",
+            {"exit_code": result.exit_code},
+            type="CommandFailed",
+            non_retryable=result.exit_code not in spec.retryable_exit_codes,
+        )

@@ -1,0 +1,3 @@
+from prodline.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""``prodline validate`` and ``prodline schema``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prodline.config import Application, Service, validate_files
+
+from . import exit_codes
+
+
+def run(args) -> int:
+    paths = []
+    for name in args.files:
+        path = Path(name)
+        paths += sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+    problems = validate_files(paths)
+    if args.json:
+        print(
+            json.dumps(
+                {"valid": not problems, "files": [str(p) for p in paths], "problems": [p.to_json() for p in problems]},
+                indent=2,
+            )
+        )
+    else:
+        for problem in problems:
+            print(problem)
+        files = len({p.file for p in problems})
+        summary = f"{len(problems)} problem(s) in {files} file(s)" if problems else f"{len(paths)} file(s) valid"
+        print(summary)
+    return exit_codes.INVALID if problems else exit_codes.SUCCEEDED
+
+
+def schema(args) -> int:
+    schemas = {
+        "application": Application.model_json_schema(by_alias=True),
+        "service": Service.model_json_schema(by_alias=True),
+    }
+    for name, value in schemas.items():
+        value["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        value["title"] = f"prodline {name} file"
+    print(json.dumps(schemas[args.kind] if args.kind else schemas, indent=2))
+    return exit_codes.SUCCEEDED

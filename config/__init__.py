@@ -1,0 +1,40 @@
+"""prodline's config models: the single source of truth for both files.
+
+* :mod:`.application` -- the application file (environments and their rules)
+* :mod:`.service` -- the service file (parameters, steps, overrides)
+* :mod:`.steps`, :mod:`.rules` -- step and rule kinds
+* :mod:`.loader` -- YAML to models, with located errors and cross-file checks
+* :mod:`.release` -- the resolved request a release workflow runs
+"""
+
+from .application import Application, Environment
+from .errors import ConfigError, Problem
+from .loader import Project, load_project, validate_files
+from .release import EnvironmentPlan, ReleaseRequest, build_request, load_request, release_id
+from .rules import Check, Lifecycle, OnFailure, Precondition, Protection
+from .service import Parameter, Service
+from .steps import CommandStep, Step
+
+__all__ = [
+    "Application",
+    "Check",
+    "CommandStep",
+    "ConfigError",
+    "Environment",
+    "EnvironmentPlan",
+    "Lifecycle",
+    "OnFailure",
+    "Parameter",
+    "Precondition",
+    "Problem",
+    "Project",
+    "Protection",
+    "ReleaseRequest",
+    "Service",
+    "Step",
+    "build_request",
+    "load_project",
+    "load_request",
+    "release_id",
+    "validate_files",
+]

@@ -1,0 +1,56 @@
+"""The application file: ordered environments and the rules that gate them.
+
+.. code-block:: yaml
+
+    application: shop
+    environments:
+      - name: staging
+      - name: production
+        preconditions: [...]
+        checks: [...]
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from .base import Model, Name
+from .rules import Check, Precondition, Protection
+
+
+class Environment(Model):
+    """One environment (release channel), deployed in file order."""
+
+    name: Name
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables for every step and rule run in this environment."
+    )
+    preconditions: list[Precondition] = Field(default_factory=list, description="One-shot gates before deploying.")
+    checks: list[Check] = Field(default_factory=list, description="Checks before and after deploying.")
+
+
+class Application(Model):
+    """Top level of the application file."""
+
+    application: Name = Field(description="Application name; services refer to it.")
+    description: str = ""
+    environments: list[Environment] = Field(min_length=1, description="Environments in promotion order.")
+    protections: dict[Name, Protection] = Field(
+        default_factory=dict, description="Reusable checks, referenced from environments with `use:`."
+    )
+
+    @model_validator(mode="after")
+    def _unique_environments(self) -> Application:
+        seen: set[str] = set()
+        for env in self.environments:
+            if env.name in seen:
+                raise ValueError(f"environment {env.name!r} is listed twice")
+            seen.add(env.name)
+        return self
+
+    def environment(self, name: str) -> Environment | None:
+        return next((e for e in self.environments if e.name == name), None)
+
+    @property
+    def environment_names(self) -> list[str]:
+        return [e.name for e in self.environments]

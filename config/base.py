@@ -1,0 +1,34 @@
+"""Shared building blocks for the config models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+# Names end up in workflow IDs, search attributes, Kubernetes labels and
+# Terraform workspaces, so they follow the strictest of those: a DNS label.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+NAME_HINT = "use lowercase letters, digits and dashes, like checkout-api"
+
+# A version is part of the release ID and is handed to commands in the
+# environment, so it is kept shell- and URL-safe.
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")]
+
+ScalarValue = str | int | float | bool
+
+
+class Model(BaseModel):
+    """Strict base: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+
+def one_of(model: BaseModel, kinds: tuple[str, ...], what: str) -> str:
+    """Return the single kind field set on ``model`` or raise a helpful error."""
+    present = [k for k in kinds if getattr(model, k, None) is not None]
+    if len(present) != 1:
+        listed = ", ".join(kinds)
+        found = f"found {', '.join(present)}" if present else "found none"
+        raise ValueError(f"a {what} needs exactly one of: {listed} ({found})")
+    return present[0]

@@ -1,0 +1,62 @@
+"""Human durations in config files: ``30s``, ``10m``, ``1h30m``, ``2d``.
+
+Durations are stored as :class:`datetime.timedelta` so the workflow can hand
+them straight to Temporal timers and activity timeouts. A bare number means
+seconds, which keeps generated configs (and JSON) easy to write.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_MAX = timedelta(days=3650)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``1h30m``-style text (or seconds as a number) into a timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 10m or 1h30m")
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if not text or _PART.sub("", text):
+            raise ValueError(f"{value!r} is not a duration; write it like 30s, 10m, 1h30m or 2d")
+        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    else:
+        raise ValueError("expected a duration such as 30s, 10m or 1h30m")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if seconds > _MAX.total_seconds():
+        raise ValueError("a duration cannot exceed 3650d")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta the way it would be written in a config file."""
+    total = value.total_seconds()
+    if total != int(total):
+        return f"{round(total * 1000)}ms"
+    seconds = round(total)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$", "examples": ["30s", "10m", "1h30m"]}),
+]

@@ -1,0 +1,15 @@
+#!/bin/sh
+# A stand-in for a legacy deploy script: it records what would be live.
+set -eu
+state="${PRODLINE_DEMO_STATE:-../.prodline-demo}/$PRODLINE_ENVIRONMENT"
+case "$1" in
+  plan) echo "would roll out checkout $PRODLINE_VERSION with $PRODLINE_PARAM_REPLICAS replicas" ;;
+  migrate) echo "migrating checkout database for $PRODLINE_VERSION"; sleep 1 ;;
+  rollout)
+    mkdir -p "$state"
+    echo "rolling out checkout $PRODLINE_VERSION ($PRODLINE_PARAM_REPLICAS replicas) to $PRODLINE_ENVIRONMENT"
+    sleep 1
+    echo "$PRODLINE_VERSION" > "$state/checkout.version"
+    echo "checkout $PRODLINE_VERSION is live in $PRODLINE_ENVIRONMENT" ;;
+  *) echo "usage: deploy.sh plan|migrate|rollout" >&2; exit 64 ;;
+esac

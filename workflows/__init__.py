@@ -1,0 +1,1 @@
+"""Workflows: deterministic, no I/O. Activities never import from here."""
