@@ -1,3 +1,3 @@
-from prodline.cli.main import main
+from prodline.cli.main import entrypoint
 
-raise SystemExit(main())
+entrypoint()

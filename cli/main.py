@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from . import exit_codes
@@ -142,5 +143,18 @@ def _classify(exc: Exception) -> tuple[int, str]:
     return exit_codes.FAILED, f"{name}: {exc}"
 
 
+def entrypoint() -> None:
+    """Console-script entry: run, flush, and leave without interpreter teardown.
+
+    Temporal's client runs a Rust runtime on its own threads; tearing the
+    interpreter down under them can abort the process (SIGABRT) after the
+    command has already succeeded, which would turn a good exit code bad.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entrypoint()

@@ -120,16 +120,14 @@ async def _start(args, request) -> int:
         "attached": "is already running; following it",
         "already-released": "already succeeded",
     }
-    _emit(
-        args,
-        {}
-        if args.wait
-        else {"release_id": request.release_id, "run_id": handle.result_run_id, "start": how, "ui_url": link},
-        f"release {request.release_id} {words[how]}\n  {link or 'set PRODLINE_UI_URL for a Temporal UI link'}",
-    )
+    started = {"release_id": request.release_id, "run_id": handle.result_run_id, "start": how, "ui_url": link}
+    if not (args.wait and args.json):
+        _emit(
+            args, started, f"release {request.release_id} {words[how]}\n  {link or 'set PRODLINE_UI_URL for a UI link'}"
+        )
     if not args.wait:
         return exit_codes.SUCCEEDED
-    return await _follow(args, client, client.get_workflow_handle(request.release_id), link)
+    return await _follow(args, client, client.get_workflow_handle(request.release_id), link, started)
 
 
 # --- following a release --------------------------------------------------------------
@@ -173,7 +171,7 @@ async def outcome(client: Client, release_id: str) -> tuple[ReleaseState, str, W
     return ReleaseState.failed, "", handle
 
 
-async def _follow(args, client: Client, handle: WorkflowHandle, link: str | None) -> int:
+async def _follow(args, client: Client, handle: WorkflowHandle, link: str | None, started: dict) -> int:
     shown = 0
     status = None
     while True:

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 NAME_HINT = "use lowercase letters, digits and dashes, like checkout-api"
 
+# Parameter and argument names become template names and environment variables
+# (PRODLINE_PARAM_DB_PASSWORD), so underscores are welcome.
+ParamName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+
 # A version is part of the release ID and is handed to commands in the
 # environment, so it is kept shell- and URL-safe.
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")]

@@ -20,6 +20,8 @@ class Problem:
         """Dotted field path as a user would type it: ``environments[1].name``."""
         out = ""
         for part in self.loc:
+            if part == "[key]":  # pydantic's marker for "the key itself"
+                continue
             out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
         return out
 

@@ -108,9 +108,13 @@ def _problems_from(exc: ValidationError, doc: Document, model: type[BaseModel], 
         elif kind == "missing":
             message = "this field is required"
             hint = f"add `{loc[-1]}:`" if loc else ""
-        elif kind == "string_pattern_mismatch" and "a-z0-9-" in str(err.get("ctx", {}).get("pattern", "")):
+        elif kind == "string_pattern_mismatch" and "a-z0-9" in str(err.get("ctx", {}).get("pattern", "")):
             message = f"{err['input']!r} is not a valid name"
-            hint = NAME_HINT
+            hint = (
+                NAME_HINT
+                if "_" not in str(err["ctx"]["pattern"])
+                else "start with a lowercase letter; then letters, digits, _ or -"
+            )
         elif kind in ("model_type", "dict_type"):
             message = f"expected a mapping of keys, got {type(err['input']).__name__}"
         problems.append(doc.problem(full, message, hint))

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from .base import Model, Name, ScalarValue, one_of
+from .base import Model, Name, ParamName, ScalarValue, one_of
 from .durations import Duration
 
 
@@ -64,7 +64,7 @@ class RuleRef(RuleKinds):
 
     name: str | None = Field(None, description="Display name; defaults to the kind or the protection used.")
     use: Name | None = Field(None, description="Name of a protection defined in the application file.")
-    args: dict[str, ScalarValue] = Field(
+    args: dict[ParamName, ScalarValue] = Field(
         default_factory=dict, alias="with", description="Arguments for the protection (`{{ args.NAME }}`)."
     )
     timeout: Duration = Field(
@@ -117,7 +117,7 @@ class Protection(RuleKinds):
     """A reusable check, defined once in the application file."""
 
     description: str = ""
-    args: dict[str, ScalarValue | None] = Field(
+    args: dict[ParamName, ScalarValue | None] = Field(
         default_factory=dict, description="Arguments it accepts, with defaults (null: required)."
     )
 

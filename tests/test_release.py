@@ -1,0 +1,218 @@
+"""Releases end to end: the CLI starts them, the real worker runs them on real Temporal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from conftest import client_for, run, wait_for
+from prodline.activities.ledger import read_ledger
+
+FAST = """
+    timeout: 1m
+    heartbeat_timeout: 2s
+    retry: {attempts: 3, initial_interval: 100ms}
+"""
+
+
+def step(name: str, command: str, extra: str = "") -> str:
+    return f"  - name: {name}\n    command: {{apply: '{command}'{extra}}}" + FAST.replace("\n    ", "\n    ")
+
+
+def service(*steps: str, head: str = "") -> str:
+    return "service: checkout\napplication: shop\n" + head + "steps:\n" + "\n".join(steps) + "\n"
+
+
+def test_release_goes_through_staging_then_production(cli, worker, project, tmp_path, temporal):
+    service_file = project(
+        service(
+            step("deploy", "./deploy.sh"),
+            head="parameters:\n  replicas: {type: int, default: 1}\n"
+            "environments:\n  production:\n    parameters: {replicas: 3}\n",
+        ),
+        scripts={
+            "deploy.sh": 'echo "$PRODLINE_VERSION x$PRODLINE_PARAM_REPLICAS" >> "../deployed-$PRODLINE_ENVIRONMENT"\n'
+        },
+    )
+    result = cli.run("release", "start", str(service_file), "--version", "2.0.1", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"release {project.release_id('2.0.1')} succeeded" in result.stdout
+    assert "staging" in result.stdout and "production" in result.stdout
+    # Each environment was deployed exactly once, in order, with its own parameters.
+    assert (tmp_path / "deployed-staging").read_text() == "2.0.1 x1\n"
+    assert (tmp_path / "deployed-production").read_text() == "2.0.1 x3\n"
+    staging_line = result.stdout.index("2.0.1 is live in staging")
+    assert staging_line < result.stdout.index("promoting to production")
+
+    listed = cli.json("release", "list", "--service", "checkout", "--state", "succeeded")
+    assert [r["release_id"] for r in listed] == [project.release_id("2.0.1")]
+
+    async def ledgers():
+        client = await client_for(temporal)
+        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
+
+    staging, production = run(ledgers())
+    assert [(r.version, r.state.value) for r in staging] == [("2.0.1", "succeeded")]
+    assert [(r.version, r.state.value) for r in production] == [("2.0.1", "succeeded")]
+    assert staging[0].finished_at <= production[0].started_at
+
+
+def test_failing_step_stops_release_and_leaves_production_untouched(cli, worker, project, tmp_path, temporal):
+    service_file = project(
+        service(step("migrate", "./migrate.sh"), step("deploy", "./deploy.sh")),
+        scripts={
+            "migrate.sh": 'echo "column exists" >&2\n[ "$PRODLINE_ENVIRONMENT" != staging ] || exit 3\n',
+            "deploy.sh": 'touch "../deployed-$PRODLINE_ENVIRONMENT"\n',
+        },
+    )
+    result = cli.run("release", "start", str(service_file), "--version", "2.0.2", "--wait", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "failed"
+    assert "staging: step migrate failed" in outcome["reason"]
+    assert "exited with code 3" in outcome["reason"] and "column exists" in outcome["reason"]
+    phases = {e["environment"]: e["phase"] for e in outcome["environments"]}
+    assert phases == {"staging": "failed", "production": "skipped"}
+    assert not (tmp_path / "deployed-staging").exists()
+    assert not (tmp_path / "deployed-production").exists()
+
+    async def ledgers():
+        client = await client_for(temporal)
+        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
+
+    staging, production = run(ledgers())
+    assert [r.state.value for r in staging] == ["failed"]
+    assert production == []
+
+
+def test_retryable_exit_code_is_retried_and_others_are_not(cli, worker, project, tmp_path):
+    service_file = project(
+        service(
+            step("flaky", "./flaky.sh", ", retryable_exit_codes: [75]"),
+            step("broken", "./broken.sh", ", retryable_exit_codes: [75]"),
+        ),
+        scripts={
+            "flaky.sh": 'echo x >> ../flaky-count\n[ "$(wc -l < ../flaky-count)" -ge 2 ] || exit 75\n',
+            "broken.sh": "echo x >> ../broken-count\nexit 4\n",
+        },
+    )
+    result = cli.run("release", "start", str(service_file), "--version", "2.0.3", "--wait")
+    assert result.returncode == 1
+    assert (tmp_path / "flaky-count").read_text().count("x") == 2  # failed once with 75, retried, passed
+    assert (tmp_path / "broken-count").read_text().count("x") == 1  # exit 4 is not retryable
+    assert "step broken failed" in result.stdout
+
+
+def test_duplicate_start_attaches_to_the_running_release(cli, worker, project, tmp_path):
+    gate = tmp_path / "gate"
+    service_file = project(
+        service(step("deploy", "./deploy.sh")),
+        scripts={"deploy.sh": f"echo run >> ../runs\nwhile [ ! -f {gate} ]; do sleep 0.05; done\n"},
+    )
+    first = cli.json("release", "start", str(service_file), "--version", "2.0.4")
+    wait_for(lambda: (tmp_path / "runs").exists(), what="the first step to start")
+    second = cli.json("release", "start", str(service_file), "--version", "2.0.4")
+    assert first["start"] == "started" and second["start"] == "attached"
+    assert first["run_id"] == second["run_id"]
+    gate.touch()
+    waited = cli.run("release", "start", str(service_file), "--version", "2.0.4", "--wait")
+    assert waited.returncode == 0
+    assert (tmp_path / "runs").read_text().count("run") == 2  # staging and production, no duplicate release
+    again = cli.json("release", "start", str(service_file), "--version", "2.0.4")
+    assert again["start"] == "already-released"
+
+
+def test_cancel_stops_the_running_command(cli, worker, project, tmp_path):
+    service_file = project(
+        service(step("deploy", "./deploy.sh")),
+        # The script starts a grandchild: cancelling must stop it too.
+        scripts={"deploy.sh": "sleep 300 &\necho $! > ../child.pid\necho $$ > ../script.pid\nwait\n"},
+    )
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "2.0.5", "--wait")
+    wait_for(lambda: (tmp_path / "child.pid").exists() and (tmp_path / "script.pid").exists(), what="the step to start")
+    pids = [int((tmp_path / name).read_text()) for name in ("child.pid", "script.pid")]
+    result = cli.run("release", "cancel", project.release_id("2.0.5"), "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "cancelled" in result.stdout
+    for pid in pids:
+        assert not _alive(pid), f"process {pid} survived the cancellation"
+    assert waiting.wait(30) == 4  # exit code for "cancelled"
+    assert f"release {project.release_id('2.0.5')} cancelled" in waiting.stdout.read()
+    assert cli.run("release", "cancel", project.release_id("2.0.5")).returncode == 8
+
+
+def test_worker_restart_does_not_rerun_completed_steps(cli, project, tmp_path, temporal, cli_env):
+    gate = tmp_path / "gate"
+    service_file = project(
+        service(step("first", "./first.sh"), step("second", "./second.sh")),
+        scripts={
+            "first.sh": 'echo "$PRODLINE_ENVIRONMENT" >> ../first-runs\n',
+            "second.sh": f'echo "$PRODLINE_ENVIRONMENT" >> ../second-runs\nwhile [ ! -f {gate} ]; do sleep 0.05; done\n',
+        },
+    )
+    worker = subprocess.Popen([*cli.argv("worker")], env=cli_env, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        cli.json("release", "start", str(service_file), "--version", "2.0.6")
+        wait_for(lambda: (tmp_path / "second-runs").exists(), what="the second step to start")
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker dies mid-step
+        worker.wait()
+        gate.touch()
+        worker = subprocess.Popen([*cli.argv("worker")], env=cli_env, stderr=subprocess.DEVNULL, start_new_session=True)
+        result = cli.run("release", "start", str(service_file), "--version", "2.0.6", "--wait")
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+    # `first` completed before the crash: it never runs again in staging.
+    assert (tmp_path / "first-runs").read_text().split() == ["staging", "production"]
+    # `second` was cut off mid-run, so Temporal retried it once the heartbeat timed out.
+    assert (tmp_path / "second-runs").read_text().split() == ["staging", "staging", "production"]
+
+
+def test_secret_parameters_reach_the_command_but_not_history(cli, worker, project, tmp_path, temporal, monkeypatch):
+    secret = "s3cr3t-value-42"
+    monkeypatch.setenv("CHECKOUT_DB_PASSWORD", secret)  # the worker thread reads its process environment
+    service_file = project(
+        service(
+            step("deploy", "./deploy.sh"),
+            head="parameters:\n  db_password: {type: secret, from_env: CHECKOUT_DB_PASSWORD}\n",
+        ),
+        scripts={
+            "deploy.sh": 'echo "$PRODLINE_PARAM_DB_PASSWORD" > ../seen\necho "password is $PRODLINE_PARAM_DB_PASSWORD"\n'
+        },
+    )
+    result = cli.run("release", "start", str(service_file), "--version", "2.0.7", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "seen").read_text().strip() == secret
+
+    async def history_json():
+        client = await client_for(temporal)
+        history = await client.get_workflow_handle(project.release_id("2.0.7")).fetch_history()
+        return history.to_json()
+
+    assert secret not in run(history_json())
+    assert secret not in result.stdout
+
+
+def test_cli_reports_unreachable_temporal_in_one_line(cli, project):
+    service_file = project(service(step("deploy", "true")))
+    cli.env["TEMPORAL_ADDRESS"] = "127.0.0.1:1"
+    result = cli.run("release", "start", str(service_file), "--version", "1.0.0")
+    assert result.returncode == 6
+    assert result.stderr.count("\n") == 1 and "cannot reach Temporal at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes; it only awaits reaping by its parent.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
