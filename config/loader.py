@@ -182,8 +182,9 @@ def _check_application(app: Application, doc: Document) -> list[Problem]:
 
 def _check_rule(rule: RuleRef, protections: dict[str, Protection], doc: Document, loc: PathKey) -> list[Problem]:
     if rule.use is None:
-        bad = unknown_names(rule.spec.model_dump(), BUILTIN_NAMES)
-        return [doc.problem(loc, f"unknown template name {{{{ {b} }}}}", _known_hint(BUILTIN_NAMES)) for b in bad]
+        known = {*BUILTIN_NAMES, *(f"args.{a}" for a in rule.args)}
+        bad = unknown_names(rule.spec.model_dump(), known)
+        return [doc.problem(loc, f"unknown template name {{{{ {b} }}}}", _known_hint(known)) for b in bad]
     protection = protections.get(rule.use)
     if protection is None:
         close = difflib.get_close_matches(rule.use, list(protections), n=1)
@@ -358,13 +359,8 @@ def _resolve(rule: Any, app: Application) -> Any:
         return rule
     protection = app.protections[rule.use]
     args = {k: v for k, v in protection.args.items() if v is not None} | dict(rule.args)
-    kind = protection.kind
-    data = rule.model_dump(exclude={"use", "args", "name"}) | {
-        kind: getattr(protection, kind),
-        "args": args,
-        "name": rule.label,
-    }
-    return type(rule).model_validate(data)
+    # model_copy, not validation: a resolved rule has both a kind and arguments.
+    return rule.model_copy(update={protection.kind: protection.spec, "args": args, "name": rule.label, "use": None})
 
 
 def _deep_merge(base: Any, patch: Any) -> Any:

@@ -77,8 +77,6 @@ class RuleRef(RuleKinds):
         inline = [k for k in RULE_KINDS if getattr(self, k) is not None]
         if self.use is None:
             one_of(self, RULE_KINDS, "rule (or `use: PROTECTION`)")
-            if self.args:
-                raise ValueError("`with` only applies together with `use`")
         elif inline:
             raise ValueError(f"`use` references a protection, so {', '.join(inline)} cannot be given here too")
         return self

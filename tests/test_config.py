@@ -1,0 +1,260 @@
+"""Config files: valid ones load, bad ones give located errors with a fix, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prodline.config import ConfigError, load_project, load_request, validate_files
+from prodline.config.durations import format_duration, parse_duration
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_APP = REPO / "examples/shop/prodline.yaml"
+EXAMPLE_SERVICE = REPO / "examples/shop/checkout/prodline.service.yaml"
+
+APP = """\
+application: shop
+protections:
+  smoke:
+    command: {run: "./smoke.sh {{ args.url }}"}
+    args: {url: null, retries: 3}
+environments:
+  - name: staging
+  - name: production
+    checks:
+      - use: smoke
+        with: {url: "https://example.test"}
+"""
+
+SERVICE = """\
+service: checkout
+application: shop
+parameters:
+  replicas: {type: int, default: 1}
+  image: {type: image}
+  db_password: {type: secret, from_env: DB_PASSWORD}
+steps:
+  - name: deploy
+    command: {apply: "./deploy.sh {{ params.image }} {{ version }}"}
+environments:
+  production:
+    parameters: {replicas: 3}
+    steps:
+      deploy: {timeout: 2h, command: {env: {REGION: eu}}}
+"""
+
+
+def prodline(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "prodline.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def write(tmp_path: Path, app: str = APP, service: str = SERVICE) -> Path:
+    (tmp_path / "prodline.yaml").write_text(textwrap.dedent(app))
+    (tmp_path / "svc").mkdir(exist_ok=True)
+    service_file = tmp_path / "svc" / "prodline.service.yaml"
+    service_file.write_text(textwrap.dedent(service))
+    return service_file
+
+
+def problems(tmp_path: Path, app: str = APP, service: str = SERVICE) -> list[str]:
+    service_file = write(tmp_path, app, service)
+    return [str(p) for p in validate_files([tmp_path / "prodline.yaml", service_file])]
+
+
+def test_the_example_validates():
+    result = prodline("validate", str(EXAMPLE_APP), str(EXAMPLE_SERVICE))
+    assert result.returncode == 0, result.stdout
+    assert "2 file(s) valid" in result.stdout
+
+
+def test_overrides_and_protections_resolve_per_environment(tmp_path):
+    project = load_project(write(tmp_path))
+    staging, production = project.environments
+    assert staging.steps[0].timeout == timedelta(minutes=30)
+    assert production.steps[0].timeout == timedelta(hours=2)
+    # Nested maps merge: the override adds env without dropping `apply`.
+    assert production.steps[0].command.env == {"REGION": "eu"}
+    assert production.steps[0].command.apply.startswith("./deploy.sh")
+    check = production.checks[0]
+    assert check.kind == "command" and check.label == "smoke"
+    assert check.args == {"url": "https://example.test", "retries": 3}
+    request = load_request(write(tmp_path), "1.2.3", {"image": "ghcr.io/acme/checkout:1.2.3"}, "alice")
+    assert [e.parameters["replicas"] for e in request.environments] == ["1", "3"]
+    assert request.secrets == {"db_password": "DB_PASSWORD"}
+    assert "s3cret" not in request.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        (
+            SERVICE.replace("steps:\n  - name", "stpes:\n  - name"),
+            "svc/prodline.service.yaml:7: stpes: unknown key 'stpes' (hint: did you mean 'steps'?)",
+        ),
+        (
+            SERVICE.replace("name: deploy", "name: Deploy_1"),
+            "svc/prodline.service.yaml:8: steps[0].name: 'Deploy_1' is not a valid name",
+        ),
+        (
+            SERVICE.replace("{type: int, default: 1}", "{type: int, default: lots}"),
+            "svc/prodline.service.yaml:4: parameters.replicas: expected an integer, got 'lots'",
+        ),
+        (
+            SERVICE.replace("command: {apply", "shell: {apply"),
+            "svc/prodline.service.yaml:9: steps[0].shell: unknown key 'shell'",
+        ),
+        (
+            SERVICE.replace("deploy: {timeout: 2h", "deploy: {timeout: 2 hours"),
+            "svc/prodline.service.yaml:14: environments.production.steps.deploy.timeout: '2 hours' is not a duration",
+        ),
+        (
+            SERVICE.replace("  production:\n", "  prod:\n"),
+            "svc/prodline.service.yaml:11: environments.prod: no environment 'prod' in application 'shop' (hint: environments are: staging, production)",
+        ),
+        (
+            SERVICE.replace("deploy: {timeout", "deplyo: {timeout"),
+            "svc/prodline.service.yaml:14: environments.production.steps.deplyo: no step named 'deplyo'",
+        ),
+        (
+            SERVICE.replace("{{ version }}", "{{ verison }}"),
+            "svc/prodline.service.yaml:8: steps[0]: unknown template name {{ verison }}",
+        ),
+        (
+            SERVICE.replace("{{ version }}", "{{ params.db_password }}"),
+            "hint: secrets reach commands only as the environment variable PRODLINE_PARAM_DB_PASSWORD",
+        ),
+        (
+            SERVICE.replace("application: shop", "application: shoppe"),
+            "svc/prodline.service.yaml:2: application: application 'shoppe' does not match 'shop'",
+        ),
+        (
+            SERVICE.replace("  replicas:", "  image: {type: string}\n  replicas:"),
+            "svc/prodline.service.yaml:6: parameters.image: duplicate key 'image'",
+        ),
+        (
+            SERVICE.replace("    command: {apply", "    command: {apply: x}\n    xcommand: {apply"),
+            "svc/prodline.service.yaml:10: steps[0].xcommand: unknown key 'xcommand' (hint: did you mean 'command'?)",
+        ),
+        (
+            SERVICE.replace("steps:\n  - name: deploy\n    command:", "steps:\n  - name: deploy\n    comand:"),
+            "svc/prodline.service.yaml:9: steps[0].comand: unknown key 'comand' (hint: did you mean 'command'?)",
+        ),
+        (
+            SERVICE.replace("{type: secret, from_env: DB_PASSWORD}", "{type: secret}"),
+            "a secret parameter needs `from_env: VARIABLE`",
+        ),
+        (
+            SERVICE.replace("  - name: deploy\n", "  - name: deploy\n    timeout: 5m\n    retry: {attempts: 0}\n"),
+            "svc/prodline.service.yaml:10: steps[0].retry.attempts: Input should be greater than or equal to 1",
+        ),
+        ("service: [unclosed\n", "svc/prodline.service.yaml:2: invalid YAML"),
+    ],
+)
+def test_service_errors_are_located(tmp_path, service, expected):
+    found = problems(tmp_path, service=service)
+    assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        (
+            APP.replace("use: smoke", "use: smoek"),
+            "prodline.yaml:10: environments[1].checks[0].use: no protection named 'smoek' (hint: did you mean 'smoke'?)",
+        ),
+        (
+            APP.replace('with: {url: "https://example.test"}', "with: {retries: 1}"),
+            "protection 'smoke' needs argument 'url'",
+        ),
+        (
+            APP.replace('with: {url: "https://example.test"}', "with: {url: x, colour: red}"),
+            "environments[1].checks[0].with.colour: protection 'smoke' takes no argument 'colour'",
+        ),
+        (APP.replace("- name: production", "- name: staging"), "environment 'staging' is listed twice"),
+        (
+            APP.replace("{{ args.url }}", "{{ args.uri }}"),
+            "prodline.yaml:3: protections.smoke: unknown template name {{ args.uri }}",
+        ),
+        (
+            APP.replace("environments:", "enviroments:"),
+            "enviroments: unknown key 'enviroments' (hint: did you mean 'environments'?)",
+        ),
+        (
+            APP + "        when: [after_deploy]\n        for: soon\n",
+            "environments[1].checks[0].for: 'soon' is not a duration",
+        ),
+        ("- just a list\n", "prodline.yaml:1: not a prodline file"),
+    ],
+)
+def test_application_errors_are_located(tmp_path, app, expected):
+    found = problems(tmp_path, app=app)
+    assert any(expected in p for p in found), found
+
+
+def test_validate_cli_exits_2_with_every_problem_and_no_traceback(tmp_path):
+    service_file = write(tmp_path, service=SERVICE.replace("steps:", "stpes:").replace("type: int", "type: integer"))
+    result = prodline("validate", str(tmp_path / "prodline.yaml"), str(service_file))
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert any(line.startswith(f"{service_file}:4: parameters.replicas.type:") for line in lines), lines
+    assert any(f"{service_file}:7: stpes: unknown key" in line for line in lines), lines
+    assert "Traceback" not in result.stdout + result.stderr
+    as_json = json.loads(prodline("validate", "--json", str(service_file)).stdout)
+    assert as_json["valid"] is False
+    assert {p["field"] for p in as_json["problems"]} >= {"stpes", "parameters.replicas.type"}
+
+
+def test_service_without_a_findable_application_says_how_to_fix(tmp_path):
+    service_file = tmp_path / "alone.yaml"
+    service_file.write_text(SERVICE)
+    with pytest.raises(ConfigError) as caught:
+        load_project(service_file)
+    assert "cannot find the application file for 'shop'" in str(caught.value)
+    assert "pass --app FILE" in str(caught.value)
+
+
+def test_release_start_rejects_bad_parameters_before_contacting_temporal(tmp_path):
+    service_file = write(tmp_path)
+    result = prodline(
+        "release", "start", str(service_file), "--version", "1.0.0", "--param", "replicas=many", "--param", "colour=red"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "parameters.colour: unknown parameter 'colour'" in result.stderr
+    assert "parameters.replicas: expected an integer" in result.stderr
+    assert "parameter 'image' has no value for staging" in result.stderr
+    bad_version = prodline(
+        "release", "start", str(service_file), "--version", "1.0; rm -rf /", "--param", "image=nginx"
+    )
+    assert bad_version.returncode == 2 and "is not a valid version" in bad_version.stderr
+
+
+def test_schema_describes_both_files():
+    result = prodline("schema")
+    assert result.returncode == 0
+    schemas = json.loads(result.stdout)
+    assert {"environments", "protections", "application"} <= set(schemas["application"]["properties"])
+    assert {"steps", "parameters", "environments", "service"} <= set(schemas["service"]["properties"])
+    assert schemas["service"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400), ("2d", 172800), ("250ms", 0.25), (45, 45)]
+)
+def test_durations_parse_and_print_back(text, seconds):
+    value = parse_duration(text)
+    assert value.total_seconds() == seconds
+    assert parse_duration(format_duration(value)) == value
+
+
+def test_help_is_fast_and_lists_commands():
+    result = prodline("--help")
+    assert result.returncode == 0
+    for command in ("validate", "schema", "dev", "worker", "release"):
+        assert command in result.stdout
