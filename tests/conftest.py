@@ -193,3 +193,12 @@ async def async_wait_for(predicate, timeout: float = 30, what: str = "condition"
             return value
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process still runs (a zombie only awaits reaping: it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from conftest import client_for, run, wait_for
+from conftest import client_for, process_alive, run, wait_for
 from prodline.activities.ledger import read_ledger
 
 FAST = """
@@ -137,7 +137,7 @@ def test_cancel_stops_the_running_command(cli, worker, project, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "cancelled" in result.stdout
     for pid in pids:
-        assert not _alive(pid), f"process {pid} survived the cancellation"
+        assert not process_alive(pid), f"process {pid} survived the cancellation"
     assert waiting.wait(30) == 4  # exit code for "cancelled"
     assert f"release {project.release_id('2.0.5')} cancelled" in waiting.stdout.read()
     assert cli.run("release", "cancel", project.release_id("2.0.5")).returncode == 8
@@ -203,16 +203,3 @@ def test_cli_reports_unreachable_temporal_in_one_line(cli, project):
     assert result.returncode == 6
     assert result.stderr.count("\n") == 1 and "cannot reach Temporal at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes; it only awaits reaping by its parent.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

@@ -1,0 +1,43 @@
+"""Child processes: output is captured with secrets masked; cancellation leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+
+from conftest import process_alive
+from prodline.activities.process import run_process
+
+
+async def test_output_tail_masks_secrets_and_reports_exit_code(tmp_path):
+    result = await run_process(
+        "echo connecting with hunter2; echo done >&2; exit 3",
+        cwd=str(tmp_path),
+        env=dict(os.environ),
+        secrets=["hunter2"],
+    )
+    assert result.exit_code == 3
+    assert result.output.splitlines() == ["connecting with ***", "done"]
+
+
+async def test_cancelling_kills_the_whole_process_group(tmp_path):
+    script = "trap '' TERM; sleep 300 & echo $! > child.pid; wait"  # ignores SIGTERM: needs the SIGKILL escalation
+    task = asyncio.create_task(
+        run_process(script, cwd=str(tmp_path), env=dict(os.environ), grace=timedelta(milliseconds=300))
+    )
+    pid_file = tmp_path / "child.pid"
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    child = int(pid_file.read_text())
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("run_process swallowed the cancellation")
+    await asyncio.sleep(0.1)
+    assert not process_alive(child)
