@@ -121,6 +121,8 @@ async def _start(args, request) -> int:
         "already-released": "already succeeded",
     }
     started = {"release_id": request.release_id, "run_id": handle.result_run_id, "start": how, "ui_url": link}
+    if how != "already-released":
+        await _warn_without_workers(client, task_queue(args.task_queue))
     if not (args.wait and args.json):
         _emit(
             args, started, f"release {request.release_id} {words[how]}\n  {link or 'set PRODLINE_UI_URL for a UI link'}"
@@ -130,12 +132,37 @@ async def _start(args, request) -> int:
     return await _follow(args, client, client.get_workflow_handle(request.release_id), link, started)
 
 
+async def _warn_without_workers(client: Client, queue: str) -> None:
+    """A release with no worker waits silently forever; say so once, up front."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    try:
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=timedelta(seconds=5),
+        )
+    except RPCError:
+        return
+    if not response.pollers:
+        print(
+            f"prodline: warning: no worker is polling task queue {queue!r}; the release waits until one does "
+            "(start `prodline dev` or `prodline worker`)",
+            file=sys.stderr,
+        )
+
+
 # --- following a release --------------------------------------------------------------
 
 
 async def _query_status(handle: WorkflowHandle) -> ReleaseStatus | None:
     try:
-        return await handle.query(ReleaseWorkflow.status, rpc_timeout=timedelta(seconds=5))
+        return await handle.query(ReleaseWorkflow.status, rpc_timeout=timedelta(seconds=2))
     except Exception:
         return None  # no worker right now: progress shows up once one is back
 

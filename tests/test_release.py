@@ -203,3 +203,13 @@ def test_cli_reports_unreachable_temporal_in_one_line(cli, project):
     assert result.returncode == 6
     assert result.stderr.count("\n") == 1 and "cannot reach Temporal at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_start_without_a_worker_warns_and_the_release_waits(cli, project):
+    service_file = project(service(step("deploy", "true")))
+    result = cli.run("release", "start", str(service_file), "--version", "2.0.8")
+    assert result.returncode == 0
+    assert f"no worker is polling task queue {cli.env['PRODLINE_TASK_QUEUE']!r}" in result.stderr
+    status = cli.json("release", "status", project.release_id("2.0.8"))
+    assert status["state"] == "running"
+    assert cli.run("release", "cancel", project.release_id("2.0.8")).returncode == 0
