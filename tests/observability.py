@@ -1,6 +1,68 @@
 """Real Prometheus and Alertmanager for tests of the observability release checks.
 
-FINDINGS_PLACEHOLDER
+Plain module (not a conftest): ``from observability import ...`` works from tests
+because pytest puts ``tests/`` on sys.path (there is no tests/__init__.py).
+Everything binds 127.0.0.1 on free ports; nothing touches 9090/9093/9094.
+
+Binaries (Debian 12 bookworm)::
+
+    apt-get install -y --no-install-recommends prometheus prometheus-alertmanager
+    /usr/bin/prometheus               2.42.0+ds (2.42.0+ds-5+deb12u1)
+    /usr/bin/prometheus-alertmanager  0.25.0    (0.25.0-1+b4; upstream name "alertmanager")
+
+The packages ship systemd units; in containers policy-rc.d refuses to start
+them, so nothing listens on the default ports after installation.
+
+Measured behaviour (this machine; Alertmanager 0.25.0, Prometheus 2.42.0)
+---------------------------------------------------------------------------
+Alertmanager (starts in ~0.1s; ``--cluster.listen-address=`` => cluster "disabled")
+
+* A posted alert is in ``GET /api/v2/alerts?active=true&filter=service="checkout"``
+  on the very next request (<5ms), with ``status.state == "active"``. There is
+  no "unprocessed" window, and ``group_wait`` (30s here) / ``group_interval``
+  delay only notifications, never the API view.
+* ``resolve_alert`` (re-post with endsAt in the past) removes it from the very
+  next GET. Resolved alerts are not listed at all - not even with
+  ``active=false`` - so "no firing alerts" == an empty list. An alert posted with
+  ``endsAt`` a second ahead vanishes by itself ~1s later (no re-post needed);
+  without ``endsAt`` it lives for ``resolve_timeout`` (5m).
+* ``active=true`` does NOT exclude silenced/inhibited alerts: ``silenced`` and
+  ``inhibited`` default to true, and a silenced alert shows with
+  ``status.state == "suppressed"``. Pass ``silenced=false&inhibited=false`` (or
+  check ``status.state``) to see only alerts that would notify.
+* Errors are 400 with a JSON *string* body, e.g. ``"start time must be before
+  end time"`` (startsAt > endsAt), ``"at least one label pair required"``,
+  ``"bad matcher format: service~checkout"``. ``filter=service=checkout``
+  (unquoted value) is accepted and works.
+
+Prometheus (``/-/ready`` in ~0.1s, but see the first scrape)
+
+* The first scrape lands ~5.3-6.0s after start: 2.42 applies discovered
+  targets through a fixed 5s throttle (no flag for it in 2.42) plus a per-target
+  offset inside the 1s interval. ``Prometheus.start`` waits for it (``up == 1``).
+* After that, ``MetricsTarget.set`` is visible through ``/api/v1/query`` after
+  0.2-1.0s (uniform within the 1s scrape interval; max seen 0.996s): an instant
+  query returns the newest sample at or before "now", so the 5m lookback delta
+  only matters if scraping stops. A new series appears within one scrape; a
+  series removed from /metrics gets a staleness marker and is gone from
+  instant queries within one scrape (~1s), not after 5m.
+* Response shapes of ``GET /api/v1/query``:
+    - malformed PromQL (``sum(rate(foo[5m]``, ``foo{``, ``1 +``, missing query):
+      HTTP 400, ``{"status": "error", "errorType": "bad_data", "error":
+      "invalid parameter \"query\": 1:17: parse error: unclosed left parenthesis"}``
+      (bad ``time``/``timeout`` parameters are also 400 ``bad_data``).
+    - valid but failing at evaluation (e.g. many-to-many matching): HTTP 422,
+      ``errorType: "execution"``.
+    - no data (``nonexistent_metric``, ``sum(nonexistent_metric)``): HTTP 200,
+      ``{"status": "success", "data": {"resultType": "vector", "result": []}}``.
+      ``count(x) or vector(0)`` gives ``[{"metric": {}, "value": [ts, "0"]}]``.
+    - scalar (``42``, ``scalar(v)``, ``time()``): HTTP 200,
+      ``{"resultType": "scalar", "result": [1795677914.85, "42"]}`` - a bare
+      [unix_ts_float, "string value"] pair, not a list of samples. Vector samples
+      are ``{"metric": {...labels}, "value": [ts, "3"]}``; values are strings.
+* Prometheus alerting rules (``rules=``) fire ``ALERTS{alertstate="firing"}``
+  ~1-2s after the metric changes (``for: 0s``), and with ``alertmanager=``
+  reach Alertmanager at the same moment; clearing resolves both in ~1s.
 """
 
 from __future__ import annotations
@@ -12,7 +74,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -54,10 +116,7 @@ def require_binary(name: str) -> str:
     found = find_binary(name)
     if found:
         return found
-    reason = (
-        f"{name} is not installed "
-        "(apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)"
-    )
+    reason = f"{name} is not installed (apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
@@ -157,7 +216,11 @@ class _Server:
         self.http.close()
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -382,15 +445,17 @@ class Prometheus(_Server):
     def __init__(
         self,
         workdir: str | os.PathLike[str],
-        targets: list[MetricsTarget | str] = (),  # type: ignore[assignment]
+        targets: Sequence[MetricsTarget | str] = (),
         binary: str | None = None,
         rules: str | None = None,
         alertmanager: Alertmanager | str | None = None,
-        extra_args: list[str] = (),  # type: ignore[assignment]
+        extra_args: Sequence[str] = (),
+        wait_for_targets: bool = True,
     ):
         super().__init__(workdir, binary)
         self.targets = list(targets)
         self.rules, self.alertmanager, self.extra_args = rules, alertmanager, list(extra_args)
+        self.wait_for_targets = wait_for_targets
         self.config_path = self.workdir / "prometheus.yml"
         self.rules_path = self.workdir / "rules.yml"
         self.storage_path = self.workdir / "tsdb"
@@ -431,6 +496,26 @@ class Prometheus(_Server):
             *self.extra_args,
         ]
 
+    def start(self, timeout: float = START_TIMEOUT) -> Prometheus:
+        """Start, then (by default) wait for the first successful scrape of every
+        MetricsTarget: Prometheus 2.42 applies its target list only after a fixed
+        5s throttle, so ``up`` first appears ~5.5s after ``/-/ready``."""
+        if self.proc is not None:
+            return self
+        super().start(timeout)
+        expected = {t.address for t in self.targets if isinstance(t, MetricsTarget)}
+        if self.wait_for_targets and expected:
+            try:
+                self.wait_for_value(
+                    'up{job="prodline-test"} == 1',
+                    lambda d: expected <= {s["metric"]["instance"] for s in d["result"]},
+                    timeout=timeout,
+                )
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
     def query_response(self, expr: str, time: float | None = None) -> httpx.Response:
         params: dict[str, Any] = {"query": expr}
         if time is not None:
@@ -444,9 +529,7 @@ class Prometheus(_Server):
         """
         return self.query_response(expr, time).json()
 
-    def wait_for_value(
-        self, expr: str, predicate: Callable[[dict], bool], timeout: float = 10.0
-    ) -> dict:
+    def wait_for_value(self, expr: str, predicate: Callable[[dict], bool], timeout: float = 10.0) -> dict:
         """Poll ``expr`` until ``predicate(data)`` holds; returns that ``data``.
 
         ``data`` is the body's "data" member ({"resultType", "result"}); combine
@@ -467,11 +550,15 @@ class Prometheus(_Server):
 
 # --------------------------------------------------------------------------- fixtures
 #
-# Ready to paste into tests/conftest.py (session-scoped: each binary starts once,
-# ~1s for Prometheus, ~0.2s for Alertmanager). Tests that share them should use
-# unique label values (e.g. a uuid in the "service" label or metric name).
+# Ready to paste into tests/conftest.py. Session-scoped: each binary starts once.
+# Tests sharing them should use unique label values / metric names (e.g. a uuid
+# in the "service" label) so they never see each other's alerts or series.
+# Add targets by adding metric names to the one MetricsTarget, not new targets:
+# a new target would need a config reload and another ~5s discovery throttle.
 #
 #   from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
+#
+#   # Prometheus' start() waits ~5.5s for the first scrape; Alertmanager is ~0.1s.
 #
 #   @pytest.fixture(scope="session")
 #   def alertmanager(tmp_path_factory):
@@ -488,5 +575,4 @@ class Prometheus(_Server):
 #   def prometheus(tmp_path_factory, metrics):
 #       require_binary("prometheus")
 #       with Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[metrics]) as prom:
-#           prom.wait_for_value('up{job="prodline-test"}', lambda d: sample_value(d) == 1, timeout=10)
-#           yield prom
+#           yield prom  # start() has already seen `up == 1` for the metrics target
