@@ -75,10 +75,6 @@ class LedgerActivities:
             static_summary=f"{record.service} in {record.environment}: deployments",
         )
 
-    @activity.defn(name="prodline.read_deployments")
-    async def read_deployments(self, key: LedgerState) -> list[DeploymentRecord]:
-        return await read_ledger(self._client, key.application, key.service, key.environment)
-
 
 async def read_ledger(client: Client, application: str, service: str, environment: str) -> list[DeploymentRecord]:
     """Deployments of a service in an environment, oldest first ([] if none yet)."""

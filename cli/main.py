@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="prodline",
         description="Production orchestration on Temporal: every release is a durable workflow.",
         epilog="Exit codes: 0 succeeded, 1 failed, 2 invalid input, 3 rejected, 4 cancelled, 5 timed out, "
-        "6 Temporal unreachable, 7 not found, 8 wrong state.",
+        "6 Temporal unreachable, 7 not found, 8 wrong state or refused.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a worker against an existing Temporal cluster")
     _connection(p)
     p.set_defaults(handler="dev:worker")
+
+    for verdict, text in (
+        ("approve", "approve a release waiting in an environment (or resume a paused one)"),
+        ("reject", "reject a release waiting in an environment: it ends as rejected"),
+    ):
+        p = sub.add_parser(verdict, help=text)
+        p.add_argument("release_id", metavar="ID")
+        p.add_argument("--environment", help="the environment decided on (default: the one the release waits in)")
+        p.add_argument("--as", dest="as_", metavar="NAME", help="who decides (default: $PRODLINE_USER or $USER)")
+        p.add_argument("--comment", help="recorded with the decision")
+        p.add_argument("--json", action="store_true")
+        _connection(p)
+        p.set_defaults(handler=f"approve:{verdict}")
 
     release = sub.add_parser("release", help="start and follow releases").add_subparsers(
         dest="action", metavar="ACTION", required=True

@@ -32,9 +32,10 @@ POLL_SECONDS = float(os.environ.get("PRODLINE_POLL_SECONDS", "0.5"))
 _STATE_BY_FAILURE_TYPE = {v: k for k, v in FAILURE_TYPES.items()}
 
 
-def _initiator(args) -> str:
-    if args.initiator:
-        return args.initiator
+def initiator(explicit: str | None = None) -> str:
+    """Who is acting: explicit, else the CI or shell user."""
+    if explicit:
+        return explicit
     for var in ("PRODLINE_USER", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "USER"):
         if os.environ.get(var):
             return os.environ[var]
@@ -69,7 +70,7 @@ def start(args) -> int:
         Path(args.service_file),
         args.version,
         _params(args.param),
-        _initiator(args),
+        initiator(args.initiator),
         Path(args.app) if args.app else None,
     )
     return asyncio.run(_start(args, request))
@@ -160,7 +161,7 @@ async def _warn_without_workers(client: Client, queue: str) -> None:
 # --- following a release --------------------------------------------------------------
 
 
-async def _query_status(handle: WorkflowHandle) -> ReleaseStatus | None:
+async def query_status(handle: WorkflowHandle) -> ReleaseStatus | None:
     try:
         return await handle.query(ReleaseWorkflow.status, rpc_timeout=timedelta(seconds=2))
     except Exception:
@@ -203,7 +204,7 @@ async def _follow(args, client: Client, handle: WorkflowHandle, link: str | None
     status = None
     while True:
         desc = await handle.describe()
-        status = await _query_status(handle) or status
+        status = await query_status(handle) or status
         if status is not None and not args.json:
             for event in status.events[shown:]:
                 where = f"{event.environment:<12}" if event.environment else " " * 12
@@ -263,7 +264,7 @@ def status(args) -> int:
 async def _status(args) -> int:
     client = await connect(args.address, args.namespace)
     state, reason, handle = await outcome(client, args.release_id)
-    current = await _query_status(handle)
+    current = await query_status(handle)
     link = ui_url(client.service_client.config.target_host, client.namespace, args.release_id)
     summary = _summary(current)
     if args.json:

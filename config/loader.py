@@ -173,6 +173,16 @@ def _check_application(app: Application, doc: Document) -> list[Problem]:
                 doc.problem(("protections", name), f"unknown template name {{{{ {bad} }}}}", _known_hint(known))
             )
     for i, env in enumerate(app.environments):
+        earlier = app.environment_names[:i]
+        for j, rule in enumerate(env.preconditions):
+            if rule.stable is not None and rule.stable.environment not in earlier:
+                hint = (
+                    f"earlier environments: {', '.join(earlier)}" if earlier else f"{env.name} is the first environment"
+                )
+                loc = ("environments", i, "preconditions", j, "stable", "environment")
+                problems.append(
+                    doc.problem(loc, f"{rule.stable.environment!r} is not an environment before {env.name!r}", hint)
+                )
         for list_name in ("preconditions", "checks"):
             for j, rule in enumerate(getattr(env, list_name)):
                 loc = ("environments", i, list_name, j)

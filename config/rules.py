@@ -1,37 +1,160 @@
 """Rules that gate an environment: preconditions and checks.
 
-* A **precondition** is a one-shot gate evaluated before deploying.
-* A **check** runs at one or more points of an environment's lifecycle
-  (``when``): before approval, before deploying, and after deploying, where
-  it can keep watching for a while (``for``).
+* A **precondition** is a gate evaluated once, in order, before deploying:
+  an approval, "previous environment stable", a deploy window, or any check.
+* A **check** runs at chosen points of an environment's lifecycle (``when``):
+  before approval, before deploying, and after deploying, where it can keep
+  watching for a while (``for``).
 * A **protection** is a check defined once in the application file and
   referenced from environments with ``use:`` and arguments in ``with:``.
 
 Every rule has exactly one *kind* field. Kinds are models in this module and
-evaluators under ``activities/rules/``; the workflow treats all kinds alike.
+evaluators under ``activities/rules/``; the workflow treats all kinds alike,
+except approvals, which are decisions by people (signals), not evaluations.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
+from typing import ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Model, Name, ParamName, ScalarValue, one_of
 from .durations import Duration
+
+_URL = r"^(https?://\S+|\{\{.*\}\}\S*)$"
+Url = Field(pattern=_URL, description="http(s) URL (templates allowed).")
 
 
 class CommandRule(Model):
     """A legacy check: a shell command that passes when it exits 0."""
 
     run: str = Field(description="Shell command; exit 0 passes, anything else fails.")
-    workdir: str = Field(".", description="Working directory, relative to the file that declares the rule.")
+    workdir: str = Field(".", description="Working directory, relative to the application file.")
     env: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = Field(timedelta(minutes=5), description="Longest one evaluation may take.")
 
 
-RULE_KINDS = ("command",)
+class AlertsRule(Model):
+    """No alerts firing in Alertmanager (API v2) that match the matchers."""
+
+    url: str = Url
+    matchers: list[str] | dict[str, str] = Field(
+        description="Alertmanager matchers, e.g. ['service=\"checkout\"'] or {service: checkout}."
+    )
+    include_silenced: bool = Field(False, description="Also count silenced and inhibited alerts.")
+    timeout: Duration = Field(timedelta(seconds=10), description="HTTP timeout.")
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers(cls, value: list[str] | dict[str, str]) -> list[str]:
+        if isinstance(value, dict):
+            value = [f'{k}="{v}"' for k, v in value.items()]
+        if not value:
+            raise ValueError("give at least one matcher, or every alert in Alertmanager would count")
+        for matcher in value:
+            if not re.match(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=)\s*\S", matcher):
+                raise ValueError(f'{matcher!r} is not a matcher like service="checkout"')
+        return value
+
+
+class PrometheusRule(Model):
+    """A PromQL expression whose every sample must meet a condition."""
+
+    url: str = Url
+    query: str = Field(min_length=1, description="PromQL, evaluated as an instant query.")
+    condition: str = Field(
+        pattern=r"^\s*(<=|>=|==|!=|<|>)\s*-?\d+(\.\d+)?([eE][-+]?\d+)?\s*$",
+        description="Comparison each sample must meet, e.g. '< 0.01'.",
+    )
+    no_data: Literal["pass", "fail", "inconclusive"] = Field(
+        "inconclusive", description="Outcome when the query returns nothing."
+    )
+    timeout: Duration = Field(timedelta(seconds=10), description="HTTP timeout.")
+
+
+class HttpRule(Model):
+    """An HTTP endpoint answers with the expected status (and body)."""
+
+    url: str = Url
+    status: int = Field(200, ge=100, le=599)
+    body: str | None = Field(None, description="Regular expression the body must contain.")
+    attempts: int = Field(3, ge=1, le=20, description="Tries within one evaluation.")
+    retry_interval: Duration = Field(timedelta(seconds=1))
+    timeout: Duration = Field(timedelta(seconds=10), description="HTTP timeout per try.")
+
+    @field_validator("body")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"body is not a valid regular expression: {exc}") from None
+        return value
+
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class WindowRule(Model):
+    """Deploy only on these days and hours, in this time zone; otherwise wait."""
+
+    # Re-checked right before the first step is applied: approvals can take long.
+    recheck_before_deploy: ClassVar[bool] = True
+
+    days: list[Day] = Field(default_factory=lambda: list(DAYS), min_length=1)
+    hours: str = Field("00:00-24:00", pattern=r"^([01]\d|2[0-4]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Berlin") from None
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> WindowRule:
+        start, end = self.hours.split("-")
+        if start >= end:
+            raise ValueError(f"hours {self.hours!r}: the window must end after it starts, within one day")
+        return self
+
+
+class ApprovalRule(Model):
+    """People approve (or reject) with `prodline approve|reject`."""
+
+    approvers: list[str] = Field(default_factory=list, description="Who may approve; empty: anyone.")
+    min_approvers: int = Field(1, ge=1, le=20, description="Distinct approvals needed.")
+    forbid_initiator: bool = Field(False, description="The person who started the release cannot approve it.")
+    timeout: Duration = Field(timedelta(hours=24), description="The release ends as timed out after this.")
+
+    @model_validator(mode="after")
+    def _enough_people(self) -> ApprovalRule:
+        if self.approvers and self.min_approvers > len(set(self.approvers)):
+            raise ValueError(
+                f"min_approvers is {self.min_approvers} but only {len(set(self.approvers))} approvers are listed"
+            )
+        return self
+
+
+class StableRule(Model):
+    """The same version is live in an earlier environment, for at least `soak`."""
+
+    environment: Name
+    soak: Duration = Field(timedelta(0), description="How long it must have been live there.")
+
+
+CHECK_KINDS = ("command", "alerts", "prometheus", "http", "window")
+PRECONDITION_KINDS = (*CHECK_KINDS, "approval", "stable")
 
 
 class Lifecycle(StrEnum):
@@ -43,16 +166,23 @@ class Lifecycle(StrEnum):
 class OnFailure(StrEnum):
     wait = "wait"  # block and re-evaluate until it passes or `timeout` ends
     fail = "fail"  # fail the release at once
+    pause = "pause"  # hold the release until someone resumes (approve) or rejects it
 
 
 class RuleKinds(Model):
-    """The kind fields, shared by preconditions, checks and protections."""
+    """The kind fields shared by checks, preconditions and protections."""
+
+    kinds: ClassVar[tuple[str, ...]] = CHECK_KINDS
 
     command: CommandRule | None = None
+    alerts: AlertsRule | None = None
+    prometheus: PrometheusRule | None = None
+    http: HttpRule | None = None
+    window: WindowRule | None = None
 
     @property
     def kind(self) -> str:
-        return one_of(self, RULE_KINDS, "rule")
+        return one_of(self, self.kinds, "rule")
 
     @property
     def spec(self) -> Model:
@@ -65,18 +195,19 @@ class RuleRef(RuleKinds):
     name: str | None = Field(None, description="Display name; defaults to the kind or the protection used.")
     use: Name | None = Field(None, description="Name of a protection defined in the application file.")
     args: dict[ParamName, ScalarValue] = Field(
-        default_factory=dict, alias="with", description="Arguments for the protection (`{{ args.NAME }}`)."
+        default_factory=dict, alias="with", description="Arguments (`{{ args.NAME }}`)."
     )
     timeout: Duration = Field(
-        timedelta(minutes=30), description="How long `on_failure: wait` keeps waiting before the release fails."
+        timedelta(minutes=30), description="How long `on_failure: wait` keeps waiting before the release times out."
     )
     interval: Duration = Field(timedelta(seconds=30), description="Time between evaluations while waiting or watching.")
+    failures_allowed: int = Field(0, ge=0, le=100, description="Consecutive failures tolerated before acting on one.")
 
     @model_validator(mode="after")
     def _kind_or_use(self) -> RuleRef:
-        inline = [k for k in RULE_KINDS if getattr(self, k) is not None]
+        inline = [k for k in self.kinds if getattr(self, k, None) is not None]
         if self.use is None:
-            one_of(self, RULE_KINDS, "rule (or `use: PROTECTION`)")
+            one_of(self, self.kinds, "rule (or `use: PROTECTION`)")
         elif inline:
             raise ValueError(f"`use` references a protection, so {', '.join(inline)} cannot be given here too")
         return self
@@ -87,11 +218,13 @@ class RuleRef(RuleKinds):
 
 
 class Precondition(RuleRef):
-    """A one-shot gate before deploying."""
+    """A gate before deploying, evaluated once in order."""
 
-    on_failure: OnFailure = Field(
-        OnFailure.fail, description="fail, or wait (re-evaluating every `interval` until `timeout`)."
-    )
+    kinds: ClassVar[tuple[str, ...]] = PRECONDITION_KINDS
+
+    approval: ApprovalRule | None = None
+    stable: StableRule | None = None
+    on_failure: OnFailure = Field(OnFailure.fail, description="fail, wait (until `timeout`) or pause.")
 
 
 class Check(RuleRef):
@@ -121,5 +254,5 @@ class Protection(RuleKinds):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Protection:
-        one_of(self, RULE_KINDS, "protection")
+        one_of(self, self.kinds, "protection")
         return self

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer, free_port
 from prodline.workers.worker import build_worker
@@ -202,3 +203,44 @@ def process_alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- real Prometheus and Alertmanager (see observability.py) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory):
+    require_binary("prometheus-alertmanager")
+    with Alertmanager(tmp_path_factory.mktemp("alertmanager")) as am:
+        yield am
+
+
+@pytest.fixture(scope="session")
+def metrics():
+    with MetricsTarget() as target:
+        yield target
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory, metrics):
+    require_binary("prometheus")
+    with Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[metrics]) as prom:
+        yield prom  # start() has already seen the first scrape of `metrics`
+
+
+# --- writing service files ------------------------------------------------------------------
+
+FAST_STEP = """
+    timeout: 1m
+    heartbeat_timeout: 2s
+    retry: {attempts: 3, initial_interval: 100ms}
+"""
+
+
+def step(name: str, command: str, extra: str = "") -> str:
+    """A command step with test-friendly timeouts."""
+    return f"  - name: {name}\n    command: {{apply: '{command}'{extra}}}" + FAST_STEP
+
+
+def service(*steps: str, head: str = "") -> str:
+    return "service: checkout\napplication: shop\n" + head + "steps:\n" + "\n".join(steps) + "\n"

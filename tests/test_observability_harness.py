@@ -5,28 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
-from observability import Alertmanager, MetricsTarget, Prometheus, require_binary, sample_value
-
-
-@pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory):
-    require_binary("prometheus-alertmanager")
-    with Alertmanager(tmp_path_factory.mktemp("alertmanager")) as am:
-        yield am
-
-
-@pytest.fixture(scope="module")
-def metrics():
-    with MetricsTarget() as target:
-        yield target
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory, metrics):
-    require_binary("prometheus")
-    with Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[metrics]) as prom:
-        yield prom
+from observability import sample_value
 
 
 def test_alert_is_active_at_once_and_gone_once_resolved(alertmanager):

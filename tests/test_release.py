@@ -7,22 +7,8 @@ import os
 import signal
 import subprocess
 
-from conftest import client_for, process_alive, run, wait_for
+from conftest import client_for, process_alive, run, service, step, wait_for
 from prodline.activities.ledger import read_ledger
-
-FAST = """
-    timeout: 1m
-    heartbeat_timeout: 2s
-    retry: {attempts: 3, initial_interval: 100ms}
-"""
-
-
-def step(name: str, command: str, extra: str = "") -> str:
-    return f"  - name: {name}\n    command: {{apply: '{command}'{extra}}}" + FAST.replace("\n    ", "\n    ")
-
-
-def service(*steps: str, head: str = "") -> str:
-    return "service: checkout\napplication: shop\n" + head + "steps:\n" + "\n".join(steps) + "\n"
 
 
 def test_release_goes_through_staging_then_production(cli, worker, project, tmp_path, temporal):

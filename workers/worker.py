@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from prodline.activities import rules, steps
+from prodline.activities import steps
 from prodline.activities.ledger import LedgerActivities
+from prodline.activities.rules import RuleActivities
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
 from temporalio.client import Client
@@ -22,7 +23,7 @@ def build_worker(client: Client, task_queue: str, **options) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*steps.ACTIVITIES, *rules.ACTIVITIES, ledger.record_deployment, ledger.read_deployments],
+        activities=[*steps.ACTIVITIES, RuleActivities(client).evaluate_rule, ledger.record_deployment],
         **options,
     )
 

@@ -14,6 +14,7 @@ expose, and translates outcomes into the release's final state.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -23,13 +24,15 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from prodline.activities.context import NON_RETRYABLE_CONFIG, RunContext
     from prodline.activities.ledger import DeploymentRecord, DeploymentState
-    from prodline.activities.rules import RuleResult, RuleRun, evaluate_rule
+    from prodline.activities.rules import Outcome, RuleResult, RuleRun
     from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
+    from prodline.config.durations import format_duration
     from prodline.config.release import EnvironmentPlan, ReleaseRequest
-    from prodline.config.rules import Check, Lifecycle, OnFailure, Precondition
+    from prodline.config.rules import ApprovalRule, Check, Lifecycle, OnFailure, Precondition
     from prodline.config.steps import Step
 
     from . import search_attributes as sa
+    from .approvals import Decision, DecisionRecord, Gate, Verdict
     from .status import EnvironmentStatus, Event, Phase, ReleaseState, ReleaseStatus, StepStatus
 
 # Failure types a release ends with; the CLI maps them to exit codes.
@@ -38,6 +41,9 @@ FAILURE_TYPES = {
     ReleaseState.rejected: "ReleaseRejected",
     ReleaseState.timed_out: "ReleaseTimedOut",
 }
+
+# How long a release paused on a failed check waits for someone to decide.
+_PAUSE_TIMEOUT = timedelta(days=7)
 
 # Bookkeeping activities are quick and safe to retry.
 _QUICK = dict(
@@ -71,6 +77,7 @@ class ReleaseWorkflow:
             ],
         )
         self._started: dict[str, datetime] = {}
+        self._gate_open: Gate | None = None
 
     @workflow.query
     def status(self) -> ReleaseStatus:
@@ -109,6 +116,9 @@ class ReleaseWorkflow:
         for rule in plan.preconditions:
             await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label}")
         await self._run_checks(plan, Lifecycle.before_deploy)
+        for rule in plan.preconditions:
+            if getattr(rule.spec, "recheck_before_deploy", False):
+                await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label} (re-check)")
         for step in plan.steps:
             await self._apply_step(plan, step)
         await self._run_checks(plan, Lifecycle.after_deploy)
@@ -177,51 +187,131 @@ class ReleaseWorkflow:
                 await self._gate(plan, check, check.failure_behaviour(lifecycle), what)
 
     async def _gate(self, plan: EnvironmentPlan, rule: Check | Precondition, behaviour: OnFailure, what: str) -> None:
-        """Evaluate until the rule passes; fail at once or wait, as configured."""
+        """Hold the environment until the rule passes; fail, wait or pause when it does not."""
+        if isinstance(rule, Precondition) and rule.approval is not None:
+            await self._wait_for_people(
+                plan, Gate(environment=plan.name, what=what, rule=rule.approval, initiator=self._request.initiator)
+            )
+            return
         env = self._status.environment(plan.name)
         deadline = workflow.now() + rule.timeout
+        failures = 0
         while True:
             result = await self._evaluate(plan, rule, what)
             if result.passed:
-                self._event(f"{what} passed", plan.name)
                 break
-            if behaviour is OnFailure.fail:
-                raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {result.reason}")
+            if result.outcome is Outcome.pending and result.wait_until is not None:
+                # Windows and soak times: wait durably for the moment named, however far.
+                self._wait(env, f"{what}: {result.reason}")
+                await workflow.sleep(
+                    max(result.wait_until - workflow.now(), timedelta(seconds=1)),
+                    summary=f"{rule.label}: until {result.wait_until:%Y-%m-%d %H:%M}Z",
+                )
+                continue
+            if result.outcome is Outcome.failed:
+                failures += 1
+            if result.outcome is Outcome.failed and failures > rule.failures_allowed:
+                if behaviour is OnFailure.fail:
+                    raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {result.reason}")
+                if behaviour is OnFailure.pause:
+                    await self._pause(plan, what, result.reason)
+                    break
             if workflow.now() + rule.interval > deadline:
                 raise ReleaseStopped(
-                    ReleaseState.timed_out, f"{plan.name}: {what} still failing after {rule.timeout}: {result.reason}"
+                    ReleaseState.timed_out,
+                    f"{plan.name}: {what} did not pass within {format_duration(rule.timeout)}: {result.reason}",
                 )
-            if env.waiting_on != what:
-                self._event(f"waiting: {what}: {result.reason}", plan.name)
-            self._set_waiting(env, what)
+            self._wait(env, f"{what}: {result.reason}")
             await workflow.sleep(rule.interval, summary=f"re-check {rule.label}")
-        self._set_waiting(env, "")
+        self._wait(env, "")
+        self._event(f"{what} passed: {result.reason}" if result.passed else f"{what} overridden", plan.name)
 
     async def _watch(self, plan: EnvironmentPlan, check: Check, what: str) -> None:
-        """After deploying: the check must keep passing for `for`; any failure fails the release."""
+        """After deploying: the check must keep passing for `for`."""
         until = workflow.now() + check.watch_for
-        self._event(f"watching {check.label} for {check.watch_for}", plan.name)
+        self._event(f"watching {check.label} for {format_duration(check.watch_for)}", plan.name)
+        failures = 0
         while True:
             result = await self._evaluate(plan, check, what)
-            if not result.passed:
-                # Automatic rollback (release-safety) hooks in here.
-                raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {result.reason}")
+            failures = failures + 1 if result.outcome is Outcome.failed else 0
+            if failures > check.failures_allowed:
+                # Automatic rollback (release safety) hooks in here.
+                if check.failure_behaviour(Lifecycle.after_deploy) is not OnFailure.pause:
+                    raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {result.reason}")
+                await self._pause(plan, what, result.reason)
+                failures = 0
             remaining = until - workflow.now()
             if remaining <= timedelta(0):
                 break
             await workflow.sleep(min(check.interval, remaining), summary=f"watch {check.label}")
-        self._event(f"{what} passed", plan.name)
+        self._event(f"{what} passed for {format_duration(check.watch_for)}", plan.name)
+
+    async def _pause(self, plan: EnvironmentPlan, what: str, reason: str) -> None:
+        """A failed rule with `on_failure: pause`: people resume (approve) or reject."""
+        approvals = [p.approval for p in plan.preconditions if p.approval is not None]
+        rule = ApprovalRule(approvers=approvals[0].approvers if approvals else [], timeout=_PAUSE_TIMEOUT)
+        self._event(f"paused: {what} failed: {reason}; `prodline approve` resumes, `prodline reject` stops", plan.name)
+        await self._wait_for_people(
+            plan, Gate(environment=plan.name, what=f"paused on {what}", rule=rule, initiator=self._request.initiator)
+        )
+
+    async def _wait_for_people(self, plan: EnvironmentPlan, gate: Gate) -> None:
+        env = self._status.environment(plan.name)
+        self._gate_open = gate
+        self._wait(env, gate.progress())
+        try:
+            await workflow.wait_condition(
+                lambda: gate.settled, timeout=gate.rule.timeout, timeout_summary=f"{gate.what} timeout"
+            )
+        except builtins.TimeoutError:
+            raise ReleaseStopped(
+                ReleaseState.timed_out,
+                f"{plan.name}: {gate.progress()}: timed out after {format_duration(gate.rule.timeout)}",
+            ) from None
+        finally:
+            self._gate_open = None
+        if gate.rejected_by:
+            comment = f": {gate.rejection_comment}" if gate.rejection_comment else ""
+            raise ReleaseStopped(ReleaseState.rejected, f"{plan.name}: rejected by {gate.rejected_by}{comment}")
+        self._wait(env, "")
+        self._event(f"{gate.what}: approved by {', '.join(gate.approvals)}", plan.name)
+
+    @workflow.signal
+    def decide(self, decision: Decision) -> None:
+        """`prodline approve|reject`: judged against the open gate, recorded either way."""
+        gate = self._gate_open
+        if gate is None:
+            where = (
+                self._status.state.value
+                if self._status.state.final
+                else f"not waiting for a decision ({self._where()})"
+            )
+            refusal = f"the release is {where}"
+        else:
+            refusal = gate.judge(decision)
+        record = DecisionRecord(**decision.model_dump(), at=workflow.now(), accepted=not refusal, reason=refusal)
+        self._status.decisions.append(record)
+        verb = "approved" if decision.verdict is Verdict.approve else "rejected"
+        text = f"{decision.by} {verb}" + (f" ({decision.comment})" if decision.comment else "")
+        self._event(f"{text}" if not refusal else f"refused: {text}: {refusal}", decision.environment)
+        if gate is not None and not refusal and not gate.settled:
+            self._wait(self._status.environment(gate.environment), gate.progress())
+
+    def _where(self) -> str:
+        running = [e for e in self._status.environments if e.phase in (Phase.running, Phase.waiting)]
+        return f"deploying {running[0].name}" if running else "between environments"
 
     async def _evaluate(self, plan: EnvironmentPlan, rule: Check | Precondition, what: str) -> RuleResult:
         ctx = self._context(plan, self._request.application_dir)
         ctx.args = {k: str(v) for k, v in rule.args.items()}
         try:
             return await workflow.execute_activity(
-                evaluate_rule,
+                "prodline.evaluate_rule",
                 RuleRun(context=ctx, rule=rule),
+                result_type=RuleResult,
                 start_to_close_timeout=_rule_timeout(rule),
                 heartbeat_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{plan.name}: {what}",
             )
@@ -282,7 +372,10 @@ class ReleaseWorkflow:
         workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
         workflow.set_current_details(self._status.markdown())
 
-    def _set_waiting(self, env: EnvironmentStatus, what: str) -> None:
+    def _wait(self, env: EnvironmentStatus, what: str) -> None:
+        """Show what the environment waits on ("" when it moves again)."""
+        if what and what != env.waiting_on:
+            self._event(f"waiting: {what}", env.name)
         env.waiting_on = what
         env.phase = Phase.waiting if what else Phase.running
         state = ReleaseState.waiting if what else ReleaseState.running

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from .approvals import DecisionRecord
+
 
 class ReleaseState(StrEnum):
     running = "running"
@@ -65,6 +67,7 @@ class ReleaseStatus(BaseModel):
     reason: str = ""
     environments: list[EnvironmentStatus] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
+    decisions: list[DecisionRecord] = Field(default_factory=list, description="Every approval, rejection and refusal.")
 
     def environment(self, name: str) -> EnvironmentStatus:
         return next(e for e in self.environments if e.name == name)

@@ -1,23 +1,40 @@
-"""Rule activities: one generic ``evaluate_rule`` dispatching on the rule's kind."""
+"""Rule activities: one generic ``evaluate_rule`` dispatching on the rule's kind.
+
+Adding a rule kind means a model in ``config/rules.py``, an evaluator module
+here and one line in :meth:`RuleActivities.evaluators`.
+"""
 
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.client import Client
 
+from .alerts import AlertsEvaluator
 from .base import Outcome, RuleEvaluator, RuleResult, RuleRun
 from .command import CommandEvaluator
-
-EVALUATORS: dict[str, RuleEvaluator] = {
-    "command": CommandEvaluator(),
-}
-
-
-@activity.defn(name="prodline.evaluate_rule")
-async def evaluate_rule(run: RuleRun) -> RuleResult:
-    """Evaluate a precondition or check once."""
-    return await EVALUATORS[run.rule.kind].evaluate(run)
+from .http import HttpEvaluator
+from .prometheus import PrometheusEvaluator
+from .stable import StableEvaluator
+from .window import WindowEvaluator
 
 
-ACTIVITIES = [evaluate_rule]
+class RuleActivities:
+    """Holds what evaluators need (a Temporal client for the ledger)."""
 
-__all__ = ["ACTIVITIES", "EVALUATORS", "Outcome", "RuleResult", "RuleRun", "evaluate_rule"]
+    def __init__(self, client: Client):
+        self.evaluators: dict[str, RuleEvaluator] = {
+            "command": CommandEvaluator(),
+            "alerts": AlertsEvaluator(),
+            "prometheus": PrometheusEvaluator(),
+            "http": HttpEvaluator(),
+            "window": WindowEvaluator(),
+            "stable": StableEvaluator(client),
+        }
+
+    @activity.defn(name="prodline.evaluate_rule")
+    async def evaluate_rule(self, run: RuleRun) -> RuleResult:
+        """Evaluate a precondition or check once."""
+        return await self.evaluators[run.rule.kind].evaluate(run)
+
+
+__all__ = ["Outcome", "RuleActivities", "RuleResult", "RuleRun"]

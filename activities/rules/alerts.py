@@ -1,0 +1,31 @@
+"""The ``alerts`` rule: nothing matching is firing in Alertmanager (API v2)."""
+
+from __future__ import annotations
+
+from prodline.config.rules import AlertsRule
+
+from .base import Outcome, RuleResult, RuleRun
+from .http_api import get_json
+
+
+class AlertsEvaluator:
+    def __init__(self, transport=None):
+        self._transport = transport
+
+    async def evaluate(self, run: RuleRun) -> RuleResult:
+        spec: AlertsRule = run.rule.alerts  # type: ignore[assignment]
+        ctx = run.context
+        url = ctx.render(spec.url).rstrip("/") + "/api/v2/alerts"
+        params = [("active", "true")]
+        if not spec.include_silenced:
+            params += [("silenced", "false"), ("inhibited", "false")]
+        matchers = [ctx.render(m) for m in spec.matchers]
+        params += [("filter", m) for m in matchers]
+        alerts = await get_json(url, params, spec.timeout, what="Alertmanager", transport=self._transport)
+        if not alerts:
+            return RuleResult(outcome=Outcome.passed, reason=f"no alerts firing for {', '.join(matchers)}")
+        names = sorted({a.get("labels", {}).get("alertname", "?") for a in alerts})
+        return RuleResult(
+            outcome=Outcome.failed,
+            reason=f"{len(alerts)} alert(s) firing for {', '.join(matchers)}: {', '.join(names)}",
+        )

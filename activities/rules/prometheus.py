@@ -1,0 +1,62 @@
+"""The ``prometheus`` rule: every sample of a PromQL query meets a condition."""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+
+from prodline.config.rules import PrometheusRule
+
+from .base import Outcome, RuleResult, RuleRun
+from .http_api import get_json
+
+_OPERATORS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def parse_condition(condition: str):
+    op, number = re.fullmatch(r"\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*", condition).groups()  # type: ignore[union-attr]
+    return _OPERATORS[op], float(number)
+
+
+class PrometheusEvaluator:
+    def __init__(self, transport=None):
+        self._transport = transport
+
+    async def evaluate(self, run: RuleRun) -> RuleResult:
+        spec: PrometheusRule = run.rule.prometheus  # type: ignore[assignment]
+        ctx = run.context
+        query = ctx.render(spec.query)
+        url = ctx.render(spec.url).rstrip("/") + "/api/v1/query"
+        body = await get_json(url, [("query", query)], spec.timeout, what="Prometheus", transport=self._transport)
+        data = body.get("data", {})
+        if data.get("resultType") == "scalar":
+            samples = [("scalar", data["result"][1])]
+        else:
+            samples = [(_labels(s.get("metric", {})), s["value"][1]) for s in data.get("result", [])]
+        values = [(label, float(value)) for label, value in samples]
+        values = [(label, v) for label, v in values if not math.isnan(v)]
+        if not values:
+            return RuleResult(outcome=Outcome(_NO_DATA[spec.no_data]), reason=f"`{query}` returned no data")
+        compare, threshold = parse_condition(spec.condition)
+        bad = [f"{label} = {v:g}" for label, v in values if not compare(v, threshold)]
+        if bad:
+            return RuleResult(
+                outcome=Outcome.failed, reason=f"`{query}` not {spec.condition.strip()}: {'; '.join(bad[:5])}"
+            )
+        shown = "; ".join(f"{label} = {v:g}" for label, v in values[:3])
+        return RuleResult(outcome=Outcome.passed, reason=f"`{query}` {spec.condition.strip()}: {shown}")
+
+
+_NO_DATA = {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}
+
+
+def _labels(metric: dict) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(metric.items())) + "}"

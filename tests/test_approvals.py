@@ -1,0 +1,170 @@
+"""Approvals, rejections, pauses, soak times and deploy windows, end to end."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import client_for, run, service, step, wait_for
+from prodline.activities.ledger import read_ledger
+
+
+def approval_app(rule: str) -> str:
+    return f"""
+application: shop
+environments:
+  - name: staging
+  - name: production
+    preconditions:
+      - approval: {rule}
+"""
+
+
+def waiting_in(cli, release_id: str, environment: str, text: str = "") -> dict:
+    def check():
+        result = cli.run("release", "status", release_id, "--json")
+        if result.returncode == 7:  # not started yet
+            return None
+        status = json.loads(result.stdout)
+        env = next(e for e in status["environments"] if e["name"] == environment)
+        return status if env["phase"] == "waiting" and text in env["waiting_on"] else None
+
+    return wait_for(check, what=f"{release_id} to wait in {environment} ({text})")
+
+
+def test_approvals_need_distinct_allowed_people_and_refusals_are_recorded(cli, worker, project, tmp_path, temporal):
+    service_file = project(
+        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')),
+        app=approval_app("{approvers: [alice, bob, ci-bot], min_approvers: 2, forbid_initiator: true}"),
+    )
+    release = project.release_id("3.0.0")
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "3.0.0", "--wait")
+    status = waiting_in(cli, release, "production", "0/2 approvals")
+    assert status["state"] == "waiting"
+    assert (tmp_path / "deployed-staging").exists() and not (tmp_path / "deployed-production").exists()
+
+    def decide(*args: str):
+        return cli.run("approve", release, *args)
+
+    wrong_person = decide("--as", "mallory", "--comment", "lgtm")
+    assert wrong_person.returncode == 8
+    assert "refused: mallory may not decide for production (approvers: alice, bob, ci-bot)" in wrong_person.stdout
+    initiator = decide("--as", "ci-bot")
+    assert initiator.returncode == 8 and "ci-bot started this release and may not approve it" in initiator.stdout
+    wrong_env = decide("--as", "alice", "--environment", "staging")
+    assert wrong_env.returncode == 8 and "waiting in production, not staging" in wrong_env.stdout
+    first = decide("--as", "alice", "--comment", "dashboards green")
+    assert first.returncode == 0 and "approve by alice accepted" in first.stdout
+    assert "approve checkout 3.0.0 into production (started by ci-bot)" in first.stdout
+    twice = decide("--as", "alice")
+    assert twice.returncode == 8 and "alice already approved" in twice.stdout
+    waiting_in(cli, release, "production", "1/2 approvals (alice)")
+    assert not (tmp_path / "deployed-production").exists()
+    assert decide("--as", "bob").returncode == 0
+
+    assert waiting.wait(60) == 0, waiting.stdout.read()
+    assert (tmp_path / "deployed-production").exists()
+    decisions = cli.json("release", "status", release)["decisions"]
+    assert [(d["by"], d["accepted"]) for d in decisions] == [
+        ("mallory", False), ("ci-bot", False), ("alice", False), ("alice", True), ("alice", False), ("bob", True)
+    ]  # fmt: skip
+    assert decisions[0]["comment"] == "lgtm"
+
+    # Every attempt, refused ones included, is a signal in the workflow's history.
+    async def signals():
+        client = await client_for(temporal)
+        history = await client.get_workflow_handle(release).fetch_history()
+        return [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+
+    assert len(run(signals())) == 6
+    late = cli.run("approve", release, "--as", "bob")
+    assert late.returncode == 8 and "already succeeded" in late.stderr
+
+
+def test_a_rejection_ends_the_release_as_rejected(cli, worker, project, tmp_path):
+    service_file = project(
+        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=approval_app("{approvers: [alice]}")
+    )
+    release = project.release_id("3.0.1")
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "3.0.1", "--wait", "--json")
+    waiting_in(cli, release, "production")
+    assert cli.run("reject", release, "--as", "alice", "--comment", "error budget spent").returncode == 0
+    assert waiting.wait(60) == 3
+    outcome = json.loads(waiting.stdout.read())
+    assert outcome["state"] == "rejected"
+    assert outcome["reason"] == "production: rejected by alice: error budget spent"
+    assert not (tmp_path / "deployed-production").exists()
+    assert [r["release_id"] for r in cli.json("release", "list", "--state", "rejected")] == [release]
+
+
+def test_an_approval_timeout_ends_the_release_as_timed_out(cli, worker, project, tmp_path):
+    service_file = project(
+        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=approval_app("{timeout: 1s}")
+    )
+    result = cli.run("release", "start", str(service_file), "--version", "3.0.2", "--wait")
+    assert result.returncode == 5, result.stdout
+    assert "timed out after 1s" in result.stdout
+    assert not (tmp_path / "deployed-production").exists()
+
+
+def test_production_waits_until_staging_has_soaked(cli, worker, project, temporal):
+    app = """
+application: shop
+environments:
+  - name: staging
+  - name: production
+    preconditions:
+      - stable: {environment: staging, soak: 3s}
+"""
+    service_file = project(service(step("deploy", "true")), app=app)
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "3.0.3", "--wait")
+    status = waiting_in(cli, project.release_id("3.0.3"), "production", "soaking 3s")
+    assert "3.0.3 live in staging since" in json.dumps(status)
+    assert waiting.wait(60) == 0
+
+    async def ledgers():
+        client = await client_for(temporal)
+        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
+
+    staging, production = run(ledgers())
+    # Production went live only after staging had been live for the soak time.
+    assert (production[0].finished_at - staging[0].finished_at).total_seconds() >= 3
+
+
+def test_outside_the_deploy_window_the_release_waits_and_says_until_when(cli, worker, project):
+    app = """
+application: shop
+environments:
+  - name: staging
+    preconditions:
+      - window: {days: [mon], hours: "03:00-03:01", timezone: Pacific/Auckland}
+"""
+    service_file = project(service(step("deploy", "touch ../deployed")), app=app)
+    release = project.release_id("3.0.4")
+    cli.run("release", "start", str(service_file), "--version", "3.0.4")
+    status = waiting_in(cli, release, "staging", "outside the deploy window")
+    env = status["environments"][0]
+    assert "opens Mon" in env["waiting_on"] and "03:00 Pacific/Auckland" in env["waiting_on"]
+    assert env["steps"][0]["phase"] == "pending"
+    assert cli.run("release", "cancel", release, "--wait").returncode == 0
+
+
+def test_a_paused_check_waits_for_a_person_to_resume(cli, worker, project, tmp_path):
+    app = """
+application: shop
+environments:
+  - name: staging
+    checks:
+      - command: {run: "test -f approved-by-qa"}
+        name: qa-signoff
+        when: [before_deploy]
+        on_failure: pause
+"""
+    service_file = project(service(step("deploy", "touch ../deployed")), app=app)
+    release = project.release_id("3.0.5")
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "3.0.5", "--wait")
+    waiting_in(cli, release, "staging", "paused on check qa-signoff")
+    assert not (tmp_path / "deployed").exists()
+    assert cli.run("approve", release, "--as", "qa-lead", "--comment", "checked by hand").returncode == 0
+    assert waiting.wait(60) == 0
+    assert (tmp_path / "deployed").exists()
+    assert "check qa-signoff (before deploy) overridden" in waiting.stdout.read()
