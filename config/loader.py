@@ -54,26 +54,38 @@ class Project:
 # --- pydantic errors -> located problems -------------------------------------------------
 
 
-def _fields_at(model: type[BaseModel], loc: PathKey) -> list[str]:
-    """Field names (YAML keys) accepted at ``loc`` inside ``model``; [] if unknown."""
+def _model_at(model: type[BaseModel], loc: PathKey) -> type[BaseModel] | None:
+    """The model class whose fields are the YAML keys at ``loc`` (None if not a model)."""
     current: Any = model
     for part in loc:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             info = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
             if info is None:
-                return []
+                return None
             current = info.annotation
         elif typing.get_origin(current) is list:
             current = typing.get_args(current)[0]
         elif typing.get_origin(current) is dict:
             current = typing.get_args(current)[1]
         else:
-            return []
+            return None
     current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _fields_at(model: type[BaseModel], loc: PathKey) -> list[str]:
+    """Field names (YAML keys) accepted at ``loc`` inside ``model``; [] if unknown."""
+    found = _model_at(model, loc)
+    return [f.alias or n for n, f in found.model_fields.items()] if found else []
+
+
+def _description(model: type[BaseModel], loc: PathKey) -> str:
+    parent = _model_at(model, loc[:-1]) if loc else None
+    if parent is None:
+        return ""
+    info = next((f for n, f in parent.model_fields.items() if loc[-1] in (n, f.alias)), None)
+    return (info.description or "") if info else ""
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -115,6 +127,9 @@ def _problems_from(exc: ValidationError, doc: Document, model: type[BaseModel], 
                 if "_" not in str(err["ctx"]["pattern"])
                 else "start with a lowercase letter; then letters, digits, _ or -"
             )
+        elif kind == "string_pattern_mismatch":
+            message = f"{err['input']!r} is not in the expected format"
+            hint = _description(model, loc)
         elif kind in ("model_type", "dict_type"):
             message = f"expected a mapping of keys, got {type(err['input']).__name__}"
         problems.append(doc.problem(full, message, hint))

@@ -186,14 +186,18 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def async_wait_for(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate() if asyncio.iscoroutinefunction(predicate) else predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def waiting_in(cli: Cli, release_id: str, environment: str, text: str = "") -> dict:
+    """Wait until the release waits in ``environment`` on something containing ``text``."""
+
+    def check():
+        result = cli.run("release", "status", release_id, "--json")
+        if result.returncode == 7:  # not started yet
+            return None
+        status = json.loads(result.stdout)
+        env = next(e for e in status["environments"] if e["name"] == environment)
+        return status if env["phase"] == "waiting" and text in env["waiting_on"] else None
+
+    return wait_for(check, what=f"{release_id} to wait in {environment} on {text!r}")
 
 
 def process_alive(pid: int) -> bool:

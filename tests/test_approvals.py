@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import client_for, run, service, step, wait_for
+from conftest import client_for, run, service, step, waiting_in
 from prodline.activities.ledger import read_ledger
 
 
@@ -17,18 +17,6 @@ environments:
     preconditions:
       - approval: {rule}
 """
-
-
-def waiting_in(cli, release_id: str, environment: str, text: str = "") -> dict:
-    def check():
-        result = cli.run("release", "status", release_id, "--json")
-        if result.returncode == 7:  # not started yet
-            return None
-        status = json.loads(result.stdout)
-        env = next(e for e in status["environments"] if e["name"] == environment)
-        return status if env["phase"] == "waiting" and text in env["waiting_on"] else None
-
-    return wait_for(check, what=f"{release_id} to wait in {environment} ({text})")
 
 
 def test_approvals_need_distinct_allowed_people_and_refusals_are_recorded(cli, worker, project, tmp_path, temporal):

@@ -191,6 +191,39 @@ def test_service_errors_are_located(tmp_path, service, expected):
             "environments[1].checks[0].for: 'soon' is not a duration",
         ),
         ("- just a list\n", "prodline.yaml:1: not a prodline file"),
+        (
+            APP + "    preconditions:\n      - window: {days: [mon], timezone: Mars/Olympus}\n",
+            "prodline.yaml:13: environments[1].preconditions[0].window.timezone: unknown time zone 'Mars/Olympus'",
+        ),
+        (APP + "    preconditions:\n      - window: {hours: '16:00-09:00'}\n", "the window must end after it starts"),
+        (
+            APP + "    preconditions:\n      - stable: {environment: production}\n",
+            "environments[1].preconditions[0].stable.environment: 'production' is not an environment before 'production' (hint: earlier environments: staging)",
+        ),
+        (
+            APP + "    preconditions:\n      - approval: {approvers: [alice], min_approvers: 2}\n",
+            "min_approvers is 2 but only 1 approvers are listed",
+        ),
+        (
+            APP + "    preconditions:\n      - aproval: {approvers: [alice]}\n",
+            "environments[1].preconditions[0].aproval: unknown key 'aproval' (hint: did you mean 'approval'?)",
+        ),
+        (
+            APP.replace("      - use: smoke\n        with:", "      - approval: {}\n        with:"),
+            "environments[1].checks[0].approval: unknown key 'approval'",
+        ),
+        (
+            APP + "      - prometheus: {url: 'http://p:9090', query: up, condition: 'below 1'}\n",
+            "environments[1].checks[1].prometheus.condition: 'below 1' is not in the expected format (hint: Comparison each sample must meet, e.g. '< 0.01'.)",
+        ),
+        (
+            APP + "      - alerts: {url: 'http://am:9093', matchers: ['service~checkout']}\n",
+            'is not a matcher like service="checkout"',
+        ),
+        (
+            APP + "      - http: {url: 'localhost:8080'}\n",
+            "environments[1].checks[1].http.url: 'localhost:8080' is not in the expected format (hint: http(s) URL",
+        ),
     ],
 )
 def test_application_errors_are_located(tmp_path, app, expected):
@@ -258,3 +291,17 @@ def test_help_is_fast_and_lists_commands():
     assert result.returncode == 0
     for command in ("validate", "schema", "dev", "worker", "release"):
         assert command in result.stdout
+
+
+def test_the_seed_example_validates_fits_in_42_lines_and_is_the_one_in_the_readme():
+    app = REPO / "examples/seed/prodline.yaml"
+    service = REPO / "examples/seed/checkout/prodline.service.yaml"
+    assert validate_files([app, service]) == []
+    texts = [app.read_text(), service.read_text()]
+    assert sum(len(t.splitlines()) for t in texts) <= 42
+    readme = (REPO / "README.md").read_text()
+    for text in texts:
+        assert text.rstrip() in readme
+    production = load_project(service).environments[1]
+    assert [p.kind for p in production.preconditions] == ["stable", "approval"]
+    assert production.checks[0].kind == "alerts" and production.checks[0].watch_for == timedelta(minutes=5)
