@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     _connection(p)
     p.set_defaults(handler="release:status")
 
-    p = release.add_parser("list", help="list releases")
+    p = release.add_parser("list", help="list releases, newest first")
+    p.add_argument("--application")
     p.add_argument("--service")
     p.add_argument("--environment")
     p.add_argument(

@@ -295,7 +295,12 @@ def list_(args) -> int:
 async def _list(args) -> int:
     client = await connect(args.address, args.namespace)
     clauses = ["WorkflowType = 'Release'"]
-    for key, value in ((sa.SERVICE, args.service), (sa.ENVIRONMENT, args.environment), (sa.STATE, args.state)):
+    for key, value in (
+        (sa.APPLICATION, args.application),
+        (sa.SERVICE, args.service),
+        (sa.ENVIRONMENT, args.environment),
+        (sa.STATE, args.state),
+    ):
         if value:
             clauses.append(f"{key.name} = {_quoted(value)}")
     rows = []

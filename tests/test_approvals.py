@@ -81,7 +81,10 @@ def test_a_rejection_ends_the_release_as_rejected(cli, worker, project, tmp_path
     assert outcome["state"] == "rejected"
     assert outcome["reason"] == "production: rejected by alice: error budget spent"
     assert not (tmp_path / "deployed-production").exists()
-    assert [r["release_id"] for r in cli.json("release", "list", "--state", "rejected")] == [release]
+    assert [
+        r["release_id"]
+        for r in cli.json("release", "list", "--application", project.application, "--state", "rejected")
+    ] == [release]
 
 
 def test_an_approval_timeout_ends_the_release_as_timed_out(cli, worker, project, tmp_path):

@@ -32,7 +32,9 @@ def test_release_goes_through_staging_then_production(cli, worker, project, tmp_
     staging_line = result.stdout.index("2.0.1 is live in staging")
     assert staging_line < result.stdout.index("promoting to production")
 
-    listed = cli.json("release", "list", "--service", "checkout", "--state", "succeeded")
+    listed = cli.json(
+        "release", "list", "--application", project.application, "--service", "checkout", "--state", "succeeded"
+    )
     assert [r["release_id"] for r in listed] == [project.release_id("2.0.1")]
 
     async def ledgers():
