@@ -1,0 +1,232 @@
+"""Proof that prodline keeps its promises when things die.
+
+* The worker is killed (SIGKILL, with every process it started, as when its
+  container dies) at every step boundary and in the middle of every step of a
+  two-environment release, then restarted: every release completes, and no
+  step whose success was recorded before the kill runs again. Side effects
+  are counted in a log the steps append to.
+* The embedded Temporal server is stopped mid-release and started again on
+  the same SQLite file: the release completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import WorkerThread, client_for, run, wait_for
+
+from prodline.workers.devserver import DevServer, free_port
+
+pytestmark = pytest.mark.slow
+
+ENVIRONMENTS = ("staging", "production")
+STEPS = ("migrate", "deploy", "verify")
+ORDER = [(env, step) for env in ENVIRONMENTS for step in STEPS]
+
+
+def write_release(root: Path, app_name: str, hold: tuple[str, str] | None) -> Path:
+    """Three steps in two environments; `hold` blocks until a gate file appears."""
+    (root / "prodline.yaml").write_text(
+        f"application: {app_name}\nenvironments:\n  - name: staging\n  - name: production\n"
+    )
+    svc = root / "svc"
+    svc.mkdir()
+    script = svc / "step.sh"
+    gate_env, gate_step = hold or ("", "")
+    script.write_text(
+        textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$PRODLINE_ENVIRONMENT/$1 start" >> ../log
+        if [ "$PRODLINE_ENVIRONMENT/$1" = "{gate_env}/{gate_step}" ]; then
+          while [ ! -f ../gate ]; do sleep 0.05; done
+        fi
+        echo "$PRODLINE_ENVIRONMENT/$1 done" >> ../log
+        """)
+    )
+    script.chmod(0o755)
+    steps = "".join(
+        f"  - name: {s}\n    command: {{apply: './step.sh {s}'}}\n    heartbeat_timeout: 2s\n"
+        f"    retry: {{initial_interval: 100ms}}\n"
+        for s in STEPS
+    )
+    (svc / "prodline.service.yaml").write_text(f"service: checkout\napplication: {app_name}\nsteps:\n{steps}")
+    return svc / "prodline.service.yaml"
+
+
+def kill_worker_and_children(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and every process it started: what a dying container does."""
+    victims = [proc.pid, *_descendants(proc.pid)]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+async def completed_steps(temporal: DevServer, release_id: str) -> int:
+    """How many apply_step activities have completed, per the workflow's history."""
+    client = await client_for(temporal)
+    history = await client.get_workflow_handle(release_id).fetch_history()
+    applies = {
+        e.event_id
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "prodline.apply_step"
+    }
+    return sum(
+        1
+        for e in history.events
+        if e.HasField("activity_task_completed_event_attributes")
+        and e.activity_task_completed_event_attributes.scheduled_event_id in applies
+    )
+
+
+def scenario(cli, temporal, root: Path, kind: str, index: int) -> tuple[str, int, dict[str, int], str]:
+    app_name = f"crash-{uuid.uuid4().hex[:6]}"
+    hold = ORDER[index] if kind == "mid" else None
+    service_file = write_release(root, app_name, hold)
+    env = dict(cli.env, PRODLINE_TASK_QUEUE=f"crash-{uuid.uuid4().hex[:8]}")
+    release = f"{app_name}.checkout@1.0.0"
+
+    def start_worker() -> subprocess.Popen:
+        return subprocess.Popen(cli.argv("worker"), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    worker = start_worker()
+    try:
+        subprocess.run(
+            cli.argv("release", "start", str(service_file), "--version", "1.0.0"),
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        log = root / "log"
+        if kind == "mid":
+            env_name, step = ORDER[index]
+            wait_for(
+                lambda: log.exists() and f"{env_name}/{step} start" in log.read_text(),
+                timeout=60,
+                what="the step to start",
+            )
+        else:
+            wait_for(
+                lambda: run(completed_steps(temporal, release)) >= index, timeout=60, what=f"{index} completed steps"
+            )
+        kill_worker_and_children(worker)
+        completed_at_kill = run(completed_steps(temporal, release))
+        (root / "gate").touch()
+        worker = start_worker()
+        result = subprocess.run(
+            cli.argv("release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        state = json.loads(result.stdout)["state"] if result.stdout else result.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    starts = {f"{e}/{s}": (root / "log").read_text().count(f"{e}/{s} start") for e, s in ORDER}
+    return state, completed_at_kill, starts, f"{kind}@{index}"
+
+
+def test_worker_killed_at_every_step_boundary_and_mid_step(cli, temporal, tmp_path):
+    points = [("boundary", k) for k in range(len(ORDER))] + [("mid", k) for k in range(len(ORDER))]
+    roots = []
+    for kind, k in points:
+        root = tmp_path / f"{kind}-{k}"
+        root.mkdir()
+        roots.append(root)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(
+                lambda args: scenario(cli, temporal, *args),
+                [(r, k, i) for r, (k, i) in zip(roots, points, strict=True)],
+            )
+        )
+    for state, completed_at_kill, starts, name in results:
+        assert state == "succeeded", name
+        for position, (env, step) in enumerate(ORDER):
+            key = f"{env}/{step}"
+            assert starts[key] >= 1, f"{name}: {key} never ran"
+            if position < completed_at_kill:
+                assert starts[key] == 1, (
+                    f"{name}: {key} had reported success before the kill but ran {starts[key]} times"
+                )
+            else:
+                assert starts[key] <= 2, f"{name}: {key} ran {starts[key]} times"
+    # The mid-step kills really cut steps off: each of those steps ran again.
+    assert all(
+        starts[f"{ORDER[i][0]}/{ORDER[i][1]}"] == 2
+        for (state, _, starts, name), (kind, i) in zip(results, points, strict=True)
+        if kind == "mid"
+    )
+
+
+def test_server_restart_mid_release(tmp_path, cli):
+    server = DevServer(tmp_path / "state", port=free_port(), ui=False)
+    asyncio.run(server.start())
+    root = tmp_path / "project"
+    root.mkdir()
+    app_name = f"restart-{uuid.uuid4().hex[:6]}"
+    service_file = write_release(root, app_name, ("staging", "deploy"))
+    env = dict(cli.env, TEMPORAL_ADDRESS=server.address, PRODLINE_TASK_QUEUE="restart")
+    worker = WorkerThread(server.address, "restart").start()
+    try:
+        subprocess.run(
+            cli.argv("release", "start", str(service_file), "--version", "1.0.0"),
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        wait_for(
+            lambda: (root / "log").exists() and "staging/deploy start" in (root / "log").read_text(),
+            what="deploy to start",
+        )
+        server.stop()  # mid-step: the command keeps running on the worker
+        time.sleep(1)
+        (root / "gate").touch()
+        asyncio.run(server.start())  # same SQLite file, same port
+        result = subprocess.run(
+            cli.argv("release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads(result.stdout)["state"] == "succeeded"
+    finally:
+        worker.stop()
+        server.stop()
+    log = (root / "log").read_text()
+    assert log.count("staging/migrate start") == 1
+    assert log.count("production/verify done") >= 1
