@@ -1,0 +1,162 @@
+"""Record the release histories that tests/test_replay.py replays.
+
+Run it when a change *intends* to alter what the workflows do for new
+releases: `.venv/bin/python tests/replay/record.py`. Keep the old fixtures
+too (rename them, e.g. `succeeded.v1.json`) while releases started by the old
+code may still be running: the replay test must pass for every version in
+flight. If an old fixture stops replaying, guard the change with
+`workflow.patched("change-id")` (see README, "Changing workflows safely").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+
+from prodline.config import load_request
+from prodline.workers.connect import connect
+from prodline.workers.devserver import DevServer, free_port
+from prodline.workers.worker import build_worker
+from prodline.workflows.approvals import Decision, Verdict
+from prodline.workflows.release import ReleaseWorkflow
+
+HERE = Path(__file__).resolve().parent
+QUEUE = "replay"
+
+APP = """\
+application: shop
+environments:
+  - name: staging
+    checks:
+      - command: {run: "true"}
+        name: smoke
+        when: [before_deploy, after_deploy]
+        for: 1s
+        interval: 200ms
+  - name: production
+    preconditions:
+      - stable: {environment: staging}
+      - approval: {approvers: [alice, bob]}
+"""
+
+SERVICE = """\
+service: checkout
+application: shop
+parameters:
+  replicas: {type: int, default: 1}
+steps:
+  - name: migrate
+    command: {apply: "echo migrating", plan: "echo would migrate"}
+  - name: deploy
+    command: {apply: "./deploy.sh"}
+    heartbeat_timeout: 2s
+environments:
+  production:
+    parameters: {replicas: 3}
+"""
+
+
+async def record() -> None:
+    work = Path(tempfile.mkdtemp(prefix="prodline-replay-"))
+    (work / "prodline.yaml").write_text(APP)
+    (work / "svc").mkdir()
+    (work / "svc" / "prodline.service.yaml").write_text(SERVICE)
+    deploy = work / "svc" / "deploy.sh"
+    deploy.write_text(
+        textwrap.dedent("""\
+        #!/bin/sh
+        [ -f ../fail ] && { echo "boom" >&2; exit 3; }
+        while [ -f ../hold ]; do sleep 0.05; done
+        echo deployed
+        """)
+    )
+    deploy.chmod(0o755)
+    server = DevServer(work / "state", port=free_port(), ui=False)
+    await server.start()
+    try:
+        client = await connect(server.address, "default")
+        async with build_worker(client, QUEUE):
+            service_file = work / "svc" / "prodline.service.yaml"
+
+            async def start(version: str) -> WorkflowHandle:
+                request = load_request(service_file, version, {}, "ci-bot")
+                return await client.start_workflow(
+                    ReleaseWorkflow.run, request, id=request.release_id, task_queue=QUEUE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )  # fmt: skip
+
+            async def status(handle: WorkflowHandle):
+                return await handle.query(ReleaseWorkflow.status)
+
+            async def until(handle, predicate) -> None:
+                for _ in range(600):
+                    if predicate(await status(handle)):
+                        return
+                    await asyncio.sleep(0.05)
+                raise TimeoutError(handle.id)
+
+            def decision(by: str, verdict: Verdict = Verdict.approve) -> Decision:
+                return Decision(request_id=uuid.uuid4().hex, environment="production", by=by, verdict=verdict)
+
+            # succeeded: plans, checks watched after deploying, stable, a refused and an accepted approval.
+            ok = await start("1.0.0")
+            await until(ok, lambda s: "approvals" in s.environment("production").waiting_on)
+            await ok.signal(ReleaseWorkflow.decide, decision("mallory"))
+            await ok.signal(ReleaseWorkflow.decide, decision("alice"))
+            await ok.result()
+
+            # rejected in production.
+            rejected = await start("1.0.1")
+            await until(rejected, lambda s: "approvals" in s.environment("production").waiting_on)
+            await rejected.signal(ReleaseWorkflow.decide, decision("bob", Verdict.reject))
+            await _finished(rejected)
+
+            # failed: a step exits 3 in staging.
+            (work / "fail").touch()
+            failed = await start("1.0.2")
+            await _finished(failed)
+            (work / "fail").unlink()
+
+            # cancelled while a step runs.
+            (work / "hold").touch()
+            cancelled = await start("1.0.3")
+            await until(cancelled, lambda s: s.environment("staging").steps[1].phase.value == "running")
+            await cancelled.cancel()
+            await _finished(cancelled)
+            (work / "hold").unlink()
+
+            for name, handle in (
+                ("succeeded", ok),
+                ("rejected", rejected),
+                ("failed", failed),
+                ("cancelled", cancelled),
+            ):
+                history = await handle.fetch_history()
+                (HERE / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+            ledger = client.get_workflow_handle("deployments:shop.checkout:staging")
+            await ledger.terminate("recorded")  # close it so its history is complete
+            (HERE / "ledger.json").write_text(
+                json.dumps(json.loads((await ledger.fetch_history()).to_json()), indent=1) + "\n"
+            )
+    finally:
+        server.stop()
+    print(f"recorded histories in {HERE}", file=sys.stderr)
+
+
+async def _finished(handle: WorkflowHandle) -> None:
+    try:
+        await handle.result()
+    except Exception:
+        pass
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
