@@ -8,6 +8,7 @@ environment (and into the list of strings masked in its output).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -17,6 +18,8 @@ from pydantic import BaseModel, Field
 from temporalio.exceptions import ApplicationError
 
 NON_RETRYABLE_CONFIG = "ConfigurationError"
+# Raised by apply when the state changed since the plan; the workflow decides what next.
+STALE_PLAN = "StalePlan"
 
 
 class RunContext(BaseModel):
@@ -31,6 +34,11 @@ class RunContext(BaseModel):
     secrets: dict[str, str] = Field(default_factory=dict, description="Parameter -> worker environment variable.")
     env: dict[str, str] = Field(default_factory=dict, description="The environment's own variables.")
     args: dict[str, str] = Field(default_factory=dict, description="Arguments of a protection.")
+    run_id: str = Field("", description="Workflow run: a re-run of a release never reuses a plan.")
+    outputs: dict[str, str] = Field(default_factory=dict, description="steps.NAME.outputs.KEY -> value, earlier steps.")
+    sensitive_outputs: dict[str, str] = Field(
+        default_factory=dict, description="steps.NAME.outputs.KEY -> artifact key holding the (secret) value."
+    )
 
     def template_values(self) -> dict[str, str]:
         values = {
@@ -42,6 +50,21 @@ class RunContext(BaseModel):
         }
         values.update({f"params.{k}": v for k, v in self.parameters.items()})
         values.update({f"args.{k}": v for k, v in self.args.items()})
+        values.update(self.outputs)
+        values.update(self.sensitive_values())
+        return values
+
+    def sensitive_values(self) -> dict[str, str]:
+        """Sensitive outputs of earlier steps, read from the artifact store (never from history)."""
+        if not self.sensitive_outputs:
+            return {}
+        from .artifacts import default_store
+
+        store, loaded, values = default_store(), {}, {}
+        for name, key in self.sensitive_outputs.items():
+            if key not in loaded:
+                loaded[key] = json.loads(store.get(key))
+            values[name] = str(loaded[key][name.rsplit(".", 1)[1]])
         return values
 
     def render(self, value):

@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -63,20 +63,25 @@ def _heartbeat(details: dict) -> None:
 
 
 async def run_process(
-    command: str,
+    command: str | list[str],
     *,
     cwd: str,
     env: dict[str, str],
     secrets: Iterable[str] = (),
     cancel_signal: int = signal.SIGTERM,
     grace: timedelta = timedelta(seconds=10),
+    on_line: Callable[[str], None] | None = None,
+    progress: Callable[[], dict] | None = None,
 ) -> ProcessResult:
-    """Run ``command`` through ``/bin/sh -c`` and return its exit code and output tail."""
+    """Run ``command`` (a shell string, or an argv list run as is) and return its exit code and output tail.
+
+    ``on_line`` sees every output line (secrets masked); ``progress`` adds details
+    to each heartbeat (e.g. resources applied so far), so they show in Temporal.
+    """
     secrets = [s for s in secrets if s]
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
     proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        command,
+        *argv,
         cwd=cwd,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -90,15 +95,18 @@ async def run_process(
     async def pump() -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
-            tail.append(redact(raw.decode(errors="replace").rstrip("\n"), secrets))
+            line = redact(raw.decode(errors="replace").rstrip("\n"), secrets)
+            tail.append(line)
             counter["lines"] += 1
+            if on_line is not None:
+                on_line(line)
 
     pumping = asyncio.create_task(pump())
     waiting = asyncio.create_task(proc.wait())
     interval = _heartbeat_interval()
     try:
         while not waiting.done():
-            _heartbeat({"pid": proc.pid, "output_lines": counter["lines"]})
+            _heartbeat({"pid": proc.pid, "output_lines": counter["lines"], **(progress() if progress else {})})
             await asyncio.wait({waiting}, timeout=interval)
         with contextlib.suppress(asyncio.TimeoutError):
             # The leader exited; a grandchild holding stdout open must not hang us.
@@ -111,9 +119,15 @@ async def run_process(
 
 
 async def _terminate(proc: asyncio.subprocess.Process, first: int, grace: timedelta) -> None:
-    """Signal the whole process group, escalate to SIGKILL, and reap the child."""
+    """Signal the whole process group, once more after a moment, then SIGKILL; reap the child.
+
+    The repeat covers tools that miss a signal while starting up (seen with the
+    embedded Terraform); a second Ctrl-C is also how people ask twice.
+    """
     log.info("process.cancel", pid=proc.pid, signal=signal.Signals(first).name)
-    for sig, wait in ((first, grace.total_seconds()), (signal.SIGKILL, 5.0)):
+    soon = min(2.0, grace.total_seconds() / 2)
+    steps = ((first, soon), (first, grace.total_seconds() - soon), (signal.SIGKILL, 5.0))
+    for sig, wait in steps:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         try:

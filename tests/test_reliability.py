@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import pytest
 from conftest import WorkerThread, client_for, run, wait_for
-
 from prodline.workers.devserver import DevServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -67,10 +67,8 @@ def kill_worker_and_children(proc: subprocess.Popen) -> None:
     """SIGKILL the worker and every process it started: what a dying container does."""
     victims = [proc.pid, *_descendants(proc.pid)]
     for pid in victims:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
 
 

@@ -22,7 +22,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from prodline.activities.context import NON_RETRYABLE_CONFIG, RunContext
+    from prodline.activities.context import NON_RETRYABLE_CONFIG, STALE_PLAN, RunContext
     from prodline.activities.ledger import DeploymentRecord, DeploymentState
     from prodline.activities.rules import Outcome, RuleResult, RuleRun
     from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from prodline.config.release import EnvironmentPlan, ReleaseRequest
     from prodline.config.rules import ApprovalRule, Check, Lifecycle, OnFailure, Precondition
     from prodline.config.steps import Step
+    from prodline.config.templates import names_in, outputs_prefix, strings_in
 
     from . import search_attributes as sa
     from .approvals import Decision, DecisionRecord, Gate, Verdict
@@ -42,6 +43,9 @@ FAILURE_TYPES = {
     ReleaseState.timed_out: "ReleaseTimedOut",
 }
 
+# Plans made per environment before a stale plan fails the release.
+MAX_PLANS = 3
+
 # How long a release paused on a failed check waits for someone to decide.
 _PAUSE_TIMEOUT = timedelta(days=7)
 
@@ -49,6 +53,15 @@ _PAUSE_TIMEOUT = timedelta(days=7)
 _QUICK = dict(
     start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10))
 )
+
+
+class StalePlan(Exception):
+    """The state changed between a step's plan and its apply."""
+
+    def __init__(self, step: Step, reason: str):
+        super().__init__(reason)
+        self.step = step
+        self.reason = reason
 
 
 class ReleaseStopped(Exception):
@@ -78,6 +91,9 @@ class ReleaseWorkflow:
         )
         self._started: dict[str, datetime] = {}
         self._gate_open: Gate | None = None
+        # Outputs of applied steps, per environment, for later steps' templates.
+        self._outputs: dict[str, dict[str, str]] = {}
+        self._sensitive: dict[str, dict[str, str]] = {}
 
     @workflow.query
     def status(self) -> ReleaseStatus:
@@ -109,50 +125,76 @@ class ReleaseWorkflow:
         workflow.upsert_search_attributes([sa.ENVIRONMENT.value_set(plan.name)])
         self._event(f"promoting to {plan.name}", plan.name)
         await self._record(plan, DeploymentState.deploying)
-        for step in plan.steps:
-            if step.has_plan:
-                await self._plan_step(plan, step)
-        await self._run_checks(plan, Lifecycle.before_approval)
-        for rule in plan.preconditions:
-            await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label}")
-        await self._run_checks(plan, Lifecycle.before_deploy)
-        for rule in plan.preconditions:
-            if getattr(rule.spec, "recheck_before_deploy", False):
-                await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label} (re-check)")
-        for step in plan.steps:
-            await self._apply_step(plan, step)
+        for attempt in range(1, MAX_PLANS + 1):
+            # Plans come first, so approvers see what they approve.
+            plans = {s.name: await self._plan_step(plan, s) for s in plan.steps if s.has_plan and not _uses_outputs(s)}
+            await self._run_checks(plan, Lifecycle.before_approval)
+            for rule in plan.preconditions:
+                await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label}")
+            await self._run_checks(plan, Lifecycle.before_deploy)
+            for rule in plan.preconditions:
+                if getattr(rule.spec, "recheck_before_deploy", False):
+                    await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label} (re-check)")
+            try:
+                for step in plan.steps:
+                    if step.has_plan and step.name not in plans:  # its plan needs an earlier step's outputs
+                        plans[step.name] = await self._plan_step(plan, step)
+                    await self._apply_step(plan, step, plans.get(step.name))
+                break
+            except StalePlan as stale:
+                policy = getattr(stale.step.spec, "on_stale_plan", "fail")
+                if policy == "fail" or attempt == MAX_PLANS:
+                    raise ReleaseStopped(
+                        ReleaseState.failed, f"{plan.name}: step {stale.step.name}: {stale.reason}"
+                    ) from None
+                self._event(f"{stale.reason}; planning again and asking for approval again", plan.name)
         await self._run_checks(plan, Lifecycle.after_deploy)
         env.phase, env.finished_at = Phase.succeeded, workflow.now()
         await self._record(plan, DeploymentState.succeeded)
         self._event(f"{self._request.version} is live in {plan.name}", plan.name)
 
-    async def _plan_step(self, plan: EnvironmentPlan, step: Step) -> None:
+    async def _plan_step(self, plan: EnvironmentPlan, step: Step) -> StepResult:
         status = self._step_status(plan, step)
         result = await self._step_activity(plan_step, plan, step, f"{plan.name}: plan {step.name}")
-        status.plan = result.output
-        if result.output:
-            self._event(f"plan of {step.name}:\n{result.output}", plan.name)
+        status.plan, status.summary = result.output, result.summary
+        self._event(
+            f"plan of {step.name}: {result.summary}" + (f"\n{result.output}" if result.output else ""), plan.name
+        )
+        return result
 
-    async def _apply_step(self, plan: EnvironmentPlan, step: Step) -> None:
+    async def _apply_step(self, plan: EnvironmentPlan, step: Step, planned: StepResult | None) -> None:
         status = self._step_status(plan, step)
         status.phase = Phase.running
         self._event(f"step {step.name} started", plan.name)
         try:
-            result = await self._step_activity(apply_step, plan, step, f"{plan.name}: {step.name} ({step.kind})")
+            result = await self._step_activity(
+                apply_step, plan, step, f"{plan.name}: {step.name} ({step.kind})", planned
+            )
         except ReleaseStopped:
             status.phase = Phase.failed
+            raise
+        except StalePlan:
+            status.phase = Phase.pending
             raise
         except asyncio.CancelledError:
             status.phase = Phase.cancelled
             raise
         status.phase, status.summary = Phase.succeeded, result.summary
-        self._event(f"step {step.name} succeeded", plan.name)
+        outputs = self._outputs.setdefault(plan.name, {})
+        sensitive = self._sensitive.setdefault(plan.name, {})
+        for key, value in result.outputs.items():
+            outputs[f"{outputs_prefix(step.name)}{key}"] = value
+        for key in result.sensitive_outputs:
+            sensitive[f"{outputs_prefix(step.name)}{key}"] = result.outputs_key or ""
+        self._event(f"step {step.name} succeeded" + (f": {result.summary}" if result.summary else ""), plan.name)
 
-    async def _step_activity(self, activity, plan: EnvironmentPlan, step: Step, summary: str) -> StepResult:
+    async def _step_activity(
+        self, activity, plan: EnvironmentPlan, step: Step, summary: str, planned: StepResult | None = None
+    ) -> StepResult:
         try:
             return await workflow.execute_activity(
                 activity,
-                StepRun(context=self._context(plan, self._request.service_dir), step=step),
+                StepRun(context=self._context(plan, self._request.service_dir), step=step, plan=planned),
                 start_to_close_timeout=step.timeout,
                 heartbeat_timeout=step.heartbeat_timeout,
                 retry_policy=RetryPolicy(
@@ -160,7 +202,7 @@ class ReleaseWorkflow:
                     initial_interval=step.retry.initial_interval,
                     backoff_coefficient=step.retry.backoff,
                     maximum_interval=step.retry.max_interval,
-                    non_retryable_error_types=[NON_RETRYABLE_CONFIG],
+                    non_retryable_error_types=[NON_RETRYABLE_CONFIG, STALE_PLAN],
                 ),
                 # Wait until the child process is really gone before reporting "cancelled".
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -169,6 +211,8 @@ class ReleaseWorkflow:
         except ActivityError as exc:
             if isinstance(exc.cause, CancelledError):
                 raise asyncio.CancelledError() from exc
+            if isinstance(exc.cause, ApplicationError) and exc.cause.type == STALE_PLAN:
+                raise StalePlan(step, exc.cause.message) from None
             raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: step {step.name} failed: {_reason(exc)}") from None
 
     def _step_status(self, plan: EnvironmentPlan, step: Step) -> StepStatus:
@@ -338,6 +382,9 @@ class ReleaseWorkflow:
             parameters=plan.parameters,
             secrets=r.secrets,
             env=plan.env,
+            run_id=workflow.info().run_id,
+            outputs=self._outputs.get(plan.name, {}),
+            sensitive_outputs=self._sensitive.get(plan.name, {}),
         )
 
     async def _record(self, plan: EnvironmentPlan, state: DeploymentState, reason: str = "") -> None:
@@ -397,6 +444,11 @@ def _reason(exc: ActivityError) -> str:
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause or exc)
+
+
+def _uses_outputs(step: Step) -> bool:
+    """Whether the step's config reads an earlier step's outputs (so it can only be planned after it)."""
+    return any(name.startswith("steps.") for text in strings_in(step.spec.model_dump()) for name in names_in(text))
 
 
 def _rule_timeout(rule: Check | Precondition) -> timedelta:

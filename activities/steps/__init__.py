@@ -10,9 +10,13 @@ from temporalio import activity
 
 from .base import StepResult, StepRun, StepRunner
 from .command import CommandRunner
+from .pulumi import PulumiRunner
+from .terraform import TerraformRunner
 
 RUNNERS: dict[str, StepRunner] = {
     "command": CommandRunner(),
+    "terraform": TerraformRunner(),
+    "pulumi": PulumiRunner(),
 }
 
 

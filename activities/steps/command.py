@@ -44,7 +44,7 @@ class CommandRunner:
             command,
             cwd=ctx.workdir(spec.workdir),
             env=ctx.process_env(spec.env, secrets),
-            secrets=secrets.values(),
+            secrets=[*secrets.values(), *ctx.sensitive_values().values()],
         )
         bound.info("command.exit", exit_code=result.exit_code)
         if result.exit_code in ok_codes:

@@ -11,6 +11,7 @@ flight. If an old fixture stops replaying, guard the change with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -18,15 +19,14 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
-
 from prodline.config import load_request
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer, free_port
 from prodline.workers.worker import build_worker
 from prodline.workflows.approvals import Decision, Verdict
 from prodline.workflows.release import ReleaseWorkflow
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "replay"
@@ -152,10 +152,8 @@ async def record() -> None:
 
 
 async def _finished(handle: WorkflowHandle) -> None:
-    try:
+    with contextlib.suppress(Exception):
         await handle.result()
-    except Exception:
-        pass
 
 
 if __name__ == "__main__":

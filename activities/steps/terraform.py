@@ -1,0 +1,200 @@
+"""The ``terraform`` step: plan before approval, then apply exactly that plan.
+
+* **plan**: ``init``, select (or create) the workspace, ``plan -out``; the plan
+  file goes to the artifact store (it can hold secrets), history gets its key,
+  its SHA-256 and a summary (add / change / destroy, with addresses).
+* **apply**: fetch the plan file, check its SHA-256 against the approved one,
+  ``apply PLANFILE``. Terraform refuses a stale plan; that surfaces as a
+  ``StalePlan`` error and the workflow re-plans (and asks again) or fails.
+  Progress (resources completed) goes into heartbeats; cancelling sends
+  SIGINT, like Ctrl-C, so Terraform writes its state and releases the lock.
+* **fetch**: ``plan -detailed-exitcode``: does live infrastructure differ?
+
+Each workspace gets its own ``TF_DATA_DIR`` on the worker, so releases of one
+module to several environments at once never share ``.terraform/``.
+Secret parameters reach Terraform as ``TF_VAR_<name>``; credentials come from
+the worker's environment; neither is ever in history or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prodline.config.steps import TerraformStep
+from temporalio.exceptions import ApplicationError
+
+from .. import terraform_tool as tf
+from ..artifacts import ArtifactMissing, default_store, sha256
+from ..context import NON_RETRYABLE_CONFIG, STALE_PLAN
+from ..process import redact, run_process
+from .base import StepResult, StepRun
+
+log = structlog.get_logger("prodline.steps.terraform")
+
+# Terraform needs time to write state and release its lock after SIGINT.
+CANCEL_GRACE = timedelta(seconds=60)
+
+
+class _Workspace:
+    """Everything one Terraform call needs, resolved from the step and the release."""
+
+    def __init__(self, run: StepRun):
+        spec: TerraformStep = run.step.terraform  # type: ignore[assignment]
+        ctx = run.context
+        self.run, self.spec = run, spec
+        self.workdir = ctx.workdir(spec.dir)
+        self.workspace = ctx.render(spec.workspace)
+        try:
+            self.binary = tf.find_terraform(ctx.render(spec.binary) if spec.binary else None)
+        except tf.TerraformNotFoundError as exc:
+            raise ApplicationError(str(exc), type=NON_RETRYABLE_CONFIG, non_retryable=True) from None
+        secrets = ctx.secret_values()
+        self.masked = [*secrets.values(), *ctx.sensitive_values().values()]
+        env = ctx.process_env(spec.env, secrets)
+        env.update({f"TF_VAR_{name}": value for name, value in secrets.items()})
+        data_dir = Path(os.environ.get("PRODLINE_TERRAFORM_DATA_DIR") or Path.home() / ".cache/prodline/terraform")
+        env["TF_DATA_DIR"] = str(data_dir / hashlib.sha256(self.workdir.encode()).hexdigest()[:16] / self.workspace)
+        env.pop("TF_WORKSPACE", None)  # we select the workspace; Terraform refuses to switch when this is set
+        self.env = env
+        self.variables: dict[str, Any] = {
+            k: ctx.render(v) if isinstance(v, str) else v for k, v in spec.variables.items()
+        }
+        self.var_files = [ctx.render(f) for f in spec.var_files]
+
+    def prepare(self) -> None:
+        """init and workspace selection: idempotent, so safe on every attempt."""
+        tf.init(self.binary, self.workdir, self.env, self.spec.backend_config or None)
+        tf.select_workspace(self.binary, self.workdir, self.env, self.workspace)
+
+
+def _failure(exc: tf.TerraformError, masked: list[str]) -> ApplicationError:
+    message = redact(str(exc), masked)
+    if isinstance(exc, tf.StalePlanError):
+        return ApplicationError(
+            f"the approved plan is stale: the state changed after it was made ({message})",
+            type=STALE_PLAN,
+            non_retryable=True,
+        )
+    if exc.kind == "config":
+        return ApplicationError(message, type=NON_RETRYABLE_CONFIG, non_retryable=True)
+    return ApplicationError(message, type="TerraformTransient")
+
+
+async def _in_thread(func, masked: list[str]):
+    """Run a blocking Terraform call in a thread, heartbeating; map its errors for Temporal."""
+    try:
+        return await _heartbeating(asyncio.to_thread(func))
+    except tf.TerraformError as exc:
+        raise _failure(exc, masked) from None
+
+
+async def _heartbeating(awaitable):
+    from temporalio import activity
+
+    task = asyncio.ensure_future(awaitable)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if done:
+            return task.result()
+        if activity.in_activity():
+            activity.heartbeat({"terraform": "running"})
+
+
+class TerraformRunner:
+    async def plan(self, run: StepRun) -> StepResult:
+        ws = _Workspace(run)
+        with tempfile.TemporaryDirectory(prefix="prodline-plan-") as folder:
+            planfile = Path(folder) / "release.tfplan"
+
+            def make_plan() -> tf.PlanSummary:
+                ws.prepare()
+                return tf.plan(ws.binary, ws.workdir, ws.env, ws.variables, ws.var_files, out=planfile)
+
+            summary = await _in_thread(make_plan, ws.masked)
+            key = run.artifact_key("plan.tfplan")
+            digest = default_store().put(key, planfile.read_bytes())
+        resources = "\n".join(f"{'/'.join(r['actions'])}: {r['address']}" for r in summary.resources)
+        log.info("terraform.plan", release=run.context.release_id, environment=run.context.environment, step=run.step.name,
+                 add=summary.add, change=summary.change, destroy=summary.destroy)  # fmt: skip
+        return StepResult(
+            summary=f"{summary.add} to add, {summary.change} to change, {summary.destroy} to destroy",
+            output=redact(resources or "no resource changes", ws.masked),
+            changed=summary.has_changes,
+            artifact=key,
+            digest=digest,
+        )
+
+    async def apply(self, run: StepRun) -> StepResult:
+        ws = _Workspace(run)
+        planned = run.plan
+        if planned is None or not planned.artifact or not planned.digest:
+            raise ApplicationError(
+                "a terraform step is applied only from its approved plan, and none was given",
+                type=NON_RETRYABLE_CONFIG,
+                non_retryable=True,
+            )
+        try:
+            data = default_store().get(planned.artifact)
+        except ArtifactMissing as exc:
+            # Plans live on the worker that made them (local store): treat as stale, so the workflow plans again.
+            raise ApplicationError(
+                f"the approved plan is not available on this worker: {exc}", type=STALE_PLAN, non_retryable=True
+            ) from None
+        if sha256(data) != planned.digest:
+            raise ApplicationError(
+                "the stored plan differs from the approved one (checksum mismatch)", type=STALE_PLAN, non_retryable=True
+            )
+        await _in_thread(ws.prepare, ws.masked)
+        completed = {"resources": 0}
+
+        def count(line: str) -> None:
+            if tf.parse_progress_line(line):
+                completed["resources"] += 1
+
+        with tempfile.TemporaryDirectory(prefix="prodline-apply-") as folder:
+            planfile = Path(folder) / "approved.tfplan"
+            planfile.write_bytes(data)
+            argv = tf.apply_command(ws.binary, ws.workdir, planfile)
+            result = await run_process(
+                argv, cwd=ws.workdir, env=tf.terraform_env(ws.env), secrets=ws.masked,
+                cancel_signal=signal.SIGINT, grace=CANCEL_GRACE, on_line=count, progress=lambda: dict(completed),
+            )  # fmt: skip
+        try:
+            tf.raise_for_apply(argv, result.exit_code, result.output, result.output)
+        except tf.TerraformError as exc:
+            raise _failure(exc, ws.masked) from None
+        found = await _in_thread(lambda: tf.outputs(ws.binary, ws.workdir, ws.env), ws.masked)
+        values = {name: o["value"] for name, o in found.items()}
+        key = run.artifact_key("outputs.json")
+        default_store().put(key, json.dumps(values).encode())
+        sensitive = sorted(name for name, o in found.items() if o["sensitive"])
+        visible = {n: v if isinstance(v, str) else json.dumps(v) for n, v in values.items() if n not in sensitive}
+        masked = ws.masked + [str(values[n]) for n in sensitive]
+        return StepResult(
+            summary=f"applied: {completed['resources']} resource action(s) completed",
+            output=redact(result.tail(), masked),
+            outputs=visible,
+            sensitive_outputs=sensitive,
+            outputs_key=key,
+        )
+
+    async def fetch(self, run: StepRun) -> StepResult:
+        ws = _Workspace(run)
+
+        def check() -> bool:
+            ws.prepare()
+            return tf.drift(ws.binary, ws.workdir, ws.env, ws.variables, ws.var_files)
+
+        drifted = await _in_thread(check, ws.masked)
+        return StepResult(
+            summary="live infrastructure differs from the configuration" if drifted else "in sync", changed=drifted
+        )

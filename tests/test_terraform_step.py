@@ -1,0 +1,188 @@
+"""The terraform step end to end: real Terraform (embedded), plan before approval, the approved plan applied."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+import structlog
+from conftest import history_text, wait_for, waiting_in
+from prodline.activities import terraform_tool as tf
+
+MODULE = """
+variable "app_version" { type = string }
+variable "db_password" {
+  type      = string
+  sensitive = true
+  default   = ""
+}
+variable "delay" {
+  type    = number
+  default = 0
+}
+resource "terraform_data" "app" {
+  input = var.app_version
+}
+resource "terraform_data" "db" {
+  input = "db-${terraform.workspace}"
+  provisioner "local-exec" {
+    command = "sleep ${var.delay}"
+  }
+}
+output "url" {
+  value = "https://${terraform.workspace}.shop.test/${var.app_version}"
+}
+output "password" {
+  value     = var.db_password
+  sensitive = true
+}
+"""
+
+APP = """
+application: shop
+environments:
+  - name: staging
+  - name: production
+    preconditions:
+      - approval: {approvers: [alice]}
+"""
+
+SERVICE = """
+service: checkout
+application: shop
+parameters:
+  db_password: {type: secret, from_env: CHECKOUT_DB_PASSWORD}
+  delay: {type: int, default: 0}
+steps:
+  - name: infra
+    terraform:
+      dir: infra
+      binary: BINARY
+      variables: {app_version: "{{ version }}", delay: "{{ params.delay }}"}
+    heartbeat_timeout: 5s
+    retry: {attempts: 2, initial_interval: 100ms}
+  - name: announce
+    command:
+      apply: 'echo "$URL" > "../url-$PRODLINE_ENVIRONMENT"; echo "$PASS" > "../pass-$PRODLINE_ENVIRONMENT"'
+      env: {URL: "{{ steps.infra.outputs.url }}", PASS: "{{ steps.infra.outputs.password }}"}
+"""
+
+SECRET = "pw-7f3a-not-for-history"
+
+
+@pytest.fixture
+def terraform_project(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHECKOUT_DB_PASSWORD", SECRET)
+    binary = tf.embedded_terraform_binary()
+
+    def write(service: str = SERVICE, app: str = APP, module: str = MODULE) -> Path:
+        service_file = project(service.replace("BINARY", binary), app=app)
+        (service_file.parent / "infra").mkdir(exist_ok=True)
+        (service_file.parent / "infra" / "main.tf").write_text(textwrap.dedent(module))
+        return service_file
+
+    write.binary = binary
+    return write
+
+
+def _state(service_file: Path, workspace: str) -> dict:
+    return json.loads(
+        (service_file.parent / "infra" / "terraform.tfstate.d" / workspace / "terraform.tfstate").read_text()
+    )
+
+
+def test_plan_is_shown_before_approval_and_applied_per_workspace(
+    cli, worker, project, terraform_project, temporal, tmp_path
+):
+    service_file = terraform_project()
+    release = project.release_id("5.0.0")
+    with structlog.testing.capture_logs() as logs:
+        waiting = cli.spawn("release", "start", str(service_file), "--version", "5.0.0", "--wait")
+        status = waiting_in(cli, release, "production", "approvals")
+        infra = status["environments"][1]["steps"][0]
+        assert infra["summary"] == "2 to add, 0 to change, 0 to destroy"
+        assert "create: terraform_data.app" in infra["plan"] and "create: terraform_data.db" in infra["plan"]
+        assert not (service_file.parent / "infra/terraform.tfstate.d/production/terraform.tfstate").exists()
+        approval = cli.run("approve", release, "--as", "alice")
+        assert approval.returncode == 0
+        assert "plan of infra:" in approval.stdout and "create: terraform_data.app" in approval.stdout
+        assert waiting.wait(120) == 0, waiting.stdout.read()
+    for workspace in ("staging", "production"):
+        resources = {r["name"]: r for r in _state(service_file, workspace)["resources"]}
+        assert resources["app"]["instances"][0]["attributes"]["input"]["value"] == "5.0.0"
+        # Outputs of the terraform step reached the next step, sensitive ones included.
+        assert (tmp_path / f"url-{workspace}").read_text().strip() == f"https://{workspace}.shop.test/5.0.0"
+        assert (tmp_path / f"pass-{workspace}").read_text().strip() == SECRET
+
+    history = history_text(temporal, release)
+    assert "https://production.shop.test/5.0.0" in history  # plain outputs are visible
+    assert SECRET not in history
+    assert SECRET not in json.dumps(logs, default=str)
+    assert SECRET not in cli.run("release", "status", release, "--json").stdout
+
+
+def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, terraform_project):
+    service_file = terraform_project()
+    release = project.release_id("5.0.1")
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "5.0.1", "--wait")
+    waiting_in(cli, release, "production", "approvals")
+    # Someone applies to production by hand while the plan awaits approval.
+    infra = str(service_file.parent / "infra")
+    env = {"TF_DATA_DIR": str(service_file.parent / "by-hand"), "TF_VAR_app_version": "hotfix"}
+    tf.init(terraform_project.binary, infra, env)
+    tf.select_workspace(terraform_project.binary, infra, env, "production")
+    by_hand = tf.plan(terraform_project.binary, infra, env, out=Path(infra) / "by-hand.tfplan")
+    tf.apply_plan(terraform_project.binary, infra, env, planfile=Path(by_hand.planfile))
+
+    assert cli.run("approve", release, "--as", "alice").returncode == 0
+    status = waiting_in(cli, release, "production", "0/1 approvals")  # asked again, with a new plan
+    messages = [e["message"] for e in status["events"]]
+    assert any("the approved plan is stale" in m and "planning again" in m for m in messages), messages
+    assert status["environments"][1]["steps"][0]["summary"] == "0 to add, 1 to change, 0 to destroy"
+    assert cli.run("approve", release, "--as", "alice").returncode == 0
+    assert waiting.wait(120) == 0
+    app = {r["name"]: r for r in _state(service_file, "production")["resources"]}["app"]
+    assert app["instances"][0]["attributes"]["input"]["value"] == "5.0.1"
+
+
+def test_a_syntax_error_fails_fast_with_terraforms_message(cli, worker, terraform_project):
+    service_file = terraform_project(module=MODULE.replace("input = var.app_version", "input = var.app_version +"))
+    result = cli.run("release", "start", str(service_file), "--version", "5.0.2", "--wait", "--json")
+    assert result.returncode == 1
+    reason = json.loads(result.stdout)["reason"]
+    assert reason.startswith("staging: step infra failed:")
+    assert "main.tf:" in reason and "Invalid expression" in reason
+
+
+def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(cli, worker, project, terraform_project):
+    service_file = terraform_project()
+    release = project.release_id("5.0.3")
+    cli.run("release", "start", str(service_file), "--version", "5.0.3", "--param", "delay=60")
+    infra = service_file.parent / "infra"
+
+    def applying() -> bool:
+        status = cli.run("release", "status", release, "--json")
+        return status.returncode == 0 and json.loads(status.stdout)["environments"][0]["steps"][0]["phase"] == "running"
+
+    wait_for(applying, timeout=60, what="the apply to start")
+    wait_for(
+        lambda: (
+            (infra / "terraform.tfstate.d/staging/.terraform.tfstate.lock.info").exists()
+            or (infra / ".terraform.tfstate.lock.info").exists()
+        ),
+        timeout=30,
+        what="terraform to take its lock",
+    )
+    done = threading.Event()
+    result = cli.run("release", "cancel", release, "--wait", "--json")
+    done.set()
+    assert result.returncode == 0 and json.loads(result.stdout)["state"] == "cancelled"
+    assert not (infra / ".terraform.tfstate.lock.info").exists()
+    # The state is unlocked: a plain plan (with locking) works at once.
+    env = {"TF_DATA_DIR": str(service_file.parent / "after"), "TF_VAR_app_version": "x"}
+    tf.init(terraform_project.binary, str(infra), env)
+    tf.select_workspace(terraform_project.binary, str(infra), env, "staging")
+    tf.plan(terraform_project.binary, str(infra), env, out=infra / "after.tfplan", lock_timeout="0s")
