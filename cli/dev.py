@@ -47,6 +47,9 @@ def _stop_event() -> asyncio.Event:
 
 
 async def _serve(args, folder: Path) -> int:
+    # Plans, outputs and Terraform working data of local releases live with the server's state.
+    os.environ.setdefault("PRODLINE_ARTIFACT_DIR", str(folder / "artifacts"))
+    os.environ.setdefault("PRODLINE_TERRAFORM_DATA_DIR", str(folder / "terraform"))
     server = DevServer(folder, port=args.port, ui_port=args.ui_port, ui=not args.headless)
     ready = folder / READY_FILE
     try:

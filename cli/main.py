@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="check application and service files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help="files, or folders searched for prodline.yaml and prodline.*.yaml"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler="validate:run")
 

@@ -14,7 +14,12 @@ def run(args) -> int:
     paths = []
     for name in args.files:
         path = Path(name)
-        paths += sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        # In a folder, only prodline's files: manifests and other YAML live beside them.
+        paths += (
+            sorted({*path.rglob("prodline.yaml"), *path.rglob("prodline.*.yaml"), *path.rglob("*.prodline.yaml")})
+            if path.is_dir()
+            else [path]
+        )
     problems = validate_files(paths)
     if args.json:
         print(

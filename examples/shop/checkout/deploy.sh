@@ -7,7 +7,7 @@ case "$1" in
   migrate) echo "migrating checkout database for $PRODLINE_VERSION"; sleep 1 ;;
   rollout)
     mkdir -p "$state"
-    echo "rolling out checkout $PRODLINE_VERSION ($PRODLINE_PARAM_REPLICAS replicas) to $PRODLINE_ENVIRONMENT"
+    echo "rolling out checkout $PRODLINE_VERSION ($PRODLINE_PARAM_REPLICAS replicas) to $PRODLINE_ENVIRONMENT, orders from $QUEUE_URL"
     sleep 1
     echo "$PRODLINE_VERSION" > "$state/checkout.version"
     echo "checkout $PRODLINE_VERSION is live in $PRODLINE_ENVIRONMENT" ;;
