@@ -13,9 +13,10 @@ import os
 import re
 from pathlib import Path
 
-from prodline.config.templates import TemplateError, render, render_all
 from pydantic import BaseModel, Field
 from temporalio.exceptions import ApplicationError
+
+from prodline.config.templates import TemplateError, render, render_all
 
 NON_RETRYABLE_CONFIG = "ConfigurationError"
 # Raised by apply when the state changed since the plan; the workflow decides what next.

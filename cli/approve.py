@@ -12,11 +12,12 @@ import json
 import time
 import uuid
 
+from temporalio.service import RPCError
+
 from prodline.workers.connect import connect
 from prodline.workflows.approvals import Decision, Verdict
 from prodline.workflows.release import ReleaseWorkflow
 from prodline.workflows.status import Phase, ReleaseStatus
-from temporalio.service import RPCError
 
 from . import exit_codes
 from .main import CliError

@@ -10,11 +10,6 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from prodline.config import load_request
-from prodline.workers.connect import connect, task_queue, ui_url
-from prodline.workflows import search_attributes as sa
-from prodline.workflows.release import FAILURE_TYPES, ReleaseWorkflow
-from prodline.workflows.status import ReleaseState, ReleaseStatus
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -24,6 +19,12 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+
+from prodline.config import load_request
+from prodline.workers.connect import connect, task_queue, ui_url
+from prodline.workflows import search_attributes as sa
+from prodline.workflows.release import FAILURE_TYPES, ReleaseWorkflow
+from prodline.workflows.status import ReleaseState, ReleaseStatus
 
 from . import exit_codes
 from .main import CliError

@@ -21,10 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
+
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer, free_port
 from prodline.workers.worker import build_worker
+
+from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
 
 REPO = Path(__file__).resolve().parent.parent
 

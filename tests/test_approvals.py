@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import client_for, run, service, step, waiting_in
 from prodline.activities.ledger import read_ledger
+
+from conftest import client_for, run, service, step, waiting_in
 
 
 def approval_app(rule: str) -> str:

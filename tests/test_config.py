@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from prodline.config import ConfigError, load_project, load_request, validate_files
 from prodline.config.durations import format_duration, parse_duration
 

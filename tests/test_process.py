@@ -6,8 +6,9 @@ import asyncio
 import os
 from datetime import timedelta
 
-from conftest import process_alive
 from prodline.activities.process import run_process
+
+from conftest import process_alive
 
 
 async def test_output_tail_masks_secrets_and_reports_exit_code(tmp_path):

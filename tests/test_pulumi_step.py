@@ -9,9 +9,10 @@ import shutil
 import textwrap
 
 import pytest
-from conftest import waiting_in
 
 from prodline.config import validate_files
+
+from conftest import waiting_in
 
 PULUMI_APP = """
 application: shop
@@ -46,7 +47,9 @@ def test_pulumi_steps_validate_like_any_step(project):
     assert validate_files([service_file.parent.parent / "prodline.yaml", service_file]) == []
     broken = project(PULUMI_SERVICE.replace("BACKEND", "x").replace("stack:", "stak:"), app=PULUMI_APP)
     problems = [str(p) for p in validate_files([broken])]
-    assert any("steps[0].pulumi.stak: unknown key 'stak' (hint: did you mean 'stack'?)" in p for p in problems), problems
+    assert any("steps[0].pulumi.stak: unknown key 'stak' (hint: did you mean 'stack'?)" in p for p in problems), (
+        problems
+    )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pulumi") is not None, reason="the Pulumi SDK is installed here")

@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 
-from conftest import client_for, history_text, process_alive, run, service, step, wait_for
 from prodline.activities.ledger import read_ledger
+
+from conftest import client_for, history_text, process_alive, run, service, step, wait_for
 
 
 def test_release_goes_through_staging_then_production(cli, worker, project, tmp_path, temporal):

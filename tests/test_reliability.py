@@ -24,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import WorkerThread, client_for, run, wait_for
+
 from prodline.workers.devserver import DevServer, free_port
+
+from conftest import WorkerThread, client_for, run, wait_for
 
 pytestmark = pytest.mark.slow
 

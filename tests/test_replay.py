@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-from prodline.workers.worker import WORKFLOWS
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+from prodline.workers.worker import WORKFLOWS
 
 FIXTURES = sorted((Path(__file__).parent / "replay").glob("*.json"))
 

@@ -8,7 +8,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from conftest import service, step, wait_for, waiting_in
+from temporalio.exceptions import ApplicationError
+
 from prodline.activities.context import RunContext
 from prodline.activities.rules import RuleRun
 from prodline.activities.rules.alerts import AlertsEvaluator
@@ -16,7 +17,8 @@ from prodline.activities.rules.http import HttpEvaluator
 from prodline.activities.rules.prometheus import PrometheusEvaluator
 from prodline.activities.rules.window import next_opening
 from prodline.config.rules import Check, WindowRule
-from temporalio.exceptions import ApplicationError
+
+from conftest import service, step, wait_for, waiting_in
 
 
 def unique(prefix: str = "checkout") -> str:

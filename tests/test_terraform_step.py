@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import structlog
-from conftest import history_text, wait_for, waiting_in
+
 from prodline.activities import terraform_tool as tf
+
+from conftest import history_text, wait_for, waiting_in
 
 MODULE = """
 variable "app_version" { type = string }

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from prodline.activities import terraform_tool as tt
 
 TWO = """

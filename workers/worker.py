@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from temporalio.client import Client
+from temporalio.worker import Worker
+
 from prodline.activities import steps
 from prodline.activities.ledger import LedgerActivities
 from prodline.activities.rules import RuleActivities
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
-from temporalio.client import Client
-from temporalio.worker import Worker
 
 WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow]
 

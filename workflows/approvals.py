@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from prodline.config.rules import ApprovalRule
 from pydantic import BaseModel, Field
+
+from prodline.config.rules import ApprovalRule
 
 
 class Verdict(StrEnum):

@@ -2,8 +2,12 @@
 
 For each environment, in order::
 
-    plan steps -> checks before approval -> preconditions -> checks before deploy
-    -> apply steps -> checks after deploy (watching for `for`) -> recorded as live
+    plan steps -> checks before approval -> preconditions (approvals...) -> checks before deploy
+    -> apply steps (each from its approved plan) -> checks after deploy (watching for `for`)
+    -> recorded as live in the ledger
+
+A plan found stale at apply time sends the environment back to planning (and
+so to its approvals), as the step's `on_stale_plan` says.
 
 The first failure stops the release; later environments stay untouched.
 Everything that touches the world is an activity; this module only decides
@@ -268,7 +272,8 @@ class ReleaseWorkflow:
             self._wait(env, f"{what}: {result.reason}")
             await workflow.sleep(rule.interval, summary=f"re-check {rule.label}")
         self._wait(env, "")
-        self._event(f"{what} passed: {result.reason}" if result.passed else f"{what} overridden", plan.name)
+        detail = f": {result.reason}" if result.reason else ""
+        self._event(f"{what} passed{detail}" if result.passed else f"{what} overridden", plan.name)
 
     async def _watch(self, plan: EnvironmentPlan, check: Check, what: str) -> None:
         """After deploying: the check must keep passing for `for`."""

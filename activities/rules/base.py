@@ -18,8 +18,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from prodline.config.rules import Check, Precondition
 from pydantic import BaseModel
+
+from prodline.config.rules import Check, Precondition
 
 from ..context import RunContext
 

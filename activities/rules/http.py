@@ -6,6 +6,7 @@ import asyncio
 import re
 
 import httpx
+
 from prodline.config.rules import HttpRule
 
 from .base import Outcome, RuleResult, RuleRun

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from temporalio.client import Client
+
 from prodline.config.durations import format_duration
 from prodline.config.rules import StableRule
-from temporalio.client import Client
 
 from ..ledger import DeploymentState, read_ledger
 from .base import Outcome, RuleResult, RuleRun

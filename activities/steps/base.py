@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from prodline.config.steps import Step
 from pydantic import BaseModel, Field
+
+from prodline.config.steps import Step
 
 from ..context import RunContext
 

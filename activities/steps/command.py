@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import structlog
-from prodline.config.steps import CommandStep
 from temporalio.exceptions import ApplicationError
+
+from prodline.config.steps import CommandStep
 
 from ..process import run_process
 from .base import StepResult, StepRun
@@ -48,10 +49,11 @@ class CommandRunner:
         )
         bound.info("command.exit", exit_code=result.exit_code)
         if result.exit_code in ok_codes:
+            drifted = result.exit_code == FETCH_DRIFT
             return StepResult(
-                summary=f"{action} exited {result.exit_code}",
+                summary=("drifted" if drifted else "in sync") if action == "fetch" else "",
                 output=result.tail(),
-                changed=(result.exit_code == FETCH_DRIFT) if action == "fetch" else None,
+                changed=drifted if action == "fetch" else None,
             )
         reason = _CANNOT_RUN.get(result.exit_code)
         message = f"`{command}` {reason}" if reason else f"`{command}` exited with code {result.exit_code}"

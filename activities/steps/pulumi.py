@@ -20,9 +20,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from prodline.config.steps import PulumiStep
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+from prodline.config.steps import PulumiStep
 
 from ..artifacts import ArtifactMissing, default_store, sha256
 from ..context import NON_RETRYABLE_CONFIG, STALE_PLAN

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from prodline.config.steps import TerraformStep
 from temporalio.exceptions import ApplicationError
+
+from prodline.config.steps import TerraformStep
 
 from .. import terraform_tool as tf
 from ..artifacts import ArtifactMissing, default_store, sha256
