@@ -5,6 +5,9 @@
   two-environment release, then restarted: every release completes, and no
   step whose success was recorded before the kill runs again. Side effects
   are counted in a log the steps append to.
+* The worker is killed in the middle of a Terraform apply: Terraform's state
+  stays usable (the interrupted apply's plan is refused as stale, re-planned
+  and applied) and the release completes with nothing left tainted.
 * The embedded Temporal server is stopped mid-release and started again on
   the same SQLite file: the release completes.
 """
@@ -230,3 +233,79 @@ def test_server_restart_mid_release(tmp_path, cli):
     log = (root / "log").read_text()
     assert log.count("staging/migrate start") == 1
     assert log.count("production/verify done") >= 1
+
+
+TERRAFORM_MODULE = """
+variable "app_version" { type = string }
+resource "terraform_data" "app" {
+  input = var.app_version
+  provisioner "local-exec" {
+    command = "sleep 3"
+  }
+}
+"""
+
+
+def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
+    """A Terraform apply cut off with its worker: Terraform's state stays usable and the release completes."""
+    from prodline.activities import terraform_tool as tf
+
+    app_name = f"crash-tf-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "prodline.yaml").write_text(
+        f"application: {app_name}\nenvironments:\n  - name: staging\n  - name: production\n"
+    )
+    svc = tmp_path / "svc"
+    (svc / "infra").mkdir(parents=True)
+    (svc / "infra" / "main.tf").write_text(TERRAFORM_MODULE)
+    (svc / "prodline.service.yaml").write_text(
+        f"service: checkout\napplication: {app_name}\nsteps:\n"
+        f"  - name: infra\n    terraform: {{dir: infra, binary: {tf.embedded_terraform_binary()}, variables: {{app_version: '{{{{ version }}}}'}}}}\n"
+        "    heartbeat_timeout: 3s\n    retry: {initial_interval: 100ms}\n"
+        "  - name: announce\n    command: {apply: 'echo \"$PRODLINE_ENVIRONMENT\" >> ../announced'}\n"
+    )
+    env = dict(cli.env, PRODLINE_TASK_QUEUE=f"crash-tf-{uuid.uuid4().hex[:6]}")
+    worker = subprocess.Popen(cli.argv("worker"), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run(
+            cli.argv("release", "start", str(svc / "prodline.service.yaml"), "--version", "7.0.0"),
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        wait_for(
+            lambda: any(p.name == "sleep" for p in _processes_under(worker.pid)),
+            timeout=90,
+            what="terraform's provisioner to run",
+        )
+        kill_worker_and_children(worker)
+        worker = subprocess.Popen(cli.argv("worker"), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        result = subprocess.run(
+            cli.argv("release", "start", str(svc / "prodline.service.yaml"), "--version", "7.0.0", "--wait", "--json"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    for workspace in ("staging", "production"):
+        state = json.loads((svc / "infra/terraform.tfstate.d" / workspace / "terraform.tfstate").read_text())
+        [app] = [r for r in state["resources"] if r["name"] == "app"]
+        assert app["instances"][0]["attributes"]["input"]["value"] == "7.0.0"
+        assert "status" not in app["instances"][0]  # not left tainted
+    assert (tmp_path / "announced").read_text().split() == ["staging", "production"]
+
+
+class _Proc:
+    def __init__(self, pid: int):
+        self.pid = pid
+        try:
+            self.name = (Path("/proc") / str(pid) / "comm").read_text().strip()
+        except OSError:
+            self.name = ""
+
+
+def _processes_under(pid: int) -> list[_Proc]:
+    return [_Proc(p) for p in _descendants(pid)]

@@ -12,7 +12,7 @@ import structlog
 
 from prodline.activities import terraform_tool as tf
 
-from conftest import history_text, wait_for, waiting_in
+from conftest import client_for, history_text, run, wait_for, waiting_in
 
 MODULE = """
 variable "app_version" { type = string }
@@ -159,7 +159,22 @@ def test_a_syntax_error_fails_fast_with_terraforms_message(cli, worker, terrafor
     assert "main.tf:" in reason and "Invalid expression" in reason
 
 
-def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(cli, worker, project, terraform_project):
+def heartbeat(temporal, workflow_id: str) -> dict:
+    """Details of the latest heartbeat of the release's running activity, as Temporal shows them."""
+
+    async def describe():
+        client = await client_for(temporal)
+        return await client.get_workflow_handle(workflow_id).describe()
+
+    pending = run(describe()).raw_description.pending_activities
+    if not pending or not pending[0].heartbeat_details.payloads:
+        return {}
+    return json.loads(pending[0].heartbeat_details.payloads[0].data)
+
+
+def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(
+    cli, worker, project, terraform_project, temporal
+):
     service_file = terraform_project()
     release = project.release_id("5.0.3")
     cli.run("release", "start", str(service_file), "--version", "5.0.3", "--param", "delay=60")
@@ -170,6 +185,8 @@ def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(cli, wo
         return status.returncode == 0 and json.loads(status.stdout)["environments"][0]["steps"][0]["phase"] == "running"
 
     wait_for(applying, timeout=60, what="the apply to start")
+    # Heartbeats carry progress: the first resource is done, the slow one is still being created.
+    wait_for(lambda: heartbeat(temporal, release).get("resources") == 1, timeout=30, what="progress in heartbeats")
     wait_for(
         lambda: (
             (infra / "terraform.tfstate.d/staging/.terraform.tfstate.lock.info").exists()
