@@ -6,8 +6,8 @@
   step whose success was recorded before the kill runs again. Side effects
   are counted in a log the steps append to.
 * The worker is killed in the middle of a Terraform apply: Terraform's state
-  stays usable (the interrupted apply's plan is refused as stale, re-planned
-  and applied) and the release completes with nothing left tainted.
+  stays usable (no lock left behind) and the release completes, with nothing
+  left tainted.
 * The embedded Temporal server is stopped mid-release and started again on
   the same SQLite file: the release completes.
 """
