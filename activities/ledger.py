@@ -1,11 +1,11 @@
 """What is deployed where, recorded in Temporal itself.
 
 Each service in each environment has a long-lived *ledger* workflow (see
-``workflows/ledger.py``) holding its recent deployments. Releases append to it
-through the ``record_deployment`` activity (signal-with-start, so the first
-deployment creates the ledger), and anything that needs to know what runs
-where -- status, the "previous environment stable" rule, rollback -- reads it
-with a query. No second database.
+``workflows/ledger.py``) holding its recent deployments. A release appends to it once per environment,
+when that deployment ends, through the ``record_deployment`` local activity
+(signal-with-start, so the first deployment creates the ledger). Anything that
+needs to know what runs where -- status, the "previous environment stable"
+rule, rollback -- reads it with a query. No second database.
 
 This module holds the shared types and the activities; it does not import
 workflow code, so it names the ledger workflow by its registered type name.
@@ -27,7 +27,6 @@ RECORDS_QUERY = "records"
 
 
 class DeploymentState(StrEnum):
-    deploying = "deploying"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
@@ -41,7 +40,7 @@ class DeploymentRecord(BaseModel):
     release_id: str
     state: DeploymentState
     started_at: datetime
-    finished_at: datetime | None = None
+    finished_at: datetime
     reason: str = ""
 
 

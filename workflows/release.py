@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -52,11 +52,6 @@ MAX_PLANS = 3
 
 # How long a release paused on a failed check waits for someone to decide.
 _PAUSE_TIMEOUT = timedelta(days=7)
-
-# Bookkeeping activities are quick and safe to retry.
-_QUICK = dict(
-    start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10))
-)
 
 
 class StalePlan(Exception):
@@ -93,7 +88,6 @@ class ReleaseWorkflow:
                 for env in request.environments
             ],
         )
-        self._started: dict[str, datetime] = {}
         self._gate_open: Gate | None = None
         # Outputs of applied steps, per environment, for later steps' templates.
         self._outputs: dict[str, dict[str, str]] = {}
@@ -128,7 +122,6 @@ class ReleaseWorkflow:
         env.phase, env.started_at = Phase.running, workflow.now()
         workflow.upsert_search_attributes([sa.ENVIRONMENT.value_set(plan.name)])
         self._event(f"promoting to {plan.name}", plan.name)
-        await self._record(plan, DeploymentState.deploying)
         for attempt in range(1, MAX_PLANS + 1):
             # Plans come first, so approvers see what they approve.
             plans = {s.name: await self._plan_step(plan, s) for s in plan.steps if s.has_plan and not _uses_outputs(s)}
@@ -393,7 +386,12 @@ class ReleaseWorkflow:
         )
 
     async def _record(self, plan: EnvironmentPlan, state: DeploymentState, reason: str = "") -> None:
-        started = self._started.setdefault(plan.name, workflow.now())
+        """Tell the environment's ledger how this deployment ended.
+
+        A local activity: it runs inside the workflow task (one marker event, no
+        extra task round trip), which matters on a release's hot path.
+        """
+        started = self._status.environment(plan.name).started_at or workflow.now()
         record = DeploymentRecord(
             application=self._request.application,
             service=self._request.service,
@@ -402,11 +400,14 @@ class ReleaseWorkflow:
             release_id=self._request.release_id,
             state=state,
             started_at=started,
-            finished_at=None if state is DeploymentState.deploying else workflow.now(),
+            finished_at=workflow.now(),
             reason=reason,
         )
-        await workflow.execute_activity(
-            "prodline.record_deployment", record, summary=f"record {plan.name}: {state.value}", **_QUICK
+        await workflow.execute_local_activity(
+            "prodline.record_deployment",
+            record,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
         )
 
     async def _finish(self, state: ReleaseState, reason: str, current: EnvironmentPlan | None) -> None:

@@ -34,7 +34,6 @@ class StableEvaluator:
             return RuleResult(
                 outcome=Outcome.failed, reason=f"{ctx.version} is not live in {spec.environment} ({now_live})"
             )
-        assert live.finished_at is not None
         stable_at = live.finished_at + spec.soak
         if self._clock() < stable_at:
             return RuleResult(
