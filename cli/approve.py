@@ -16,8 +16,7 @@ from temporalio.service import RPCError
 
 from prodline.workers.connect import connect
 from prodline.workflows.approvals import Decision, Verdict
-from prodline.workflows.release import ReleaseWorkflow
-from prodline.workflows.status import Phase, ReleaseStatus
+from prodline.workflows.status import DECIDE_SIGNAL, Phase, ReleaseStatus
 
 from . import exit_codes
 from .main import CliError
@@ -73,7 +72,7 @@ async def _decide(args, verdict: Verdict) -> int:
         comment=args.comment or "",
     )
     try:
-        await handle.signal(ReleaseWorkflow.decide, decision)
+        await handle.signal(DECIDE_SIGNAL, decision)
     except RPCError as exc:
         raise CliError(f"release {args.release_id} is no longer running: {exc}", exit_codes.WRONG_STATE) from None
     record = None

@@ -23,8 +23,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from prodline.config import load_request
 from prodline.workers.connect import connect, task_queue, ui_url
 from prodline.workflows import search_attributes as sa
-from prodline.workflows.release import FAILURE_TYPES, ReleaseWorkflow
-from prodline.workflows.status import ReleaseState, ReleaseStatus
+
+# Names, not the workflow class: importing it would pull in every activity.
+from prodline.workflows.status import FAILURE_TYPES, RELEASE_WORKFLOW, STATUS_QUERY, ReleaseState, ReleaseStatus
 
 from . import exit_codes
 from .main import CliError
@@ -84,7 +85,7 @@ async def _start(args, request) -> int:
         # One workflow per service version. A retried CI job attaches to the running
         # release (USE_EXISTING); a new run is allowed only after a failed one.
         handle = await client.start_workflow(
-            ReleaseWorkflow.run,
+            RELEASE_WORKFLOW,
             request,
             id=request.release_id,
             task_queue=task_queue(args.task_queue),
@@ -164,7 +165,7 @@ async def _warn_without_workers(client: Client, queue: str) -> None:
 
 async def query_status(handle: WorkflowHandle) -> ReleaseStatus | None:
     try:
-        return await handle.query(ReleaseWorkflow.status, rpc_timeout=timedelta(seconds=2))
+        return await handle.query(STATUS_QUERY, result_type=ReleaseStatus, rpc_timeout=timedelta(seconds=2))
     except Exception:
         return None  # no worker right now: progress shows up once one is back
 

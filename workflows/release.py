@@ -38,14 +38,18 @@ with workflow.unsafe.imports_passed_through():
 
     from . import search_attributes as sa
     from .approvals import Decision, DecisionRecord, Gate, Verdict
-    from .status import EnvironmentStatus, Event, Phase, ReleaseState, ReleaseStatus, StepStatus
-
-# Failure types a release ends with; the CLI maps them to exit codes.
-FAILURE_TYPES = {
-    ReleaseState.failed: "ReleaseFailed",
-    ReleaseState.rejected: "ReleaseRejected",
-    ReleaseState.timed_out: "ReleaseTimedOut",
-}
+    from .status import (
+        DECIDE_SIGNAL,
+        FAILURE_TYPES,
+        RELEASE_WORKFLOW,
+        STATUS_QUERY,
+        EnvironmentStatus,
+        Event,
+        Phase,
+        ReleaseState,
+        ReleaseStatus,
+        StepStatus,
+    )
 
 # Plans made per environment before a stale plan fails the release.
 MAX_PLANS = 3
@@ -72,7 +76,7 @@ class ReleaseStopped(Exception):
         self.reason = reason
 
 
-@workflow.defn(name="Release")
+@workflow.defn(name=RELEASE_WORKFLOW)
 class ReleaseWorkflow:
     @workflow.init
     def __init__(self, request: ReleaseRequest) -> None:
@@ -93,7 +97,7 @@ class ReleaseWorkflow:
         self._outputs: dict[str, dict[str, str]] = {}
         self._sensitive: dict[str, dict[str, str]] = {}
 
-    @workflow.query
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> ReleaseStatus:
         return self._status
 
@@ -318,7 +322,7 @@ class ReleaseWorkflow:
         self._wait(env, "")
         self._event(f"{gate.what}: approved by {', '.join(gate.approvals)}", plan.name)
 
-    @workflow.signal
+    @workflow.signal(name=DECIDE_SIGNAL)
     def decide(self, decision: Decision) -> None:
         """`prodline approve|reject`: judged against the open gate, recorded either way."""
         gate = self._gate_open

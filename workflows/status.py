@@ -9,6 +9,11 @@ from pydantic import BaseModel, Field
 
 from .approvals import DecisionRecord
 
+# Names clients use to reach a release without importing the workflow (and its activities).
+RELEASE_WORKFLOW = "Release"
+STATUS_QUERY = "status"
+DECIDE_SIGNAL = "decide"
+
 
 class ReleaseState(StrEnum):
     running = "running"
@@ -22,6 +27,14 @@ class ReleaseState(StrEnum):
     @property
     def final(self) -> bool:
         return self not in (ReleaseState.running, ReleaseState.waiting)
+
+
+# Failure types a release ends with; the CLI maps them to exit codes.
+FAILURE_TYPES = {
+    ReleaseState.failed: "ReleaseFailed",
+    ReleaseState.rejected: "ReleaseRejected",
+    ReleaseState.timed_out: "ReleaseTimedOut",
+}
 
 
 class Phase(StrEnum):
