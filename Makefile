@@ -36,6 +36,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/terraform_step.py
 
 clean:
 	rm -rf $(VENV) $(STATE_DIR) examples/shop/.prodline-demo
