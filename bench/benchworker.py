@@ -1,0 +1,53 @@
+"""One benchmark worker in its own process: ``python bench/benchworker.py KIND ADDRESS QUEUE``.
+
+KIND is ``prodline`` (``build_worker``, logs configured as ``prodline worker``
+does) or ``raw`` (the baseline in raw.py). Both get the same worker options
+and the same client (prodline's ``connect``, pydantic data converter), so the
+only difference between them is the workflow code. Prints ``ready`` once
+polling; SIGTERM shuts it down gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import timedelta
+
+from temporalio.worker import Worker
+
+from prodline.workers.connect import connect
+
+# The options both workers get (build_worker sets the same shutdown timeout by default).
+WORKER_OPTIONS = dict(graceful_shutdown_timeout=timedelta(seconds=10))
+
+
+def build(kind: str, client, queue: str) -> Worker:
+    if kind == "prodline":
+        from prodline.workers import logs
+        from prodline.workers.worker import build_worker
+
+        logs.configure(json=True)
+        return build_worker(client, queue, **WORKER_OPTIONS)
+    from raw import RawWorkflow, noop
+
+    return Worker(client, task_queue=queue, workflows=[RawWorkflow], activities=[noop], **WORKER_OPTIONS)
+
+
+async def main(kind: str, address: str, queue: str) -> None:
+    client = await connect(address, "default")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with build(kind, client, queue):
+        print("ready", flush=True)
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:4]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # like prodline's CLI: no interpreter teardown under the Rust runtime's threads
