@@ -65,7 +65,8 @@ class RunContext(BaseModel):
         for name, key in self.sensitive_outputs.items():
             if key not in loaded:
                 loaded[key] = json.loads(store.get(key))
-            values[name] = str(loaded[key][name.rsplit(".", 1)[1]])
+            value = loaded[key][name.rsplit(".", 1)[1]]
+            values[name] = value if isinstance(value, str) else json.dumps(value)
         return values
 
     def render(self, value):
@@ -94,8 +95,11 @@ class RunContext(BaseModel):
         return values
 
     def process_env(self, extra: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
-        """The child's environment: the worker's, then prodline's variables, then the config's."""
-        env = dict(os.environ)
+        """The child's environment: the worker's, then prodline's variables, then the config's.
+
+        The worker's own Temporal credentials are not passed on: steps have no business with them.
+        """
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
         env.update(
             PRODLINE_APPLICATION=self.application,
             PRODLINE_SERVICE=self.service,

@@ -43,10 +43,20 @@ class ProcessResult:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
+    """Mask every secret in ``text``; a multi-line secret (a PEM key) line by line too."""
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if not secret:
+            continue
+        text = text.replace(secret, "***")
+        for part in secret.splitlines():
+            if len(part.strip()) >= 8:
+                text = text.replace(part, "***")
     return text
+
+
+# Output lines longer than this are cut (the rest is dropped, not waited on).
+MAX_LINE = 16 * 1024
+READ_CHUNK = 64 * 1024
 
 
 def _heartbeat_interval() -> float:
@@ -92,14 +102,27 @@ async def run_process(
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     counter = {"lines": 0}
 
+    def emit(raw: bytes) -> None:
+        line = redact(raw[:MAX_LINE].decode(errors="replace"), secrets)
+        tail.append(line)
+        counter["lines"] += 1
+        if on_line is not None:
+            on_line(line)
+
     async def pump() -> None:
+        # Chunks, not readline(): a line longer than asyncio's 64 KiB limit must not
+        # stop the reading, or the child blocks on a full pipe and the step hangs.
         assert proc.stdout is not None
-        async for raw in proc.stdout:
-            line = redact(raw.decode(errors="replace").rstrip("\n"), secrets)
-            tail.append(line)
-            counter["lines"] += 1
-            if on_line is not None:
-                on_line(line)
+        pending = b""
+        while chunk := await proc.stdout.read(READ_CHUNK):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                emit(raw)
+            if len(pending) > MAX_LINE:
+                emit(pending)
+                pending = b""
+        if pending:
+            emit(pending)
 
     pumping = asyncio.create_task(pump())
     waiting = asyncio.create_task(proc.wait())
@@ -138,3 +161,23 @@ async def _terminate(proc: asyncio.subprocess.Process, first: int, grace: timede
             return
         except TimeoutError:
             continue
+
+
+async def heartbeat_while(awaitable, details: dict, on_cancel: Callable[[], None] | None = None):
+    """Await blocking work (a thread) while heartbeating; when cancelled, let it finish first.
+
+    A thread cannot be killed: reporting "cancelled" while its tool still runs
+    (and holds, say, Terraform's lock) would be a lie, so the cancellation waits.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=2)
+            if done:
+                return task.result()
+            _heartbeat(details)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            await asyncio.to_thread(on_cancel)
+        await asyncio.wait({task})
+        raise

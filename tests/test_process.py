@@ -42,3 +42,18 @@ async def test_cancelling_kills_the_whole_process_group(tmp_path):
         raise AssertionError("run_process swallowed the cancellation")
     await asyncio.sleep(0.1)
     assert not process_alive(child)
+
+
+async def test_a_huge_line_without_newline_does_not_hang_the_step(tmp_path):
+    command = "python3 -c \"import sys; sys.stdout.write('x' * 200000)\"; echo; echo done"
+    result = await asyncio.wait_for(run_process(command, cwd=str(tmp_path), env=dict(os.environ)), timeout=20)
+    assert result.exit_code == 0
+    assert result.output.splitlines()[-1] == "done"
+
+
+async def test_multi_line_secrets_are_masked_line_by_line(tmp_path):
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END KEY-----"
+    result = await run_process(
+        "echo 'leaked: MIIEvQIBADANBgkqhkiG9w0B'", cwd=str(tmp_path), env=dict(os.environ), secrets=[key]
+    )
+    assert "MIIEvQIBADANBgkqhkiG9w0B" not in result.output

@@ -9,13 +9,16 @@ and the workflow.
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
+from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import Step
 
-from ..context import RunContext
+from ..artifacts import ArtifactMissing, default_store, sha256
+from ..context import NON_RETRYABLE_CONFIG, STALE_PLAN, RunContext
 
 
 class StepResult(BaseModel):
@@ -50,3 +53,44 @@ class StepRunner(Protocol):
     async def apply(self, run: StepRun) -> StepResult: ...
 
     async def fetch(self, run: StepRun) -> StepResult: ...
+
+
+def approved_plan(run: StepRun) -> bytes:
+    """The saved plan that was shown and approved, or an error saying why it cannot be applied."""
+    planned = run.plan
+    if planned is None or not planned.artifact or not planned.digest:
+        raise ApplicationError(
+            f"a {run.step.kind} step is applied only from its approved plan, and none was given",
+            type=NON_RETRYABLE_CONFIG,
+            non_retryable=True,
+        )
+    try:
+        data = default_store().get(planned.artifact)
+    except ArtifactMissing as exc:
+        # Plans live where they were made (local store): treat as stale, so the workflow plans again.
+        raise ApplicationError(
+            f"the approved plan is not available on this worker: {exc}", type=STALE_PLAN, non_retryable=True
+        ) from None
+    if sha256(data) != planned.digest:
+        raise ApplicationError(
+            "the stored plan differs from the approved one (checksum mismatch)", type=STALE_PLAN, non_retryable=True
+        )
+    return data
+
+
+def as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def publish_outputs(
+    run: StepRun, values: dict[str, Any], sensitive: set[str]
+) -> tuple[dict, list[str], str, list[str]]:
+    """Store every output (for later steps), return (visible, sensitive names, store key, strings to mask)."""
+    key = run.artifact_key("outputs.json")
+    default_store().put(key, json.dumps(values, default=str).encode())
+    visible = {name: as_text(v) for name, v in values.items() if name not in sensitive}
+    masks = [as_text(values[name]) for name in sensitive]
+    masks += [
+        v for name in sensitive if isinstance(values[name], dict) for v in values[name].values() if isinstance(v, str)
+    ]
+    return visible, sorted(sensitive), key, masks

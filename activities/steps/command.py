@@ -7,7 +7,7 @@ from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import CommandStep
 
-from ..process import run_process
+from ..process import redact, run_process
 from .base import StepResult, StepRun
 
 log = structlog.get_logger("prodline.steps.command")
@@ -38,6 +38,7 @@ class CommandRunner:
         spec: CommandStep = run.step.command  # type: ignore[assignment]
         ctx = run.context
         secrets = ctx.secret_values()
+        masked = [*secrets.values(), *ctx.sensitive_values().values()]
         command = ctx.render(template)
         bound = log.bind(release=ctx.release_id, environment=ctx.environment, step=run.step.name, action=action)
         bound.info("command.start")
@@ -45,7 +46,7 @@ class CommandRunner:
             command,
             cwd=ctx.workdir(spec.workdir),
             env=ctx.process_env(spec.env, secrets),
-            secrets=[*secrets.values(), *ctx.sensitive_values().values()],
+            secrets=masked,
         )
         bound.info("command.exit", exit_code=result.exit_code)
         if result.exit_code in ok_codes:
@@ -56,7 +57,9 @@ class CommandRunner:
                 changed=drifted if action == "fetch" else None,
             )
         reason = _CANNOT_RUN.get(result.exit_code)
-        message = f"`{command}` {reason}" if reason else f"`{command}` exited with code {result.exit_code}"
+        # The command line may hold rendered secrets (an earlier step's sensitive output): mask it too.
+        shown = redact(command, masked)
+        message = f"`{shown}` {reason}" if reason else f"`{shown}` exited with code {result.exit_code}"
         tail = result.tail(10)
         raise ApplicationError(
             f"{message}{': ' + tail if tail else ''}",

@@ -5,7 +5,7 @@
   change summary.
 * **apply**: ``up`` constrained to exactly that plan (``--plan``); outputs
   marked secret stay out of history, like Terraform's sensitive outputs.
-* **fetch**: ``preview`` with ``expect_no_changes``: drift when it fails.
+* **fetch**: ``preview``: drift when it would change anything.
 * Cancelling sends Pulumi's own cancel for the stack, then lets ``up`` unwind.
 
 Not exercised on these machines: the Pulumi CLI cannot be installed here, so
@@ -16,19 +16,17 @@ needs ``pip install prodline[pulumi]`` and the ``pulumi`` CLI on the worker.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from pathlib import Path
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import PulumiStep
 
-from ..artifacts import ArtifactMissing, default_store, sha256
+from ..artifacts import default_store
 from ..context import NON_RETRYABLE_CONFIG, STALE_PLAN
-from ..process import redact
-from .base import StepResult, StepRun
+from ..process import heartbeat_while, redact
+from .base import StepResult, StepRun, approved_plan, publish_outputs
 
 
 def _automation():
@@ -76,20 +74,10 @@ class _Stack:
             ) from None
 
     async def call(self, method, **kwargs):
-        """Run a blocking Automation API call in a thread; heartbeat; cancel the stack when asked."""
+        """Run a blocking Automation API call in a thread; heartbeat; cancel the stack's update when asked."""
         auto = _automation()
-        task = asyncio.ensure_future(asyncio.to_thread(method, **kwargs))
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=2)
-                if done:
-                    return task.result()
-                if activity.in_activity():
-                    activity.heartbeat({"pulumi": "running"})
-        except asyncio.CancelledError:
-            await asyncio.to_thread(self.stack.cancel)
-            await asyncio.wait({task}, timeout=60)
-            raise
+            return await heartbeat_while(asyncio.to_thread(method, **kwargs), {"pulumi": "running"}, self.stack.cancel)
         except auto.ConcurrentUpdateError as exc:
             raise ApplicationError(redact(str(exc), self.masked), type="PulumiConcurrentUpdate") from None
         except auto.CommandError as exc:
@@ -108,7 +96,7 @@ def _summary(changes: dict) -> str:
 
 class PulumiRunner:
     async def plan(self, run: StepRun) -> StepResult:
-        stack = _Stack(run)
+        stack = await asyncio.to_thread(_Stack, run)
         with tempfile.TemporaryDirectory(prefix="prodline-pulumi-") as folder:
             planfile = Path(folder) / "plan.json"
             result = await stack.call(stack.stack.preview, plan=str(planfile))
@@ -124,43 +112,26 @@ class PulumiRunner:
         )
 
     async def apply(self, run: StepRun) -> StepResult:
-        planned = run.plan
-        if planned is None or not planned.artifact or not planned.digest:
-            raise ApplicationError(
-                "a pulumi step is applied only from its approved plan", type=NON_RETRYABLE_CONFIG, non_retryable=True
-            )
-        try:
-            data = default_store().get(planned.artifact)
-        except ArtifactMissing as exc:
-            raise ApplicationError(
-                f"the approved plan is not available on this worker: {exc}", type=STALE_PLAN, non_retryable=True
-            ) from None
-        if sha256(data) != planned.digest:
-            raise ApplicationError(
-                "the stored plan differs from the approved one (checksum mismatch)", type=STALE_PLAN, non_retryable=True
-            )
-        stack = _Stack(run)
+        data = approved_plan(run)
+        stack = await asyncio.to_thread(_Stack, run)
         with tempfile.TemporaryDirectory(prefix="prodline-pulumi-") as folder:
             planfile = Path(folder) / "plan.json"
             planfile.write_bytes(data)
             result = await stack.call(stack.stack.up, plan=str(planfile))
         values = {name: out.value for name, out in result.outputs.items()}
-        secret = sorted(name for name, out in result.outputs.items() if out.secret)
-        key = run.artifact_key("outputs.json")
-        default_store().put(key, json.dumps(values, default=str).encode())
-        masked = stack.masked + [str(values[n]) for n in secret]
+        visible, secret, key, masks = publish_outputs(
+            run, values, {n for n, out in result.outputs.items() if out.secret}
+        )
         return StepResult(
             summary=f"up: {_summary(result.summary.resource_changes)}",
-            output=redact(result.stdout[-4000:], masked),
-            outputs={
-                n: v if isinstance(v, str) else json.dumps(v, default=str) for n, v in values.items() if n not in secret
-            },
+            output=redact(result.stdout[-4000:], stack.masked + masks),
+            outputs=visible,
             sensitive_outputs=secret,
             outputs_key=key,
         )
 
     async def fetch(self, run: StepRun) -> StepResult:
-        stack = _Stack(run)
+        stack = await asyncio.to_thread(_Stack, run)
         result = await stack.call(stack.stack.preview)
         summary = _summary(result.change_summary)
         drifted = summary != "no changes"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import signal
 import tempfile
@@ -34,10 +33,10 @@ from temporalio.exceptions import ApplicationError
 from prodline.config.steps import TerraformStep
 
 from .. import terraform_tool as tf
-from ..artifacts import ArtifactMissing, default_store, sha256
+from ..artifacts import default_store
 from ..context import NON_RETRYABLE_CONFIG, STALE_PLAN
-from ..process import redact, run_process
-from .base import StepResult, StepRun
+from ..process import heartbeat_while, redact, run_process
+from .base import StepResult, StepRun, approved_plan, publish_outputs
 
 log = structlog.get_logger("prodline.steps.terraform")
 
@@ -93,21 +92,9 @@ def _failure(exc: tf.TerraformError, masked: list[str]) -> ApplicationError:
 async def _in_thread(func, masked: list[str]):
     """Run a blocking Terraform call in a thread, heartbeating; map its errors for Temporal."""
     try:
-        return await _heartbeating(asyncio.to_thread(func))
+        return await heartbeat_while(asyncio.to_thread(func), {"terraform": "running"})
     except tf.TerraformError as exc:
         raise _failure(exc, masked) from None
-
-
-async def _heartbeating(awaitable):
-    from temporalio import activity
-
-    task = asyncio.ensure_future(awaitable)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=2)
-        if done:
-            return task.result()
-        if activity.in_activity():
-            activity.heartbeat({"terraform": "running"})
 
 
 class TerraformRunner:
@@ -136,24 +123,7 @@ class TerraformRunner:
 
     async def apply(self, run: StepRun) -> StepResult:
         ws = _Workspace(run)
-        planned = run.plan
-        if planned is None or not planned.artifact or not planned.digest:
-            raise ApplicationError(
-                "a terraform step is applied only from its approved plan, and none was given",
-                type=NON_RETRYABLE_CONFIG,
-                non_retryable=True,
-            )
-        try:
-            data = default_store().get(planned.artifact)
-        except ArtifactMissing as exc:
-            # Plans live on the worker that made them (local store): treat as stale, so the workflow plans again.
-            raise ApplicationError(
-                f"the approved plan is not available on this worker: {exc}", type=STALE_PLAN, non_retryable=True
-            ) from None
-        if sha256(data) != planned.digest:
-            raise ApplicationError(
-                "the stored plan differs from the approved one (checksum mismatch)", type=STALE_PLAN, non_retryable=True
-            )
+        data = approved_plan(run)
         await _in_thread(ws.prepare, ws.masked)
         completed = {"resources": 0}
 
@@ -175,14 +145,10 @@ class TerraformRunner:
             raise _failure(exc, ws.masked) from None
         found = await _in_thread(lambda: tf.outputs(ws.binary, ws.workdir, ws.env), ws.masked)
         values = {name: o["value"] for name, o in found.items()}
-        key = run.artifact_key("outputs.json")
-        default_store().put(key, json.dumps(values).encode())
-        sensitive = sorted(name for name, o in found.items() if o["sensitive"])
-        visible = {n: v if isinstance(v, str) else json.dumps(v) for n, v in values.items() if n not in sensitive}
-        masked = ws.masked + [str(values[n]) for n in sensitive]
+        visible, sensitive, key, masks = publish_outputs(run, values, {n for n, o in found.items() if o["sensitive"]})
         return StepResult(
             summary=f"applied: {completed['resources']} resource action(s) completed",
-            output=redact(result.tail(), masked),
+            output=redact(result.tail(), ws.masked + masks),
             outputs=visible,
             sensitive_outputs=sensitive,
             outputs_key=key,
