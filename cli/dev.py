@@ -82,11 +82,12 @@ async def _serve(args, folder: Path) -> int:
 
 
 def _running(folder: Path) -> dict | None:
+    """The live `prodline dev` of this state dir, if any (a stale file's pid may belong to someone else now)."""
     try:
         info = json.loads((folder / READY_FILE).read_text())
-        os.kill(info["pid"], 0)
-        return info
-    except (OSError, ValueError, KeyError):
+        cmdline = Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+        return info if b"prodline" in cmdline and b"dev" in cmdline else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

@@ -155,7 +155,12 @@ def _classify(exc: Exception) -> tuple[int, str]:
     if name == "TemporalUnavailable":
         return exit_codes.UNAVAILABLE, str(exc)
     if name == "RPCError":
-        return exit_codes.UNAVAILABLE, f"Temporal refused the request: {exc}"
+        status = getattr(getattr(exc, "status", None), "name", "")
+        if status == "NOT_FOUND":
+            return exit_codes.NOT_FOUND, f"not found in Temporal: {exc}"
+        if status in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):
+            return exit_codes.INVALID, f"Temporal rejected the request: {exc}"
+        return exit_codes.UNAVAILABLE, f"Temporal refused the request ({status or 'error'}): {exc}"
     return exit_codes.FAILED, f"{name}: {exc}"
 
 

@@ -20,6 +20,10 @@ def run(args) -> int:
             if path.is_dir()
             else [path]
         )
+    if not paths:
+        message = f"no prodline files found in {', '.join(args.files)}"
+        print(json.dumps({"valid": False, "files": [], "problems": [], "error": message}) if args.json else message)
+        return exit_codes.INVALID
     problems = validate_files(paths)
     if args.json:
         print(

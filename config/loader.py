@@ -366,8 +366,8 @@ def _environment_config(
         earlier = [outputs_prefix(s.name) for s in steps]
         for bad in unknown_names(step.spec.model_dump(), known, earlier):
             hint = (
-                f"secrets reach commands only as the environment variable PRODLINE_PARAM_{bad.split('.', 1)[1].upper().replace('-', '_')}"
-                if bad.removeprefix("params.") in secrets
+                f"secrets reach commands only as the environment variable PRODLINE_PARAM_{bad.removeprefix('params.').upper().replace('-', '_')}"
+                if bad.startswith("params.") and bad.removeprefix("params.") in secrets
                 else _known_hint(known) + (f", and {', '.join(p + 'KEY' for p in earlier)}" if earlier else "")
             )
             problems.append(sdoc.problem(("steps", index), f"unknown template name {{{{ {bad} }}}}", hint))

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from .base import Model, Name, ParamName, ScalarValue, one_of
-from .durations import Duration
+from .durations import Duration, PositiveDuration
 
 _URL = r"^(https?://\S+|\{\{.*\}\}\S*)$"
 Url = Field(pattern=_URL, description="http(s) URL (templates allowed).")
@@ -36,7 +36,7 @@ class CommandRule(Model):
     run: str = Field(description="Shell command; exit 0 passes, anything else fails.")
     workdir: str = Field(".", description="Working directory, relative to the application file.")
     env: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration = Field(timedelta(minutes=5), description="Longest one evaluation may take.")
+    timeout: PositiveDuration = Field(timedelta(minutes=5), description="Longest one evaluation may take.")
 
 
 class AlertsRule(Model):
@@ -47,7 +47,7 @@ class AlertsRule(Model):
         description="Alertmanager matchers, e.g. ['service=\"checkout\"'] or {service: checkout}."
     )
     include_silenced: bool = Field(False, description="Also count silenced and inhibited alerts.")
-    timeout: Duration = Field(timedelta(seconds=10), description="HTTP timeout.")
+    timeout: PositiveDuration = Field(timedelta(seconds=10), description="HTTP timeout.")
 
     @field_validator("matchers")
     @classmethod
@@ -74,7 +74,7 @@ class PrometheusRule(Model):
     no_data: Literal["pass", "fail", "inconclusive"] = Field(
         "inconclusive", description="Outcome when the query returns nothing."
     )
-    timeout: Duration = Field(timedelta(seconds=10), description="HTTP timeout.")
+    timeout: PositiveDuration = Field(timedelta(seconds=10), description="HTTP timeout.")
 
 
 class HttpRule(Model):
@@ -85,7 +85,12 @@ class HttpRule(Model):
     body: str | None = Field(None, description="Regular expression the body must contain.")
     attempts: int = Field(3, ge=1, le=20, description="Tries within one evaluation.")
     retry_interval: Duration = Field(timedelta(seconds=1))
-    timeout: Duration = Field(timedelta(seconds=10), description="HTTP timeout per try.")
+    timeout: PositiveDuration = Field(timedelta(seconds=10), description="HTTP timeout per try.")
+
+    @property
+    def budget(self) -> timedelta:
+        """The longest one evaluation can take: every try timing out, with the waits between."""
+        return self.attempts * self.timeout + (self.attempts - 1) * self.retry_interval
 
     @field_validator("body")
     @classmethod
@@ -109,7 +114,11 @@ class WindowRule(Model):
     recheck_before_deploy: ClassVar[bool] = True
 
     days: list[Day] = Field(default_factory=lambda: list(DAYS), min_length=1)
-    hours: str = Field("00:00-24:00", pattern=r"^([01]\d|2[0-4]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
+    hours: str = Field(
+        "00:00-24:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$",
+        description="HH:MM-HH:MM, local time; 24:00 for the end of the day.",
+    )
     timezone: str = "UTC"
 
     @field_validator("timezone")
@@ -135,7 +144,7 @@ class ApprovalRule(Model):
     approvers: list[str] = Field(default_factory=list, description="Who may approve; empty: anyone.")
     min_approvers: int = Field(1, ge=1, le=20, description="Distinct approvals needed.")
     forbid_initiator: bool = Field(False, description="The person who started the release cannot approve it.")
-    timeout: Duration = Field(timedelta(hours=24), description="The release ends as timed out after this.")
+    timeout: PositiveDuration = Field(timedelta(hours=24), description="The release ends as timed out after this.")
 
     @model_validator(mode="after")
     def _enough_people(self) -> ApprovalRule:
@@ -197,10 +206,12 @@ class RuleRef(RuleKinds):
     args: dict[ParamName, ScalarValue] = Field(
         default_factory=dict, alias="with", description="Arguments (`{{ args.NAME }}`)."
     )
-    timeout: Duration = Field(
+    timeout: PositiveDuration = Field(
         timedelta(minutes=30), description="How long `on_failure: wait` keeps waiting before the release times out."
     )
-    interval: Duration = Field(timedelta(seconds=30), description="Time between evaluations while waiting or watching.")
+    interval: PositiveDuration = Field(
+        timedelta(seconds=30), description="Time between evaluations while waiting or watching."
+    )
     failures_allowed: int = Field(0, ge=0, le=100, description="Consecutive failures tolerated before acting on one.")
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from .base import Model, Name, one_of
-from .durations import Duration
+from .durations import PositiveDuration
 
 ExitCode = Annotated[int, Field(ge=1, le=255)]
 
@@ -88,9 +88,9 @@ class Retry(Model):
     """How Temporal retries a step that failed in a retryable way."""
 
     attempts: int = Field(3, ge=1, le=100, description="Total attempts, the first included.")
-    initial_interval: Duration = Field(timedelta(seconds=5), description="Wait before the first retry.")
+    initial_interval: PositiveDuration = Field(timedelta(seconds=5), description="Wait before the first retry.")
     backoff: float = Field(2.0, ge=1.0, le=10.0, description="Multiplier applied to the wait after each retry.")
-    max_interval: Duration = Field(timedelta(minutes=5), description="Longest wait between retries.")
+    max_interval: PositiveDuration = Field(timedelta(minutes=5), description="Longest wait between retries.")
 
 
 STEP_KINDS = ("command", "terraform", "pulumi")
@@ -103,8 +103,8 @@ class Step(Model):
     command: CommandStep | None = None
     terraform: TerraformStep | None = None
     pulumi: PulumiStep | None = None
-    timeout: Duration = Field(timedelta(minutes=30), description="Longest a single attempt may run.")
-    heartbeat_timeout: Duration = Field(
+    timeout: PositiveDuration = Field(timedelta(minutes=30), description="Longest a single attempt may run.")
+    heartbeat_timeout: PositiveDuration = Field(
         timedelta(seconds=30),
         description="A worker that stops reporting for this long is presumed dead and the step moves to another.",
     )

@@ -26,6 +26,7 @@ class Document:
     path: Path
     data: Any
     lines: dict[PathKey, int] = field(default_factory=dict)
+    size: int = 0
 
     def line_of(self, loc: PathKey) -> int:
         """Line of the deepest known value on ``loc`` (1 when nothing matches)."""
@@ -41,7 +42,19 @@ class Document:
 _scalars = yaml.SafeLoader("")
 
 
+# Config files are small; a file that expands past this many values (YAML aliases
+# can multiply, as in the "billion laughs") is refused instead of exhausting memory.
+MAX_VALUES = 200_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _build(node: yaml.Node, path: PathKey, doc: Document, problems: list[Problem]) -> Any:
+    doc.size += 1
+    if doc.size > MAX_VALUES:
+        raise _TooLarge
     doc.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
@@ -97,6 +110,10 @@ def parse_yaml(text: str, path: Path) -> Document:
         doc.data = _build(nodes[0], (), doc, problems)
     except RecursionError:
         raise ConfigError([Problem(str(path), 1, (), "invalid YAML: nested too deeply", "")]) from None
+    except _TooLarge:
+        raise ConfigError(
+            [Problem(str(path), 1, (), f"the file expands to more than {MAX_VALUES} values", "check its YAML aliases (*name)")]
+        ) from None
     except yaml.YAMLError as exc:  # e.g. anchors that construct badly
         raise ConfigError([Problem(str(path), 1, (), f"invalid YAML: {exc}", "")]) from None
     if problems:

@@ -36,8 +36,10 @@ def test_unreachable_temporal_exits_6_in_one_line(cli, command):
     assert result.stderr.count("\n") == 1
 
 
-def test_bad_usage_exits_2(cli):
+def test_bad_usage_exits_2(cli, tmp_path):
     assert cli.run("release", "start").returncode == 2
     assert cli.run("release", "list", "--state", "sideways").returncode == 2
     missing = cli.run("validate", "does-not-exist.yaml")
     assert missing.returncode == 2 and "does-not-exist.yaml: file not found" in missing.stdout
+    empty = cli.run("validate", str(tmp_path))
+    assert empty.returncode == 2 and "no prodline files found" in empty.stdout

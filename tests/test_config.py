@@ -198,6 +198,14 @@ def test_service_errors_are_located(tmp_path, service, expected):
         ),
         (APP + "    preconditions:\n      - window: {hours: '16:00-09:00'}\n", "the window must end after it starts"),
         (
+            APP + "    preconditions:\n      - window: {hours: '00:00-24:30'}\n",
+            "window.hours: '00:00-24:30' is not in the expected format (hint: HH:MM-HH:MM, local time; 24:00 for the end of the day.)",
+        ),
+        (
+            APP.replace('with: {url: "https://example.test"}', "with: {url: x}\n        interval: 0s"),
+            "environments[1].checks[0].interval: must be longer than 0s",
+        ),
+        (
             APP + "    preconditions:\n      - stable: {environment: production}\n",
             "environments[1].preconditions[0].stable.environment: 'production' is not an environment before 'production' (hint: earlier environments: staging)",
         ),

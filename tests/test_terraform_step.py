@@ -126,8 +126,9 @@ def test_plan_is_shown_before_approval_and_applied_per_workspace(
     assert SECRET not in cli.run("release", "status", release, "--json").stdout
 
 
-def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, terraform_project):
-    service_file = terraform_project()
+def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, terraform_project, tmp_path):
+    prepare = "  - name: prepare\n    command: {apply: 'echo run >> \"../prepared-$PRODLINE_ENVIRONMENT\"'}\n"
+    service_file = terraform_project(SERVICE.replace("steps:\n", "steps:\n" + prepare))
     release = project.release_id("5.0.1")
     waiting = cli.spawn("release", "start", str(service_file), "--version", "5.0.1", "--wait")
     waiting_in(cli, release, "production", "approvals")
@@ -143,9 +144,11 @@ def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, 
     status = waiting_in(cli, release, "production", "0/1 approvals")  # asked again, with a new plan
     messages = [e["message"] for e in status["events"]]
     assert any("the approved plan is stale" in m and "planning again" in m for m in messages), messages
-    assert status["environments"][1]["steps"][0]["summary"] == "0 to add, 1 to change, 0 to destroy"
+    assert status["environments"][1]["steps"][1]["summary"] == "0 to add, 1 to change, 0 to destroy"
     assert cli.run("approve", release, "--as", "alice").returncode == 0
     assert waiting.wait(120) == 0
+    # The step applied before the stale one did not run again.
+    assert (tmp_path / "prepared-production").read_text().count("run") == 1
     app = {r["name"]: r for r in _state(service_file, "production")["resources"]}["app"]
     assert app["instances"][0]["attributes"]["input"]["value"] == "5.0.1"
 

@@ -62,6 +62,8 @@ class Gate(BaseModel):
         """Record the decision if it counts; return why not otherwise ("" if accepted)."""
         if decision.environment != self.environment:
             return f"the release is waiting in {self.environment}, not {decision.environment}"
+        if self.settled:
+            return "this decision has already been made"
         if self.rule.approvers and decision.by not in self.rule.approvers:
             return f"{decision.by} may not decide for {self.environment} (approvers: {', '.join(self.rule.approvers)})"
         if decision.verdict is Verdict.reject:

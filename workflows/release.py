@@ -126,9 +126,12 @@ class ReleaseWorkflow:
         env.phase, env.started_at = Phase.running, workflow.now()
         workflow.upsert_search_attributes([sa.ENVIRONMENT.value_set(plan.name)])
         self._event(f"promoting to {plan.name}", plan.name)
+        applied: set[str] = set()
         for attempt in range(1, MAX_PLANS + 1):
-            # Plans come first, so approvers see what they approve.
-            plans = {s.name: await self._plan_step(plan, s) for s in plan.steps if s.has_plan and not _uses_outputs(s)}
+            # Plans come first, so approvers see what they approve. A re-plan after a
+            # stale plan resumes at the stale step: steps already applied never run again.
+            todo = [s for s in plan.steps if s.name not in applied]
+            plans = {s.name: await self._plan_step(plan, s) for s in todo if s.has_plan and not _uses_outputs(s)}
             await self._run_checks(plan, Lifecycle.before_approval)
             for rule in plan.preconditions:
                 await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label}")
@@ -137,10 +140,11 @@ class ReleaseWorkflow:
                 if getattr(rule.spec, "recheck_before_deploy", False):
                     await self._gate(plan, rule, rule.on_failure, f"precondition {rule.label} (re-check)")
             try:
-                for step in plan.steps:
+                for step in todo:
                     if step.has_plan and step.name not in plans:  # its plan needs an earlier step's outputs
                         plans[step.name] = await self._plan_step(plan, step)
                     await self._apply_step(plan, step, plans.get(step.name))
+                    applied.add(step.name)
                 break
             except StalePlan as stale:
                 policy = getattr(stale.step.spec, "on_stale_plan", "fail")
@@ -253,9 +257,8 @@ class ReleaseWorkflow:
                     summary=f"{rule.label}: until {result.wait_until:%Y-%m-%d %H:%M}Z",
                 )
                 continue
-            if result.outcome is Outcome.failed:
-                failures += 1
-            if result.outcome is Outcome.failed and failures > rule.failures_allowed:
+            failures = failures + 1 if result.outcome is Outcome.failed else 0
+            if failures > rule.failures_allowed:
                 if behaviour is OnFailure.fail:
                     raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {result.reason}")
                 if behaviour is OnFailure.pause:
@@ -273,29 +276,49 @@ class ReleaseWorkflow:
         self._event(f"{what} passed{detail}" if result.passed else f"{what} overridden", plan.name)
 
     async def _watch(self, plan: EnvironmentPlan, check: Check, what: str) -> None:
-        """After deploying: the check must keep passing for `for`."""
+        """After deploying: the check must keep passing for `for`.
+
+        A failure (beyond `failures_allowed` in a row) fails the release, or pauses
+        it with `on_failure: pause`; there is nothing left to wait for, so `wait`
+        acts as `fail` here. Inconclusive results (no data) neither pass nor fail,
+        but a watch that never saw a pass does not count as passed.
+        """
         until = workflow.now() + check.watch_for
         self._event(f"watching {check.label} for {format_duration(check.watch_for)}", plan.name)
-        failures = 0
+        failures, passes, last = 0, 0, ""
         while True:
             result = await self._evaluate(plan, check, what)
             failures = failures + 1 if result.outcome is Outcome.failed else 0
+            passes += result.passed
+            last = result.reason
             if failures > check.failures_allowed:
-                # Automatic rollback (release safety) hooks in here.
-                if check.failure_behaviour(Lifecycle.after_deploy) is not OnFailure.pause:
-                    raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {result.reason}")
-                await self._pause(plan, what, result.reason)
+                await self._after_deploy_failure(plan, check, what, result.reason)
                 failures = 0
             remaining = until - workflow.now()
             if remaining <= timedelta(0):
                 break
             await workflow.sleep(min(check.interval, remaining), summary=f"watch {check.label}")
+        if not passes:
+            await self._after_deploy_failure(
+                plan, check, what, f"no conclusive result in {format_duration(check.watch_for)}: {last}"
+            )
         self._event(f"{what} passed for {format_duration(check.watch_for)}", plan.name)
+
+    async def _after_deploy_failure(self, plan: EnvironmentPlan, check: Check, what: str, reason: str) -> None:
+        # Automatic rollback (release safety) hooks in here.
+        if check.failure_behaviour(Lifecycle.after_deploy) is not OnFailure.pause:
+            raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {reason}")
+        await self._pause(plan, what, reason)
 
     async def _pause(self, plan: EnvironmentPlan, what: str, reason: str) -> None:
         """A failed rule with `on_failure: pause`: people resume (approve) or reject."""
+        # Whoever may approve this environment may resume it, under the same rules (anyone, without one).
         approvals = [p.approval for p in plan.preconditions if p.approval is not None]
-        rule = ApprovalRule(approvers=approvals[0].approvers if approvals else [], timeout=_PAUSE_TIMEOUT)
+        rule = (
+            approvals[0].model_copy(update={"timeout": _PAUSE_TIMEOUT})
+            if approvals
+            else ApprovalRule(timeout=_PAUSE_TIMEOUT)
+        )
         self._event(f"paused: {what} failed: {reason}; `prodline approve` resumes, `prodline reject` stops", plan.name)
         await self._wait_for_people(
             plan, Gate(environment=plan.name, what=f"paused on {what}", rule=rule, initiator=self._request.initiator)
@@ -355,8 +378,8 @@ class ReleaseWorkflow:
                 "prodline.evaluate_rule",
                 RuleRun(context=ctx, rule=rule),
                 result_type=RuleResult,
+                # No heartbeat timeout: HTTP evaluations do not heartbeat; each kind is bounded by its budget.
                 start_to_close_timeout=_rule_timeout(rule),
-                heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{plan.name}: {what}",
@@ -462,5 +485,6 @@ def _uses_outputs(step: Step) -> bool:
 
 
 def _rule_timeout(rule: Check | Precondition) -> timedelta:
-    spec_timeout = getattr(rule.spec, "timeout", None)
-    return (spec_timeout or timedelta(minutes=5)) + timedelta(seconds=30)
+    spec = rule.spec
+    budget = getattr(spec, "budget", None) or getattr(spec, "timeout", None) or timedelta(minutes=5)
+    return budget + timedelta(seconds=30)
