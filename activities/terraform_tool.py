@@ -520,8 +520,11 @@ def plan(
     out: Path,
     destroy: bool = False,
     lock_timeout: str | None = None,
+    with_text: bool = True,
 ) -> PlanSummary:
-    """``terraform plan -var-file=... -no-color -input=false -out=OUT -detailed-exitcode -json`` + two ``show``.
+    """``terraform plan -var-file=... -no-color -input=false -out=OUT -detailed-exitcode -json`` + ``show``.
+
+    ``with_text=False`` skips the second ``show`` (the human text), one Terraform run less.
 
     ``out`` and relative ``var_files`` are relative to ``workdir``. ``variables`` override ``var_files``.
     Counts follow Terraform's "Plan: X to add, Y to change, Z to destroy" (a replacement is 1 add + 1 destroy);
@@ -548,9 +551,11 @@ def plan(
     if rc_show != 0:
         _raise("show -json", tf.last_command, rc_show, shown, err)
     doc = json.loads(shown)
-    rc_text, text, err = tf.show(planfile, no_color=IsFlagged)
-    if rc_text != 0:
-        _raise("show", tf.last_command, rc_text, text, err)
+    text = ""
+    if with_text:
+        rc_text, text, err = tf.show(planfile, no_color=IsFlagged)
+        if rc_text != 0:
+            _raise("show", tf.last_command, rc_text, text, err)
 
     add = change = remove = 0
     resources = []

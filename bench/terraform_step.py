@@ -63,7 +63,7 @@ def direct(binary: str, folder: Path, data_dir: Path) -> None:
     variables = {"app_version": "1.0.0"}
     tf.init(binary, folder, env)
     tf.select_workspace(binary, folder, env, "staging")
-    planned = tf.plan(binary, folder, env, variables, out=folder / "release.tfplan")
+    planned = tf.plan(binary, folder, env, variables, out=folder / "release.tfplan", with_text=False)
     tf.init(binary, folder, env)
     tf.select_workspace(binary, folder, env, "staging")
     tf.apply_plan(binary, folder, env, planfile=Path(planned.planfile))

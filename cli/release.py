@@ -222,13 +222,7 @@ async def _follow(args, client: Client, handle: WorkflowHandle, link: str | None
     summary = _summary(status)
     _emit(
         args,
-        {
-            "release_id": handle.id,
-            "state": state.value,
-            "reason": reason,
-            "ui_url": link,
-            **({"environments": summary} if summary else {}),
-        },
+        {**started, "state": state.value, "reason": reason, "environments": summary},
         _render_summary(handle.id, state, reason, summary, link),
     )
     return exit_codes.BY_STATE[state.value]

@@ -105,7 +105,7 @@ class TerraformRunner:
 
             def make_plan() -> tf.PlanSummary:
                 ws.prepare()
-                return tf.plan(ws.binary, ws.workdir, ws.env, ws.variables, ws.var_files, out=planfile)
+                return tf.plan(ws.binary, ws.workdir, ws.env, ws.variables, ws.var_files, out=planfile, with_text=False)
 
             summary = await _in_thread(make_plan, ws.masked)
             key = run.artifact_key("plan.tfplan")
