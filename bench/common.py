@@ -20,20 +20,12 @@ from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 
 from prodline.config.loader import Project, load_project
 from prodline.config.release import ReleaseRequest, build_request
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer, free_port
 from prodline.workflows import search_attributes as sa
-from prodline.workflows.release import ReleaseWorkflow
-from prodline.workflows.status import ReleaseState
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -236,26 +228,10 @@ def unique(prefix: str) -> str:
 
 
 async def start_release(client: Client, request: ReleaseRequest, queue: str):
-    """Exactly the start ``prodline release start`` makes (cli/release.py)."""
-    envs = " → ".join(e.name for e in request.environments)
-    return await client.start_workflow(
-        ReleaseWorkflow.run,
-        request,
-        id=request.release_id,
-        task_queue=queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.APPLICATION, request.application),
-                SearchAttributePair(sa.SERVICE, request.service),
-                SearchAttributePair(sa.VERSION, request.version),
-                SearchAttributePair(sa.STATE, ReleaseState.running.value),
-            ]
-        ),
-        memo={"digest": request.digest, "initiator": request.initiator},
-        static_summary=f"{request.service} {request.version}: {envs}"[:200],
-    )
+    """Exactly the start ``prodline release start`` makes."""
+    from prodline.cli.release import start_release as cli_start
+
+    return await cli_start(client, request, queue)
 
 
 async def diagnose(client: Client, query: str, limit: int = 3) -> list[str]:

@@ -20,7 +20,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from prodline.config import load_request
+from prodline.config import ReleaseRequest, load_request
 from prodline.workers.connect import connect, task_queue, ui_url
 from prodline.workflows import search_attributes as sa
 
@@ -78,30 +78,39 @@ def start(args) -> int:
     return asyncio.run(_start(args, request))
 
 
-async def _start(args, request) -> int:
-    client = await connect(args.address, args.namespace)
+async def start_release(client: Client, request: ReleaseRequest, queue: str) -> WorkflowHandle:
+    """Start the release's workflow, or attach to it if it runs already.
+
+    One workflow per service version. A retried CI job attaches to the running
+    release (USE_EXISTING); a new run is allowed only after a failed one
+    (ALLOW_DUPLICATE_FAILED_ONLY), so a succeeded version is not released twice.
+    """
     envs = " → ".join(e.name for e in request.environments)
+    return await client.start_workflow(
+        RELEASE_WORKFLOW,
+        request,
+        id=request.release_id,
+        task_queue=queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.APPLICATION, request.application),
+                SearchAttributePair(sa.SERVICE, request.service),
+                SearchAttributePair(sa.VERSION, request.version),
+                SearchAttributePair(sa.STATE, ReleaseState.running.value),
+            ]
+        ),
+        memo={"digest": request.digest, "initiator": request.initiator},
+        static_summary=f"{request.service} {request.version}: {envs}"[:200],
+    )
+
+
+async def _start(args, request: ReleaseRequest) -> int:
+    client = await connect(args.address, args.namespace)
     try:
-        # One workflow per service version. A retried CI job attaches to the running
-        # release (USE_EXISTING); a new run is allowed only after a failed one.
-        handle = await client.start_workflow(
-            RELEASE_WORKFLOW,
-            request,
-            id=request.release_id,
-            task_queue=task_queue(args.task_queue),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.APPLICATION, request.application),
-                    SearchAttributePair(sa.SERVICE, request.service),
-                    SearchAttributePair(sa.VERSION, request.version),
-                    SearchAttributePair(sa.STATE, ReleaseState.running.value),
-                ]
-            ),
-            memo={"digest": request.digest, "initiator": request.initiator},
-            static_summary=f"{request.service} {request.version}: {envs}"[:200],
-        )
+        handle = await start_release(client, request, task_queue(args.task_queue))
+        # The SDK does not expose "started or attached" publicly; its start response does.
         response = getattr(handle, "_start_workflow_response", None)
         started = getattr(response, "started", True)
         how = "started" if started else "attached"
