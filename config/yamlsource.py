@@ -112,7 +112,15 @@ def parse_yaml(text: str, path: Path) -> Document:
         raise ConfigError([Problem(str(path), 1, (), "invalid YAML: nested too deeply", "")]) from None
     except _TooLarge:
         raise ConfigError(
-            [Problem(str(path), 1, (), f"the file expands to more than {MAX_VALUES} values", "check its YAML aliases (*name)")]
+            [
+                Problem(
+                    str(path),
+                    1,
+                    (),
+                    f"the file expands to more than {MAX_VALUES} values",
+                    "check its YAML aliases (*name)",
+                )
+            ]
         ) from None
     except yaml.YAMLError as exc:  # e.g. anchors that construct badly
         raise ConfigError([Problem(str(path), 1, (), f"invalid YAML: {exc}", "")]) from None
