@@ -162,9 +162,8 @@ class ReleaseWorkflow:
         status = self._step_status(plan, step)
         result = await self._step_activity(plan_step, plan, step, f"{plan.name}: plan {step.name}")
         status.plan, status.summary = result.output, result.summary
-        self._event(
-            f"plan of {step.name}: {result.summary}" + (f"\n{result.output}" if result.output else ""), plan.name
-        )
+        headline = f"plan of {step.name}" + (f": {result.summary}" if result.summary else "")
+        self._event(headline + (f"\n{result.output}" if result.output else ""), plan.name)
         return result
 
     async def _apply_step(self, plan: EnvironmentPlan, step: Step, planned: StepResult | None) -> None:
