@@ -510,6 +510,18 @@ def select_workspace(binary: str, workdir: str | Path, env: Mapping[str, str] | 
     return {"workspace": name, "created": "Created and switched" in out}
 
 
+def _var_files(tf: Terraform, variables: Mapping[str, Any] | None, var_files: list[str] | None) -> list[str] | None:
+    """The -var-file list: the user's files, then the explicit variables last so they win.
+
+    The variables go through python-terraform's own temp tfvars.json (mode 0600, deleted after the
+    call), so values never appear in the process list.
+    """
+    files = list(var_files or [])
+    if variables:
+        files.append(tf.temp_var_files.create(dict(variables)))
+    return files or None
+
+
 def plan(
     binary: str,
     workdir: str | Path,
@@ -532,13 +544,10 @@ def plan(
     """
     tf = _PyTerraform(binary, workdir, env)
     planfile = _abs(out, workdir)
-    files = list(var_files or [])
-    if variables:
-        files.append(tf.temp_var_files.create(dict(variables)))  # python-terraform's own temp tfvars.json
     rc, stdout, stderr = tf.plan(
         out=planfile,
         var=None,
-        var_file=files or None,
+        var_file=_var_files(tf, variables, var_files),
         json=IsFlagged,
         destroy=IsFlagged if destroy else None,
         lock_timeout=lock_timeout,
@@ -697,12 +706,9 @@ def drift(
     changed behind Terraform's back -- it is blind to everything else (see module docstring). No plan file.
     """
     tf = _PyTerraform(binary, workdir, env)
-    files = list(var_files or [])
-    if variables:
-        files.append(tf.temp_var_files.create(dict(variables)))
     rc, out, err = tf.plan(
         var=None,
-        var_file=files or None,
+        var_file=_var_files(tf, variables, var_files),
         json=IsFlagged,
         refresh_only=IsFlagged if refresh_only else None,
         lock_timeout=lock_timeout,
