@@ -160,3 +160,32 @@ environments:
     assert waiting.wait(60) == 0
     assert (tmp_path / "deployed").exists()
     assert "check qa-signoff (before deploy) overridden" in waiting.stdout.read()
+
+
+def test_resuming_a_pause_follows_the_environments_approval_rule(cli, worker, project, tmp_path):
+    app = """
+application: shop
+environments:
+  - name: staging
+    preconditions:
+      - approval: {approvers: [alice, ci-bot], forbid_initiator: true}
+    checks:
+      - command: {run: "test -f approved-by-qa"}
+        name: qa-signoff
+        when: [before_deploy]
+        on_failure: pause
+"""
+    service_file = project(service(step("deploy", "touch ../deployed")), app=app)
+    release = project.release_id("3.0.6")
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "3.0.6", "--wait")
+    waiting_in(cli, release, "staging", "approvals")
+    assert cli.run("approve", release, "--as", "alice").returncode == 0
+    waiting_in(cli, release, "staging", "paused on check qa-signoff")
+    initiator = cli.run("approve", release, "--as", "ci-bot")
+    assert initiator.returncode == 8 and "ci-bot started this release and may not approve it" in initiator.stdout
+    stranger = cli.run("approve", release, "--as", "mallory")
+    assert stranger.returncode == 8 and "mallory may not decide for staging" in stranger.stdout
+    assert not (tmp_path / "deployed").exists()
+    assert cli.run("approve", release, "--as", "alice").returncode == 0
+    assert waiting.wait(60) == 0
+    assert (tmp_path / "deployed").exists()
