@@ -94,12 +94,12 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
                 problems.append(Problem(where, 0, ("parameters", name), str(exc)))
     plans = []
     for env in project.environments:
+        # env.parameters holds the defaults with this environment's overrides applied; an
+        # override in the file wins over a release-wide --param, a default does not.
+        override = service.environments.get(env.environment.name)
+        overridden = set(override.parameters) if override is not None else set()
         params = {k: str(v) for k, v in env.parameters.items()}
-        params.update(given)
-        # An environment's own override in the file wins over a release-wide value.
-        overrides = service.environments.get(env.environment.name)
-        if overrides is not None:
-            params.update({k: service.parameters[k].coerce(v) for k, v in overrides.parameters.items()})
+        params.update({k: v for k, v in given.items() if k not in overridden})
         for name, param in service.parameters.items():
             if param.type != "secret" and name not in params:
                 problems.append(

@@ -28,8 +28,6 @@ from prodline.workers.worker import build_worker
 
 from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session", autouse=True)
 def worker_state(tmp_path_factory):
@@ -157,6 +155,13 @@ class Cli:
         return subprocess.Popen(
             self.argv(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+
+    def worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`prodline worker` as its own process (in its own session), so a test can kill it."""
+        return subprocess.Popen(
+            self.argv("worker"), env=env or self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
 
     def json(self, *args: str) -> object:
         result = self.run(*args, "--json")

@@ -140,18 +140,22 @@ environments:
     assert cli.run("release", "cancel", release, "--wait").returncode == 0
 
 
-def test_a_paused_check_waits_for_a_person_to_resume(cli, worker, project, tmp_path):
-    app = """
+def paused_app(preconditions: str = "") -> str:
+    """Staging with a QA sign-off check that pauses the release when it fails."""
+    return f"""
 application: shop
 environments:
   - name: staging
-    checks:
-      - command: {run: "test -f approved-by-qa"}
+{preconditions}    checks:
+      - command: {{run: "test -f approved-by-qa"}}
         name: qa-signoff
         when: [before_deploy]
         on_failure: pause
 """
-    service_file = project(service(step("deploy", "touch ../deployed")), app=app)
+
+
+def test_a_paused_check_waits_for_a_person_to_resume(cli, worker, project, tmp_path):
+    service_file = project(service(step("deploy", "touch ../deployed")), app=paused_app())
     release = project.release_id("3.0.5")
     waiting = cli.spawn("release", "start", str(service_file), "--version", "3.0.5", "--wait")
     waiting_in(cli, release, "staging", "paused on check qa-signoff")
@@ -163,19 +167,8 @@ environments:
 
 
 def test_resuming_a_pause_follows_the_environments_approval_rule(cli, worker, project, tmp_path):
-    app = """
-application: shop
-environments:
-  - name: staging
-    preconditions:
-      - approval: {approvers: [alice, ci-bot], forbid_initiator: true}
-    checks:
-      - command: {run: "test -f approved-by-qa"}
-        name: qa-signoff
-        when: [before_deploy]
-        on_failure: pause
-"""
-    service_file = project(service(step("deploy", "touch ../deployed")), app=app)
+    approval = "    preconditions:\n      - approval: {approvers: [alice, ci-bot], forbid_initiator: true}\n"
+    service_file = project(service(step("deploy", "touch ../deployed")), app=paused_app(approval))
     release = project.release_id("3.0.6")
     waiting = cli.spawn("release", "start", str(service_file), "--version", "3.0.6", "--wait")
     waiting_in(cli, release, "staging", "approvals")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 
 from prodline.activities.ledger import read_ledger
 
@@ -141,14 +140,14 @@ def test_worker_restart_does_not_rerun_completed_steps(cli, project, tmp_path, t
             "second.sh": f'echo "$PRODLINE_ENVIRONMENT" >> ../second-runs\nwhile [ ! -f {gate} ]; do sleep 0.05; done\n',
         },
     )
-    worker = subprocess.Popen([*cli.argv("worker")], env=cli_env, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = cli.worker()
     try:
         cli.json("release", "start", str(service_file), "--version", "2.0.6")
         wait_for(lambda: (tmp_path / "second-runs").exists(), what="the second step to start")
         os.killpg(worker.pid, signal.SIGKILL)  # the worker dies mid-step
         worker.wait()
         gate.touch()
-        worker = subprocess.Popen([*cli.argv("worker")], env=cli_env, stderr=subprocess.DEVNULL, start_new_session=True)
+        worker = cli.worker()
         result = cli.run("release", "start", str(service_file), "--version", "2.0.6", "--wait")
         assert result.returncode == 0, result.stdout + result.stderr
     finally:
@@ -199,3 +198,13 @@ def test_start_without_a_worker_warns_and_the_release_waits(cli, project):
     status = cli.json("release", "status", project.release_id("2.0.8"))
     assert status["state"] == "running"
     assert cli.run("release", "cancel", project.release_id("2.0.8")).returncode == 0
+
+
+def test_attaching_with_a_changed_config_warns_that_the_running_release_is_kept(cli, project):
+    service_file = project(service(step("deploy", "true")))
+    assert cli.run("release", "start", str(service_file), "--version", "2.0.9").returncode == 0
+    service_file.write_text(service_file.read_text().replace("apply: 'true'", "apply: 'echo changed'"))
+    again = cli.run("release", "start", str(service_file), "--version", "2.0.9", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["start"] == "attached"
+    assert "was started with a different config; following the existing release" in again.stderr
+    assert cli.run("release", "cancel", project.release_id("2.0.9")).returncode == 0

@@ -119,10 +119,7 @@ def scenario(cli, temporal, root: Path, kind: str, index: int) -> tuple[str, int
     env = dict(cli.env, PRODLINE_TASK_QUEUE=f"crash-{uuid.uuid4().hex[:8]}")
     release = f"{app_name}.checkout@1.0.0"
 
-    def start_worker() -> subprocess.Popen:
-        return subprocess.Popen(cli.argv("worker"), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-
-    worker = start_worker()
+    worker = cli.worker(env)
     try:
         subprocess.run(
             cli.argv("release", "start", str(service_file), "--version", "1.0.0"),
@@ -145,7 +142,7 @@ def scenario(cli, temporal, root: Path, kind: str, index: int) -> tuple[str, int
         kill_worker_and_children(worker)
         completed_at_kill = run(completed_steps(temporal, release))
         (root / "gate").touch()
-        worker = start_worker()
+        worker = cli.worker(env)
         result = subprocess.run(
             cli.argv("release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json"),
             env=env,
@@ -264,7 +261,7 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
         "  - name: announce\n    command: {apply: 'echo \"$PRODLINE_ENVIRONMENT\" >> ../announced'}\n"
     )
     env = dict(cli.env, PRODLINE_TASK_QUEUE=f"crash-tf-{uuid.uuid4().hex[:6]}")
-    worker = subprocess.Popen(cli.argv("worker"), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    worker = cli.worker(env)
     try:
         subprocess.run(
             cli.argv("release", "start", str(svc / "prodline.service.yaml"), "--version", "7.0.0"),
@@ -278,7 +275,7 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
             what="terraform's provisioner to run",
         )
         kill_worker_and_children(worker)
-        worker = subprocess.Popen(cli.argv("worker"), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        worker = cli.worker(env)
         result = subprocess.run(
             cli.argv("release", "start", str(svc / "prodline.service.yaml"), "--version", "7.0.0", "--wait", "--json"),
             env=env,
