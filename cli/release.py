@@ -270,6 +270,10 @@ async def _status(args) -> int:
     client = await connect(args.address, args.namespace)
     state, reason, handle = await outcome(client, args.release_id)
     current = await query_status(handle)
+    if current is not None and not state.final and not current.state.final:
+        # The query ran after describe, so it is the fresher view of a running release
+        # (running <-> waiting flips between the two calls are otherwise shown stale).
+        state = current.state
     link = ui_url(client.service_client.config.target_host, client.namespace, args.release_id)
     summary = _summary(current)
     if args.json:
