@@ -250,9 +250,10 @@ class Check(RuleRef):
     on_failure: OnFailure | None = Field(None, description="Default: wait before deploying, fail after deploying.")
 
     def failure_behaviour(self, lifecycle: Lifecycle) -> OnFailure:
-        if self.on_failure is not None:
-            return self.on_failure
-        return OnFailure.fail if lifecycle is Lifecycle.after_deploy else OnFailure.wait
+        if lifecycle is Lifecycle.after_deploy:
+            # The version is live: there is nothing left to wait for, so `wait` fails too.
+            return OnFailure.pause if self.on_failure is OnFailure.pause else OnFailure.fail
+        return self.on_failure or OnFailure.wait
 
 
 class Protection(RuleKinds):

@@ -8,7 +8,7 @@ import signal
 
 from prodline.activities.ledger import read_ledger
 
-from conftest import client_for, history_text, process_alive, run, service, step, wait_for
+from conftest import APP, client_for, history_text, process_alive, run, service, step, wait_for
 
 
 def test_release_goes_through_staging_then_production(cli, worker, project, tmp_path, temporal):
@@ -129,6 +129,31 @@ def test_cancel_stops_the_running_command(cli, worker, project, tmp_path):
     assert waiting.wait(30) == 4  # exit code for "cancelled"
     assert f"release {project.release_id('2.0.5')} cancelled" in waiting.stdout.read()
     assert cli.run("release", "cancel", project.release_id("2.0.5")).returncode == 8
+
+
+def test_a_cancel_the_running_check_never_hears_of_still_stops_the_release(cli, worker, project, tmp_path, temporal):
+    # Rule evaluations do not heartbeat, so a cancel sent while one runs reaches the
+    # workflow only; the check then passes anyway. Nothing may be deployed after that.
+    app = APP.replace(
+        "  - name: staging\n",
+        "  - name: staging\n    checks:\n"
+        "      - command: {run: 'touch started; while [ ! -f gate ]; do sleep 0.05; done'}\n"
+        "        name: smoke\n        when: [before_deploy]\n",
+    )
+    service_file = project(service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=app)
+    release = project.release_id("2.0.7")
+    waiting = cli.spawn("release", "start", str(service_file), "--version", "2.0.7", "--wait")
+    wait_for(lambda: (tmp_path / "started").exists(), what="the check to start")
+    assert cli.run("release", "cancel", release).returncode == 0
+    wait_for(
+        lambda: "ACTIVITY_TASK_CANCEL_REQUESTED" in history_text(temporal, release), what="the cancel to be recorded"
+    )
+    (tmp_path / "gate").touch()  # the check passes after the cancel
+    assert waiting.wait(60) == 4, waiting.stdout.read()
+    assert not list(tmp_path.glob("deployed-*"))
+    status = cli.json("release", "status", release)
+    assert status["state"] == "cancelled"
+    assert [e["phase"] for e in status["environments"]] == ["cancelled", "skipped"]
 
 
 def test_worker_restart_does_not_rerun_completed_steps(cli, project, tmp_path, temporal, cli_env):

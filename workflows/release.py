@@ -122,6 +122,7 @@ class ReleaseWorkflow:
     # --- one environment ------------------------------------------------------------
 
     async def _promote(self, plan: EnvironmentPlan) -> None:
+        _stop_if_cancelled()
         env = self._status.environment(plan.name)
         env.phase, env.started_at = Phase.running, workflow.now()
         workflow.upsert_search_attributes([sa.ENVIRONMENT.value_set(plan.name)])
@@ -195,6 +196,7 @@ class ReleaseWorkflow:
     async def _step_activity(
         self, activity, plan: EnvironmentPlan, step: Step, summary: str, planned: StepResult | None = None
     ) -> StepResult:
+        _stop_if_cancelled()
         try:
             return await workflow.execute_activity(
                 activity,
@@ -251,6 +253,7 @@ class ReleaseWorkflow:
             if result.outcome is Outcome.pending and result.wait_until is not None:
                 # Windows and soak times: wait durably for the moment named, however far.
                 self._wait(env, f"{what}: {result.reason}")
+                _stop_if_cancelled()
                 await workflow.sleep(
                     max(result.wait_until - workflow.now(), timedelta(seconds=1)),
                     summary=f"{rule.label}: until {result.wait_until:%Y-%m-%d %H:%M}Z",
@@ -269,6 +272,7 @@ class ReleaseWorkflow:
                     f"{plan.name}: {what} did not pass within {format_duration(rule.timeout)}: {result.reason}",
                 )
             self._wait(env, f"{what}: {result.reason}")
+            _stop_if_cancelled()
             await workflow.sleep(rule.interval, summary=f"re-check {rule.label}")
         self._wait(env, "")
         detail = f": {result.reason}" if result.reason else ""
@@ -296,6 +300,7 @@ class ReleaseWorkflow:
             remaining = until - workflow.now()
             if remaining <= timedelta(0):
                 break
+            _stop_if_cancelled()
             await workflow.sleep(min(check.interval, remaining), summary=f"watch {check.label}")
         if not passes:
             await self._after_deploy_failure(
@@ -328,6 +333,7 @@ class ReleaseWorkflow:
         self._gate_open = gate
         self._wait(env, gate.progress())
         try:
+            _stop_if_cancelled()
             await workflow.wait_condition(
                 lambda: gate.settled, timeout=gate.rule.timeout, timeout_summary=f"{gate.what} timeout"
             )
@@ -372,6 +378,7 @@ class ReleaseWorkflow:
     async def _evaluate(self, plan: EnvironmentPlan, rule: Check | Precondition, what: str) -> RuleResult:
         ctx = self._context(plan, self._request.application_dir)
         ctx.args = {k: str(v) for k, v in rule.args.items()}
+        _stop_if_cancelled()
         try:
             return await workflow.execute_activity(
                 "prodline.evaluate_rule",
@@ -467,6 +474,19 @@ class ReleaseWorkflow:
         self._status.events.append(Event(at=workflow.now(), environment=environment, message=message))
         workflow.set_current_details(self._status.markdown())
         workflow.logger.info(message, extra={"release": self._request.release_id, "environment": environment})
+
+
+def _stop_if_cancelled() -> None:
+    """Honour a cancel request that the activity in flight swallowed.
+
+    A cancel arriving while an activity runs goes to the activity; when the
+    activity finishes anyway (rules do not heartbeat, and steps hear of it only
+    at their next heartbeat), the SDK hands the workflow the activity's result
+    and the request is gone. Checked before anything new starts or waits, so a
+    cancelled release never goes on to the next step, check or environment.
+    """
+    if workflow.cancellation_reason() is not None:
+        raise asyncio.CancelledError()
 
 
 def _reason(exc: ActivityError) -> str:
