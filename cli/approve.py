@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from prodline.workers.connect import connect
 from prodline.workflows.approvals import Decision, Verdict
@@ -74,6 +74,8 @@ async def _decide(args, verdict: Verdict) -> int:
     try:
         await handle.signal(DECIDE_SIGNAL, decision)
     except RPCError as exc:
+        if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise  # Temporal unreachable or refusing: reported as such
         raise CliError(f"release {args.release_id} is no longer running: {exc}", exit_codes.WRONG_STATE) from None
     record = None
     deadline = time.monotonic() + CONFIRM_SECONDS
@@ -84,7 +86,8 @@ async def _decide(args, verdict: Verdict) -> int:
             await asyncio.sleep(0.1)
     if record is None:
         raise CliError(
-            "the decision was sent but not confirmed in time; check `prodline release status`", exit_codes.FAILED
+            "the decision was sent but not confirmed in time; check `prodline release status`",
+            exit_codes.UNAVAILABLE,
         )
     if args.json:
         print(json.dumps(record.model_dump(mode="json")))

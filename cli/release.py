@@ -270,10 +270,10 @@ async def _status(args) -> int:
     client = await connect(args.address, args.namespace)
     state, reason, handle = await outcome(client, args.release_id)
     current = await query_status(handle)
-    if current is not None and not state.final and not current.state.final:
+    if current is not None and not state.final:
         # The query ran after describe, so it is the fresher view of a running release
-        # (running <-> waiting flips between the two calls are otherwise shown stale).
-        state = current.state
+        # (it may have started waiting, or just finished, between the two calls).
+        state, reason = current.state, current.reason
     link = ui_url(client.service_client.config.target_host, client.namespace, args.release_id)
     summary = _summary(current)
     if args.json:
@@ -353,7 +353,16 @@ async def _cancel(args) -> int:
     state, _, handle = await outcome(client, args.release_id)
     if state.final:
         raise CliError(f"release {args.release_id} already {state.value}; nothing to cancel", exit_codes.WRONG_STATE)
-    await handle.cancel()
+    try:
+        await handle.cancel()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # It closed between the look and the cancel: say how it ended, not "no such release".
+        state, _, _ = await outcome(client, args.release_id)
+        raise CliError(
+            f"release {args.release_id} already {state.value}; nothing to cancel", exit_codes.WRONG_STATE
+        ) from None
     if args.wait:
         while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
             await asyncio.sleep(POLL_SECONDS)
@@ -361,8 +370,10 @@ async def _cancel(args) -> int:
         _emit(
             args,
             {"release_id": args.release_id, "state": state.value, "reason": reason},
-            f"release {args.release_id} {state.value}",
+            f"release {args.release_id} {state.value}" + (f": {reason}" if reason else ""),
         )
+        # The cancel did what was asked only if the release ended cancelled (it may have finished first).
+        return exit_codes.SUCCEEDED if state is ReleaseState.cancelled else exit_codes.WRONG_STATE
     else:
         _emit(
             args, {"release_id": args.release_id, "state": "cancelling"}, f"cancellation of {args.release_id} requested"

@@ -131,29 +131,50 @@ def test_cancel_stops_the_running_command(cli, worker, project, tmp_path):
     assert cli.run("release", "cancel", project.release_id("2.0.5")).returncode == 8
 
 
-def test_a_cancel_the_running_check_never_hears_of_still_stops_the_release(cli, worker, project, tmp_path, temporal):
-    # Rule evaluations do not heartbeat, so a cancel sent while one runs reaches the
-    # workflow only; the check then passes anyway. Nothing may be deployed after that.
-    app = APP.replace(
+def gated_check_app(when: str) -> str:
+    """Staging with a check that runs until the test creates the file `gate`."""
+    return APP.replace(
         "  - name: staging\n",
         "  - name: staging\n    checks:\n"
         "      - command: {run: 'touch started; while [ ! -f gate ]; do sleep 0.05; done'}\n"
-        "        name: smoke\n        when: [before_deploy]\n",
+        f"        name: smoke\n        when: [{when}]\n",
     )
-    service_file = project(service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=app)
+
+
+def cancel_during_the_check(cli, temporal, tmp_path, release: str, *cancel_args: str):
+    """Cancel while the check runs, then let the check pass: rule evaluations do not heartbeat,
+    so the cancel reaches the workflow only and the check finishes as if nothing happened."""
+    wait_for(lambda: (tmp_path / "started").exists(), what="the check to start")
+    cancelling = cli.spawn("release", "cancel", release, *cancel_args)
+    wait_for(lambda: "ACTIVITY_TASK_CANCEL_REQUESTED" in history_text(temporal, release), what="the cancel")
+    (tmp_path / "gate").touch()
+    return cancelling
+
+
+def test_a_cancel_the_running_check_never_hears_of_still_stops_the_release(cli, worker, project, tmp_path, temporal):
+    service_file = project(
+        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=gated_check_app("before_deploy")
+    )
     release = project.release_id("2.0.7")
     waiting = cli.spawn("release", "start", str(service_file), "--version", "2.0.7", "--wait")
-    wait_for(lambda: (tmp_path / "started").exists(), what="the check to start")
-    assert cli.run("release", "cancel", release).returncode == 0
-    wait_for(
-        lambda: "ACTIVITY_TASK_CANCEL_REQUESTED" in history_text(temporal, release), what="the cancel to be recorded"
-    )
-    (tmp_path / "gate").touch()  # the check passes after the cancel
+    cancelling = cancel_during_the_check(cli, temporal, tmp_path, release, "--wait")
+    assert cancelling.wait(60) == 0, cancelling.stdout.read()
     assert waiting.wait(60) == 4, waiting.stdout.read()
-    assert not list(tmp_path.glob("deployed-*"))
+    assert not list(tmp_path.glob("deployed-*"))  # nothing new started after the cancel
     status = cli.json("release", "status", release)
     assert status["state"] == "cancelled"
     assert [e["phase"] for e in status["environments"]] == ["cancelled", "skipped"]
+
+
+def test_cancel_wait_says_so_when_the_release_finished_first(cli, worker, project, tmp_path, temporal):
+    app = gated_check_app("after_deploy").replace("  - name: production\n", "")
+    service_file = project(service(step("deploy", "true")), app=app)
+    release = project.release_id("2.0.10")
+    assert cli.run("release", "start", str(service_file), "--version", "2.0.10").returncode == 0
+    # The last check passes after the cancel: the version is live, so the release succeeds.
+    cancelling = cancel_during_the_check(cli, temporal, tmp_path, release, "--wait")
+    assert cancelling.wait(60) == 8
+    assert f"release {release} succeeded" in cancelling.stdout.read()
 
 
 def test_worker_restart_does_not_rerun_completed_steps(cli, project, tmp_path, temporal, cli_env):
