@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import textwrap
 import threading
@@ -9,8 +11,13 @@ from pathlib import Path
 
 import pytest
 import structlog
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from prodline.activities import terraform_tool as tf
+from prodline.activities.context import STALE_PLAN, RunContext
+from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
+from prodline.config.release import load_request
 
 from conftest import client_for, history_text, run, wait_for, waiting_in
 
@@ -151,6 +158,40 @@ def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, 
     assert (tmp_path / "prepared-production").read_text().count("run") == 1
     app = {r["name"]: r for r in _state(service_file, "production")["resources"]}["app"]
     assert app["instances"][0]["attributes"]["input"]["value"] == "5.0.1"
+
+
+def test_a_retried_apply_of_a_plan_an_earlier_attempt_applied_succeeds(terraform_project):
+    """The worker died after Terraform applied the approved plan but before the step reported
+    success. Temporal runs the apply again; Terraform calls the saved plan stale (the state moved
+    on, to just what was approved). That must not ask for approval again."""
+    request = load_request(terraform_project(), "5.0.4", {}, "ci-bot")
+    staging = request.environments[0]
+    context = RunContext(
+        release_id=request.release_id, application=request.application, service=request.service,
+        version=request.version, environment=staging.name, base_dir=request.service_dir,
+        parameters=staging.parameters, secrets=request.secrets, env=staging.env, run_id="run-1",
+    )  # fmt: skip
+    infra = StepRun(context=context, step=staging.steps[0])
+
+    def attempt(number: int, activity, step_run: StepRun) -> StepResult:
+        environment = ActivityEnvironment()
+        environment.info = dataclasses.replace(environment.info, attempt=number)
+        return asyncio.run(environment.run(activity, step_run))
+
+    approved = infra.model_copy(update={"plan": attempt(1, plan_step, infra)})
+    first = attempt(1, apply_step, approved)
+    again = attempt(2, apply_step, approved)
+    assert again.summary == "applied by attempt 1 or earlier (nothing left to change)"
+    assert again.outputs == first.outputs == {"url": "https://staging.shop.test/5.0.4"}
+
+    # Stale on a first attempt is a change since approval, and so is a retry with changes left.
+    with pytest.raises(ApplicationError) as stale_first:
+        attempt(1, apply_step, approved)
+    infra_dir = Path(request.service_dir) / "infra"
+    (infra_dir / "more.tf").write_text('resource "terraform_data" "cache" {\n  input = "x"\n}\n')
+    with pytest.raises(ApplicationError) as stale_retry:
+        attempt(2, apply_step, approved)
+    assert stale_first.value.type == stale_retry.value.type == STALE_PLAN
 
 
 def test_a_syntax_error_fails_fast_with_terraforms_message(cli, worker, terraform_project):

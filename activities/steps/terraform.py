@@ -5,7 +5,9 @@
   its SHA-256 and a summary (add / change / destroy, with addresses).
 * **apply**: fetch the plan file, check its SHA-256 against the approved one,
   ``apply PLANFILE``. Terraform refuses a stale plan; that surfaces as a
-  ``StalePlan`` error and the workflow re-plans (and asks again) or fails.
+  ``StalePlan`` error and the workflow re-plans (and asks again) or fails;
+  unless this is a retry and nothing is left to change (an earlier attempt
+  applied the plan and died before reporting it), which counts as applied.
   Progress (resources completed) goes into heartbeats; cancelling sends
   SIGINT, like Ctrl-C, so Terraform writes its state and releases the lock.
 * **fetch**: ``plan -detailed-exitcode``: does live infrastructure differ?
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import TerraformStep
@@ -97,6 +100,16 @@ async def _in_thread(func, masked: list[str]):
         raise _failure(exc, masked) from None
 
 
+async def _applied_by_an_earlier_attempt(ws: _Workspace) -> bool:
+    """On a retry, a "stale" plan may be this very plan, applied by an attempt that died
+    before it could report success: the state moved on, to what was approved. Then
+    nothing is left to change, and the step is done; anything else stays stale."""
+    if activity.info().attempt == 1:
+        return False
+    drifted = await _in_thread(lambda: tf.drift(ws.binary, ws.workdir, ws.env, ws.variables, ws.var_files), ws.masked)
+    return not drifted
+
+
 class TerraformRunner:
     async def plan(self, run: StepRun) -> StepResult:
         ws = _Workspace(run)
@@ -139,15 +152,22 @@ class TerraformRunner:
                 argv, cwd=ws.workdir, env=tf.terraform_env(ws.env), secrets=ws.masked,
                 cancel_signal=signal.SIGINT, grace=CANCEL_GRACE, on_line=count, progress=lambda: dict(completed),
             )  # fmt: skip
+        summary = f"applied: {completed['resources']} resource action(s) completed"
         try:
             tf.raise_for_apply(argv, result.exit_code, result.output, result.output)
+        except tf.StalePlanError as exc:
+            if not await _applied_by_an_earlier_attempt(ws):
+                raise _failure(exc, ws.masked) from None
+            summary = f"applied by attempt {activity.info().attempt - 1} or earlier (nothing left to change)"
+            log.info("terraform.already_applied", release=run.context.release_id,
+                     environment=run.context.environment, step=run.step.name, attempt=activity.info().attempt)  # fmt: skip
         except tf.TerraformError as exc:
             raise _failure(exc, ws.masked) from None
         found = await _in_thread(lambda: tf.outputs(ws.binary, ws.workdir, ws.env), ws.masked)
         values = {name: o["value"] for name, o in found.items()}
         visible, sensitive, key, masks = publish_outputs(run, values, {n for n, o in found.items() if o["sensitive"]})
         return StepResult(
-            summary=f"applied: {completed['resources']} resource action(s) completed",
+            summary=summary,
             output=redact(result.tail(), ws.masked + masks),
             outputs=visible,
             sensitive_outputs=sensitive,
