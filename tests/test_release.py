@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import timedelta
 
 from prodline.activities.ledger import read_ledger
+from prodline.workflows.release import _poll_interval
 
 from conftest import APP, client_for, history_text, process_alive, run, service, step, wait_for
 
@@ -254,3 +256,14 @@ def test_attaching_with_a_changed_config_warns_that_the_running_release_is_kept(
     assert again.returncode == 0 and json.loads(again.stdout)["start"] == "attached"
     assert "was started with a different config; following the existing release" in again.stderr
     assert cli.run("release", "cancel", project.release_id("2.0.9")).returncode == 0
+
+
+def test_a_long_wait_evaluates_its_rule_a_bounded_number_of_times():
+    # Two days at a 30 s interval would be 5,760 evaluations, about 57,600 history events: past
+    # Temporal's limit of 51,200, where the server ends the release. The interval stretches instead.
+    span, interval, elapsed, polls = timedelta(days=2), timedelta(seconds=30), timedelta(0), 0
+    while elapsed < span:
+        polls += 1
+        elapsed += _poll_interval(interval, span, polls)
+    assert 900 < polls <= 1000
+    assert _poll_interval(interval, timedelta(minutes=30), polls=10) == interval  # short waits keep theirs

@@ -57,6 +57,12 @@ MAX_PLANS = 3
 # How long a release paused on a failed check waits for someone to decide.
 _PAUSE_TIMEOUT = timedelta(days=7)
 
+# Evaluations of one rule at its configured interval; after that the interval stretches so
+# that the whole wait (or watch) takes at most as many again. Each evaluation adds about ten
+# events to the release's history, and Temporal ends a workflow at 51,200: a wait of days at
+# a 30 s interval would otherwise get the release terminated.
+_POLLS_AT_INTERVAL = 500
+
 
 class StalePlan(Exception):
     """The state changed between a step's plan and its apply."""
@@ -245,9 +251,10 @@ class ReleaseWorkflow:
             return
         env = self._status.environment(plan.name)
         deadline = workflow.now() + rule.timeout
-        failures = 0
+        failures = polls = 0
         while True:
             result = await self._evaluate(plan, rule, what)
+            polls += 1
             if result.passed:
                 break
             if result.outcome is Outcome.pending and result.wait_until is not None:
@@ -266,14 +273,15 @@ class ReleaseWorkflow:
                 if behaviour is OnFailure.pause:
                     await self._pause(plan, what, result.reason)
                     break
-            if workflow.now() + rule.interval > deadline:
+            interval = _poll_interval(rule.interval, rule.timeout, polls)
+            if workflow.now() + interval > deadline:
                 raise ReleaseStopped(
                     ReleaseState.timed_out,
                     f"{plan.name}: {what} did not pass within {format_duration(rule.timeout)}: {result.reason}",
                 )
             self._wait(env, f"{what}: {result.reason}")
             _stop_if_cancelled()
-            await workflow.sleep(rule.interval, summary=f"re-check {rule.label}")
+            await workflow.sleep(interval, summary=f"re-check {rule.label}")
         self._wait(env, "")
         detail = f": {result.reason}" if result.reason else ""
         self._event(f"{what} passed{detail}" if result.passed else f"{what} overridden", plan.name)
@@ -288,9 +296,10 @@ class ReleaseWorkflow:
         """
         until = workflow.now() + check.watch_for
         self._event(f"watching {check.label} for {format_duration(check.watch_for)}", plan.name)
-        failures, passes, last = 0, 0, ""
+        failures, passes, polls, last = 0, 0, 0, ""
         while True:
             result = await self._evaluate(plan, check, what)
+            polls += 1
             failures = failures + 1 if result.outcome is Outcome.failed else 0
             passes += result.passed
             last = result.reason
@@ -301,7 +310,8 @@ class ReleaseWorkflow:
             if remaining <= timedelta(0):
                 break
             _stop_if_cancelled()
-            await workflow.sleep(min(check.interval, remaining), summary=f"watch {check.label}")
+            interval = _poll_interval(check.interval, check.watch_for, polls)
+            await workflow.sleep(min(interval, remaining), summary=f"watch {check.label}")
         if not passes:
             await self._after_deploy_failure(
                 plan, check, what, f"no conclusive result in {format_duration(check.watch_for)}: {last}"
@@ -474,6 +484,11 @@ class ReleaseWorkflow:
         self._status.events.append(Event(at=workflow.now(), environment=environment, message=message))
         workflow.set_current_details(self._status.markdown())
         workflow.logger.info(message, extra={"release": self._request.release_id, "environment": environment})
+
+
+def _poll_interval(interval: timedelta, span: timedelta, polls: int) -> timedelta:
+    """The rule's interval for its first evaluations, then one that fits the rest in as many again."""
+    return interval if polls < _POLLS_AT_INTERVAL else max(interval, span / _POLLS_AT_INTERVAL)
 
 
 def _stop_if_cancelled() -> None:
