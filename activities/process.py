@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,6 +70,24 @@ def _heartbeat_interval() -> float:
 def _heartbeat(details: dict) -> None:
     if activity.in_activity():
         activity.heartbeat(details)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(details: dict) -> AsyncIterator[None]:
+    """Heartbeat in the background while a cancelled activity winds down: it is alive, and
+    stopping a tool (Terraform writing its state after Ctrl-C) may take longer than the
+    heartbeat timeout, which must not turn a clean cancel into a timeout."""
+
+    async def beat() -> None:
+        while True:
+            _heartbeat(details)
+            await asyncio.sleep(min(2.0, _heartbeat_interval()))
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
 
 
 async def run_process(
@@ -150,6 +168,11 @@ async def _terminate(proc: asyncio.subprocess.Process, first: int, grace: timede
     log.info("process.cancel", pid=proc.pid, signal=signal.Signals(first).name)
     soon = min(2.0, grace.total_seconds() / 2)
     steps = ((first, soon), (first, grace.total_seconds() - soon), (signal.SIGKILL, 5.0))
+    async with _heartbeating({"pid": proc.pid, "cancelling": True}):
+        await _signal_until_gone(proc, steps)
+
+
+async def _signal_until_gone(proc: asyncio.subprocess.Process, steps) -> None:
     for sig, wait in steps:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
@@ -177,7 +200,10 @@ async def heartbeat_while(awaitable, details: dict, on_cancel: Callable[[], None
                 return task.result()
             _heartbeat(details)
     except asyncio.CancelledError:
-        if on_cancel is not None:
-            await asyncio.to_thread(on_cancel)
-        await asyncio.wait({task})
+        async with _heartbeating({**details, "cancelling": True}):
+            if on_cancel is not None:
+                await asyncio.to_thread(on_cancel)
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what gets reported
         raise

@@ -84,10 +84,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -284,6 +286,60 @@ def terraform_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**DEFAULT_ENV, **os.environ, **(env or {})}
 
 
+class Interrupter:
+    """The Terraform processes one caller runs from worker threads, so it can stop them like Ctrl-C.
+
+    python-terraform blocks its thread until Terraform exits, and a thread cannot be
+    killed; but its Terraform can be interrupted. Calls made inside :meth:`active`
+    register their process here, and :meth:`interrupt` (from any thread) sends each
+    process group SIGINT, again after 2 s, then SIGKILL once ``grace`` is up, so
+    Terraform writes its state and releases its lock when it can.
+    """
+
+    def __init__(self) -> None:
+        self._processes: set[subprocess.Popen] = set()
+        self._changed = threading.Condition()
+        self.interrupted = False
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        token = _interrupter.set(self)
+        try:
+            yield
+        finally:
+            _interrupter.reset(token)
+
+    def _started(self, proc: subprocess.Popen) -> None:
+        with self._changed:
+            self._processes.add(proc)
+            if self.interrupted:
+                _signal_group(proc, signal.SIGINT)
+
+    def _finished(self, proc: subprocess.Popen) -> None:
+        with self._changed:
+            self._processes.discard(proc)
+            self._changed.notify_all()
+
+    def interrupt(self, grace: float) -> None:
+        """Stop the running Terraform processes; returns once they are gone (or killed)."""
+        soon = min(2.0, grace / 2)
+        with self._changed:
+            self.interrupted = True
+            for sig, wait in ((signal.SIGINT, soon), (signal.SIGINT, grace - soon), (signal.SIGKILL, 5.0)):
+                for proc in self._processes:
+                    _signal_group(proc, sig)
+                if self._changed.wait_for(lambda: not self._processes, timeout=wait):
+                    return
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+_interrupter: ContextVar[Interrupter | None] = ContextVar("prodline_terraform_interrupter", default=None)
+
+
 class _PyTerraform(Terraform):
     """python-terraform's ``Terraform`` whose ``cmd`` gets an environment; argv building is untouched."""
 
@@ -300,19 +356,31 @@ class _PyTerraform(Terraform):
         kwargs.pop("raise_on_error", None)
         kwargs.pop("synchronous", None)
         argv = self.generate_cmd_string(cmd, *args, **kwargs)
+        interrupter = _interrupter.get()
         try:
-            proc = subprocess.run(
+            if interrupter is not None and interrupter.interrupted:
+                raise TerraformError(f"terraform {cmd} not started: interrupted", command=argv, returncode=130)
+            # Its own process group, so an interrupt reaches Terraform and its providers (as Ctrl-C would).
+            proc = subprocess.Popen(
                 argv,
                 cwd=self.working_dir,
                 env=self._env,
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
-                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
+            if interrupter is not None:
+                interrupter._started(proc)
+            try:
+                out, err = proc.communicate()
+            finally:
+                if interrupter is not None:
+                    interrupter._finished(proc)
         finally:
             self.temp_var_files.clean_up()
         self.last_command = argv
-        return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 class _CommandRecorder(_PyTerraform):

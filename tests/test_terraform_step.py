@@ -249,3 +249,25 @@ def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(
     tf.init(terraform_project.binary, str(infra), env)
     tf.select_workspace(terraform_project.binary, str(infra), env, "staging")
     tf.plan(terraform_project.binary, str(infra), env, out=infra / "after.tfplan", lock_timeout="0s")
+
+
+def test_cancelling_a_slow_plan_interrupts_terraform(cli, worker, project, terraform_project, tmp_path):
+    # Your own terraform binary, slow to plan: it notes a Ctrl-C (SIGINT) if it gets one.
+    wrapper = tmp_path / "slow-plan-terraform"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = plan ]; then\n'
+        f"  trap 'echo interrupted > {tmp_path}/plan-interrupted; exit 130' INT\n"
+        f"  touch {tmp_path}/planning\n"
+        "  sleep 30 >/dev/null 2>&1 & wait $!\n"
+        "fi\n"
+        f'exec {terraform_project.binary} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    service_file = terraform_project(SERVICE.replace("BINARY", str(wrapper)))
+    release = project.release_id("5.0.5")
+    assert cli.run("release", "start", str(service_file), "--version", "5.0.5").returncode == 0
+    wait_for(lambda: (tmp_path / "planning").exists(), timeout=60, what="the plan to start")
+    result = cli.run("release", "cancel", release, "--wait", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["state"] == "cancelled"
+    assert (tmp_path / "plan-interrupted").exists()  # stopped like Ctrl-C, not waited out

@@ -93,9 +93,20 @@ def _failure(exc: tf.TerraformError, masked: list[str]) -> ApplicationError:
 
 
 async def _in_thread(func, masked: list[str]):
-    """Run a blocking Terraform call in a thread, heartbeating; map its errors for Temporal."""
+    """Run blocking Terraform calls in a thread, heartbeating; map their errors for Temporal.
+
+    Cancelled (release cancelled, or the attempt timed out), the running Terraform
+    gets SIGINT like Ctrl-C, and the cancellation completes once it has exited.
+    """
+    interrupter = tf.Interrupter()
+
+    def in_thread():
+        with interrupter.active():
+            return func()
+
+    stop = lambda: interrupter.interrupt(CANCEL_GRACE.total_seconds())  # noqa: E731
     try:
-        return await heartbeat_while(asyncio.to_thread(func), {"terraform": "running"})
+        return await heartbeat_while(asyncio.to_thread(in_thread), {"terraform": "running"}, on_cancel=stop)
     except tf.TerraformError as exc:
         raise _failure(exc, masked) from None
 
