@@ -60,11 +60,12 @@ READ_CHUNK = 64 * 1024
 
 
 def _heartbeat_interval() -> float:
-    """A third of the heartbeat timeout, so one lost heartbeat is not fatal."""
+    """A third of the heartbeat timeout (one lost heartbeat is not fatal), and at most 2 s:
+    a heartbeat's answer is how a running step hears that the release was cancelled."""
     if not activity.in_activity():
         return 1.0
     timeout = activity.info().heartbeat_timeout
-    return max(0.2, timeout.total_seconds() / 3) if timeout else 5.0
+    return max(0.2, min(2.0, timeout.total_seconds() / 3)) if timeout else 2.0
 
 
 def _heartbeat(details: dict) -> None:
@@ -81,7 +82,7 @@ async def _heartbeating(details: dict) -> AsyncIterator[None]:
     async def beat() -> None:
         while True:
             _heartbeat(details)
-            await asyncio.sleep(min(2.0, _heartbeat_interval()))
+            await asyncio.sleep(_heartbeat_interval())
 
     beating = asyncio.create_task(beat())
     try:
@@ -195,7 +196,7 @@ async def heartbeat_while(awaitable, details: dict, on_cancel: Callable[[], None
     task = asyncio.ensure_future(awaitable)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=2)
+            done, _ = await asyncio.wait({task}, timeout=_heartbeat_interval())
             if done:
                 return task.result()
             _heartbeat(details)

@@ -26,7 +26,9 @@ from pydantic import Field, field_validator, model_validator
 from .base import Model, Name, ParamName, ScalarValue, one_of
 from .durations import Duration, PositiveDuration
 
-_URL = r"^(https?://\S+|\{\{.*\}\}\S*)$"
+# An http(s) URL, or a template that renders to one; templates may sit anywhere, spaced or not.
+_TEMPLATE = r"\{\{[^{}]*\}\}"
+_URL = rf"^(https?://|{_TEMPLATE})({_TEMPLATE}|\S)*$"
 Url = Field(pattern=_URL, description="http(s) URL (templates allowed).")
 
 

@@ -240,6 +240,13 @@ def test_application_errors_are_located(tmp_path, app, expected):
     assert any(expected in p for p in found), found
 
 
+@pytest.mark.parametrize(
+    "url", ["https://{{ service }}.internal/healthz", "http://prom-{{environment}}:9090/", "{{ environment }}"]
+)
+def test_rule_urls_may_hold_templates_spaced_or_not(tmp_path, url):
+    assert problems(tmp_path, app=APP + f"      - http: {{url: '{url}'}}\n") == []
+
+
 def test_validate_cli_exits_2_with_every_problem_and_no_traceback(tmp_path):
     service_file = write(tmp_path, service=SERVICE.replace("steps:", "stpes:").replace("type: int", "type: integer"))
     result = prodline("validate", str(tmp_path / "prodline.yaml"), str(service_file))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from datetime import timedelta
 
 from prodline.activities.ledger import read_ledger
@@ -131,6 +132,18 @@ def test_cancel_stops_the_running_command(cli, worker, project, tmp_path):
     assert waiting.wait(30) == 4  # exit code for "cancelled"
     assert f"release {project.release_id('2.0.5')} cancelled" in waiting.stdout.read()
     assert cli.run("release", "cancel", project.release_id("2.0.5")).returncode == 8
+
+
+def test_a_cancel_reaches_a_running_command_within_seconds(cli, worker, project, tmp_path):
+    # The default heartbeat timeout (30 s): the SDK alone would pass the cancel on after 24 s.
+    service_file = project("service: checkout\napplication: shop\nsteps:\n"
+                           "  - name: deploy\n    command: {apply: 'touch ../started; sleep 120'}\n")  # fmt: skip
+    release = project.release_id("2.0.11")
+    assert cli.run("release", "start", str(service_file), "--version", "2.0.11").returncode == 0
+    wait_for(lambda: (tmp_path / "started").exists(), what="the step to start")
+    asked = time.monotonic()
+    assert cli.run("release", "cancel", release, "--wait").returncode == 0
+    assert time.monotonic() - asked < 10
 
 
 def gated_check_app(when: str) -> str:

@@ -16,10 +16,16 @@ from prodline.workflows.release import ReleaseWorkflow
 
 WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow]
 
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+
 
 def build_worker(client: Client, task_queue: str, **options) -> Worker:
     ledger = LedgerActivities(client)
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
+    # A running step learns of a cancel only from a heartbeat's answer; the SDK sends heartbeats
+    # at most every 0.8 x heartbeat_timeout (24 s by default). Cap that, so a cancel stops a
+    # running command within seconds (steps heartbeat every 2 s, see activities/process.py).
+    options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
     return Worker(
         client,
         task_queue=task_queue,
