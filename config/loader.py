@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,7 +269,8 @@ def load_project(service_file: Path, application_file: Path | None = None) -> Pr
                     sdoc.problem(
                         ("application",),
                         f"cannot find the application file for {service.application!r}",
-                        f"put a {APPLICATION_FILE} in this folder or above, or pass --app FILE",
+                        f"put a {APPLICATION_FILE} in this folder or above, or name the application file too "
+                        "(`prodline validate APP SERVICE`, `release start --app APP`)",
                     )
                 ]
             )
@@ -399,10 +401,13 @@ def _deep_merge(base: Any, patch: Any) -> Any:
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
+    """Each problem once, however its file was named (a file can be read as given and, found
+    again through a service, by its absolute path)."""
     seen, out = set(), []
     for p in problems:
-        if str(p) not in seen:
-            seen.add(str(p))
+        key = (os.path.realpath(p.file), p.line, p.loc, p.message)
+        if key not in seen:
+            seen.add(key)
             out.append(p)
     return out
 

@@ -247,6 +247,14 @@ def test_rule_urls_may_hold_templates_spaced_or_not(tmp_path, url):
     assert problems(tmp_path, app=APP + f"      - http: {{url: '{url}'}}\n") == []
 
 
+def test_validate_reports_each_problem_once_however_the_file_is_named(tmp_path):
+    write(tmp_path, app=APP.replace("use: smoke", "use: nosuch"))
+    result = prodline("validate", ".", cwd=tmp_path)  # the app is read as given and again via the service
+    assert result.returncode == 2
+    assert result.stdout.count("no protection named 'nosuch'") == 1, result.stdout
+    assert "1 problem(s) in 1 file(s)" in result.stdout
+
+
 def test_validate_cli_exits_2_with_every_problem_and_no_traceback(tmp_path):
     service_file = write(tmp_path, service=SERVICE.replace("steps:", "stpes:").replace("type: int", "type: integer"))
     result = prodline("validate", str(tmp_path / "prodline.yaml"), str(service_file))
@@ -266,7 +274,7 @@ def test_service_without_a_findable_application_says_how_to_fix(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_project(service_file)
     assert "cannot find the application file for 'shop'" in str(caught.value)
-    assert "pass --app FILE" in str(caught.value)
+    assert "name the application file too" in str(caught.value)
 
 
 def test_release_start_rejects_bad_parameters_before_contacting_temporal(tmp_path):
