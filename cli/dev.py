@@ -30,6 +30,10 @@ def state_dir(args) -> Path:
 
 def run(args) -> int:
     folder = state_dir(args)
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"--state-dir {folder} is a file, not a folder", exit_codes.INVALID)
+    if not args.headless and args.ui_port is None and args.port + 1000 > 65535:
+        raise CliError(f"the Web UI port would be {args.port + 1000}: give --ui-port or --headless", exit_codes.INVALID)
     if args.stop:
         return _stop(folder)
     if args.detach:

@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import sys
+import typing
 
 from . import exit_codes
 
@@ -22,6 +23,23 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = exit_codes.FAILED):
         super().__init__(message)
         self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors reported like every other error: one line, exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise CliError(f"{self.prog}: {message} (see `{self.prog} --help`)", exit_codes.INVALID)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return port
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +54,7 @@ def _connection(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prodline",
         description="Production orchestration on Temporal: every release is a durable workflow.",
         epilog="Exit codes: 0 succeeded, 1 failed, 2 invalid input, 3 rejected, 4 cancelled, 5 timed out, "
@@ -61,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where the server keeps its SQLite file (default: $PRODLINE_STATE_DIR or .prodline)",
     )
-    p.add_argument("--port", type=int, default=7233, help="Temporal gRPC port (default 7233)")
-    p.add_argument("--ui-port", type=int, default=None, help="Web UI port (default: port + 1000)")
+    p.add_argument("--port", type=_port, default=7233, help="Temporal gRPC port (default 7233)")
+    p.add_argument("--ui-port", type=_port, default=None, help="Web UI port (default: port + 1000)")
     p.add_argument("--headless", action="store_true", help="no Web UI")
     p.add_argument("--task-queue", help="task queue for the worker")
     mode = p.add_mutually_exclusive_group()
@@ -130,10 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    module_name, func_name = args.handler.split(":")
-    want_json = getattr(args, "json", False)
+    argv = sys.argv[1:] if argv is None else argv
+    want_json = "--json" in argv
     try:
+        args = build_parser().parse_args(argv)
+        module_name, func_name = args.handler.split(":")
         module = importlib.import_module(f"prodline.cli.{module_name}")
         return getattr(module, func_name)(args)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from prodline.workers.connect import connect, task_queue, ui_url
 from prodline.workflows import search_attributes as sa
 
 # Names, not the workflow class: importing it would pull in every activity.
-from prodline.workflows.status import FAILURE_TYPES, RELEASE_WORKFLOW, STATUS_QUERY, ReleaseState, ReleaseStatus
+from prodline.workflows.status import FAILURE_TYPES, RELEASE_WORKFLOW, STATUS_QUERY, Phase, ReleaseState, ReleaseStatus
 
 from . import exit_codes
 from .main import CliError
@@ -228,31 +228,34 @@ async def _follow(args, client: Client, handle: WorkflowHandle, link: str | None
             break
         await asyncio.sleep(POLL_SECONDS)
     state, reason, _ = await outcome(client, handle.id)
-    summary = _summary(status)
     _emit(
         args,
-        {**started, "state": state.value, "reason": reason, "environments": summary},
-        _render_summary(handle.id, state, reason, summary, link),
+        {**started, **_document(status, state, reason, link)},
+        _render_summary(handle.id, state, reason or (status.reason if status else ""), status, link),
     )
     return exit_codes.BY_STATE[state.value]
 
 
-def _summary(status: ReleaseStatus | None) -> list[dict]:
-    if status is None:
-        return []
-    return [
-        {"environment": e.name, "phase": e.phase.value, "waiting_on": e.waiting_on,
-         "steps": [{"name": s.name, "kind": s.kind, "phase": s.phase.value} for s in e.steps]}
-        for e in status.environments
-    ]  # fmt: skip
+def _document(status: ReleaseStatus | None, state: ReleaseState, reason: str, link: str | None) -> dict:
+    """What `--json` prints about a release: one shape for `status` and `start --wait`."""
+    data = status.model_dump(mode="json") if status else {}
+    data.update(state=state.value, reason=reason or data.get("reason", ""), ui_url=link)
+    return data
 
 
-def _render_summary(release_id: str, state: ReleaseState, reason: str, summary: list[dict], link: str | None) -> str:
+def _render_summary(
+    release_id: str, state: ReleaseState, reason: str, status: ReleaseStatus | None, link: str | None
+) -> str:
     lines = [""]
-    for env in summary:
-        steps = "  ".join(f"{s['name']}:{s['phase']}" for s in env["steps"])
-        waiting = f"  (waiting on {env['waiting_on']})" if env["waiting_on"] else ""
-        lines.append(f"  {env['environment']:<12} {env['phase']:<10} {steps}{waiting}")
+    for env in status.environments if status else []:
+        steps = "  ".join(f"{s.name}:{s.phase.value}" for s in env.steps)
+        waiting = f"  (waiting on {env.waiting_on})" if env.waiting_on else ""
+        lines.append(f"  {env.name:<12} {env.phase.value:<10} {steps}{waiting}")
+        if env.phase is Phase.waiting:  # what would be applied, for whoever is asked to approve
+            for step in env.steps:
+                if step.plan:
+                    lines.append(f"    plan of {step.name}: {step.summary}")
+                    lines += [f"      {line}" for line in step.plan.splitlines()]
     lines.append(f"release {release_id} {state.value}" + (f": {reason}" if reason else ""))
     if link:
         lines.append(f"  {link}")
@@ -275,13 +278,10 @@ async def _status(args) -> int:
         # (it may have started waiting, or just finished, between the two calls).
         state, reason = current.state, current.reason
     link = ui_url(client.service_client.config.target_host, client.namespace, args.release_id)
-    summary = _summary(current)
     if args.json:
-        data = current.model_dump(mode="json") if current else {"release_id": args.release_id}
-        data.update(state=state.value, reason=reason or data.get("reason", ""), ui_url=link)
-        print(json.dumps(data))
+        print(json.dumps({"release_id": args.release_id, **_document(current, state, reason, link)}))
     else:
-        text = _render_summary(args.release_id, state, reason or (current.reason if current else ""), summary, link)
+        text = _render_summary(args.release_id, state, reason or (current.reason if current else ""), current, link)
         if current is not None:
             text += "\nrecent events:\n" + "\n".join(
                 f"  {e.at:%Y-%m-%d %H:%M:%S}  {e.environment or '-':<12} {e.message.splitlines()[0]}"

@@ -32,7 +32,7 @@ def test_unreachable_temporal_exits_6_in_one_line(cli, command):
     cli.env["TEMPORAL_ADDRESS"] = "127.0.0.1:1"
     result = cli.run(*command)
     assert result.returncode == 6
-    assert result.stderr.startswith("prodline: error: cannot reach Temporal at 127.0.0.1:1")
+    assert result.stderr.startswith("prodline: error: cannot reach Temporal at 127.0.0.1:1: connection refused")
     assert result.stderr.count("\n") == 1
 
 
@@ -43,3 +43,16 @@ def test_bad_usage_exits_2(cli, tmp_path):
     assert missing.returncode == 2 and "does-not-exist.yaml: file not found" in missing.stdout
     empty = cli.run("validate", str(tmp_path))
     assert empty.returncode == 2 and "no prodline files found" in empty.stdout
+
+
+def test_usage_errors_are_one_line_and_json_when_asked(cli, tmp_path):
+    missing = cli.run("release", "start", "svc.yaml")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "prodline release start: the following arguments are required: --version" in missing.stderr
+    as_json = cli.run("release", "list", "--json", "--limit", "abc")
+    assert as_json.returncode == 2
+    assert "argument --limit: invalid int value: 'abc'" in json.loads(as_json.stdout)["error"]
+    assert "not a TCP port" in cli.run("dev", "--port", "99999").stderr
+    (tmp_path / "afile").touch()
+    state_is_a_file = cli.run("dev", "--detach", "--state-dir", str(tmp_path / "afile"))
+    assert state_is_a_file.returncode == 2 and "is a file, not a folder" in state_is_a_file.stderr

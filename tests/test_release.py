@@ -64,7 +64,7 @@ def test_failing_step_stops_release_and_leaves_production_untouched(cli, worker,
     assert outcome["state"] == "failed"
     assert "staging: step migrate failed" in outcome["reason"]
     assert "exited with code 3" in outcome["reason"] and "column exists" in outcome["reason"]
-    phases = {e["environment"]: e["phase"] for e in outcome["environments"]}
+    phases = {e["name"]: e["phase"] for e in outcome["environments"]}
     assert phases == {"staging": "failed", "production": "skipped"}
     assert not (tmp_path / "deployed-staging").exists()
     assert not (tmp_path / "deployed-production").exists()

@@ -115,6 +115,8 @@ def test_plan_is_shown_before_approval_and_applied_per_workspace(
         assert infra["summary"] == "2 to add, 0 to change, 0 to destroy"
         assert "create: terraform_data.app" in infra["plan"] and "create: terraform_data.db" in infra["plan"]
         assert not (service_file.parent / "infra/terraform.tfstate.d/production/terraform.tfstate").exists()
+        shown = cli.run("release", "status", release).stdout  # what a person reads before approving
+        assert "plan of infra: 2 to add" in shown and "create: terraform_data.app" in shown
         approval = cli.run("approve", release, "--as", "alice")
         assert approval.returncode == 0
         assert "plan of infra:" in approval.stdout and "create: terraform_data.app" in approval.stdout

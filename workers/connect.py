@@ -66,6 +66,20 @@ def ui_url(address: str, namespace: str, workflow_id: str | None = None) -> str 
     return f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
 
 
+# What the Rust transport's error text says, in words a person reads.
+_TRANSPORT_CAUSES = {
+    "ConnectionRefused": "connection refused",
+    "dns error": "unknown host",
+    "TimedOut": "connection timed out",
+    "tls": "TLS handshake failed",
+    "InvalidCertificate": "TLS handshake failed (certificate)",
+}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+    for needle, words in _TRANSPORT_CAUSES.items():
+        if needle in text:
+            return words
+    line = text.splitlines()[0]
+    return line if len(line) <= 200 else line[:199] + "…"
