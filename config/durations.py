@@ -1,8 +1,9 @@
 """Human durations in config files: ``30s``, ``10m``, ``1h30m``, ``2d``.
 
 Durations are stored as :class:`datetime.timedelta` so the workflow can hand
-them straight to Temporal timers and activity timeouts. A bare number means
-seconds, which keeps generated configs (and JSON) easy to write.
+them straight to Temporal timers and activity timeouts. A bare number is
+refused: ``soak: 30`` could mean seconds or minutes, and guessing wrong turns a
+30-minute soak into a 30-second one.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ _MAX = timedelta(days=3650)
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Parse ``1h30m``-style text (or seconds as a number) into a timedelta."""
+    """Parse ``1h30m``-style text into a timedelta."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
-    elif isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 10m or 1h30m")
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"{value} has no unit; write {value}s for seconds or {value}m for minutes")
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         if not text or _PART.sub("", text):

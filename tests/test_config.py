@@ -302,12 +302,21 @@ def test_schema_describes_both_files():
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400), ("2d", 172800), ("250ms", 0.25), (45, 45)]
+    ("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400), ("2d", 172800), ("250ms", 0.25)]
 )
 def test_durations_parse_and_print_back(text, seconds):
     value = parse_duration(text)
     assert value.total_seconds() == seconds
     assert parse_duration(format_duration(value)) == value
+
+
+def test_a_duration_without_a_unit_is_refused_not_guessed(tmp_path):
+    app = APP.replace(
+        "  - name: production\n",
+        "  - name: production\n    preconditions:\n      - stable: {environment: staging, soak: 30}\n",
+    )
+    found = problems(tmp_path, app=app)
+    assert any("soak: 30 has no unit; write 30s for seconds or 30m for minutes" in p for p in found), found
 
 
 def test_help_is_fast_and_lists_commands():
