@@ -12,9 +12,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
-from .base import Model, Name
+from .base import Model, Name, unique_names
 from .rules import Check, Precondition, Protection
 
 
@@ -39,14 +39,10 @@ class Application(Model):
         default_factory=dict, description="Reusable checks, referenced from environments with `use:`."
     )
 
-    @model_validator(mode="after")
-    def _unique_environments(self) -> Application:
-        seen: set[str] = set()
-        for env in self.environments:
-            if env.name in seen:
-                raise ValueError(f"environment {env.name!r} is listed twice")
-            seen.add(env.name)
-        return self
+    @field_validator("environments")
+    @classmethod
+    def _unique_environments(cls, environments: list[Environment]) -> list[Environment]:
+        return unique_names(environments, "environment")
 
     def environment(self, name: str) -> Environment | None:
         return next((e for e in self.environments if e.name == name), None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # Names end up in workflow IDs, search attributes, Kubernetes labels and
 # Terraform workspaces, so they follow the strictest of those: a DNS label.
@@ -36,3 +37,18 @@ def one_of(model: BaseModel, kinds: tuple[str, ...], what: str) -> str:
         found = f"found {', '.join(present)}" if present else "found none"
         raise ValueError(f"a {what} needs exactly one of: {listed} ({found})")
     return present[0]
+
+
+def unique_names(items: list, what: str) -> list:
+    """Refuse a second item with a name already used, located at that item's ``name``."""
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if item.name in seen:
+            error = PydanticCustomError(
+                "duplicate_name", f"{what} '{item.name}' is listed twice; {what} names must be unique"
+            )
+            raise ValidationError.from_exception_data(
+                what, [InitErrorDetails(type=error, loc=(index, "name"), input=item.name)]
+            )
+        seen.add(item.name)
+    return items

@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .base import Model, Name, ParamName
+from .base import Model, Name, ParamName, unique_names
 from .steps import Step
 
 ParamType = Literal["string", "int", "image", "secret"]
@@ -92,11 +92,7 @@ class Service(Model):
     steps: list[Step] = Field(min_length=1, description="Deploy steps, run in order in every environment.")
     environments: dict[Name, Override] = Field(default_factory=dict, description="Per-environment overrides.")
 
-    @model_validator(mode="after")
-    def _unique_steps(self) -> Service:
-        seen: set[str] = set()
-        for step in self.steps:
-            if step.name in seen:
-                raise ValueError(f"step {step.name!r} is listed twice; step names must be unique")
-            seen.add(step.name)
-        return self
+    @field_validator("steps")
+    @classmethod
+    def _unique_steps(cls, steps: list[Step]) -> list[Step]:
+        return unique_names(steps, "step")

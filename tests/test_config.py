@@ -156,6 +156,10 @@ def test_overrides_and_protections_resolve_per_environment(tmp_path):
             "svc/prodline.service.yaml:10: steps[0].retry.attempts: Input should be greater than or equal to 1",
         ),
         ("service: [unclosed\n", "svc/prodline.service.yaml:2: invalid YAML"),
+        (
+            SERVICE.replace("environments:\n", "  - name: deploy\n    command: {apply: 'true'}\nenvironments:\n"),
+            "svc/prodline.service.yaml:10: steps[1].name: step 'deploy' is listed twice",
+        ),
     ],
 )
 def test_service_errors_are_located(tmp_path, service, expected):
@@ -178,7 +182,10 @@ def test_service_errors_are_located(tmp_path, service, expected):
             APP.replace('with: {url: "https://example.test"}', "with: {url: x, colour: red}"),
             "environments[1].checks[0].with.colour: protection 'smoke' takes no argument 'colour'",
         ),
-        (APP.replace("- name: production", "- name: staging"), "environment 'staging' is listed twice"),
+        (
+            APP.replace("- name: production", "- name: staging"),
+            "prodline.yaml:8: environments[1].name: environment 'staging' is listed twice",
+        ),
         (
             APP.replace("{{ args.url }}", "{{ args.uri }}"),
             "prodline.yaml:3: protections.smoke: unknown template name {{ args.uri }}",
