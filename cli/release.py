@@ -163,7 +163,7 @@ async def _warn_without_workers(client: Client, queue: str) -> None:
         return
     if not response.pollers:
         print(
-            f"prodline: warning: no worker is polling task queue {queue!r}; the release waits until one does "
+            f"prodline: warning: no worker is polling task queue {queue!r}; the release does not move until one does "
             "(start `prodline dev` or `prodline worker`)",
             file=sys.stderr,
         )
@@ -185,6 +185,8 @@ async def outcome(client: Client, release_id: str) -> tuple[ReleaseState, str, W
     try:
         desc = await handle.describe()
     except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND and "namespace" in exc.message.lower():
+            raise CliError(f"Temporal: {exc.message}", exit_codes.INVALID) from None
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no release with ID {release_id!r}", exit_codes.NOT_FOUND) from None
         raise
@@ -364,6 +366,7 @@ async def _cancel(args) -> int:
             f"release {args.release_id} already {state.value}; nothing to cancel", exit_codes.WRONG_STATE
         ) from None
     if args.wait:
+        await _warn_without_workers(client, (await handle.describe()).task_queue)
         while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
             await asyncio.sleep(POLL_SECONDS)
         state, reason, _ = await outcome(client, args.release_id)

@@ -56,3 +56,9 @@ def test_usage_errors_are_one_line_and_json_when_asked(cli, tmp_path):
     (tmp_path / "afile").touch()
     state_is_a_file = cli.run("dev", "--detach", "--state-dir", str(tmp_path / "afile"))
     assert state_is_a_file.returncode == 2 and "is a file, not a folder" in state_is_a_file.stderr
+
+
+def test_an_unknown_namespace_is_named_not_mistaken_for_an_unknown_release(cli):
+    result = cli.run("release", "status", "shop.checkout@1.0.0", "--namespace", "no-such-namespace")
+    assert result.returncode == 2
+    assert "no-such-namespace" in result.stderr and "not found" in result.stderr
