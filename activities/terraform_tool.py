@@ -309,11 +309,15 @@ class Interrupter:
         finally:
             _interrupter.reset(token)
 
-    def _started(self, proc: subprocess.Popen) -> None:
+    def start(self, argv: list[str], **popen) -> subprocess.Popen:
+        """Start a process under this interrupter, or refuse once interrupted: under one lock,
+        so a process either exists when :meth:`interrupt` looks, or never starts."""
         with self._changed:
-            self._processes.add(proc)
             if self.interrupted:
-                _signal_group(proc, signal.SIGINT)
+                raise TerraformError(f"{' '.join(argv[:2])} not started: interrupted", command=argv, returncode=130)
+            proc = subprocess.Popen(argv, **popen)
+            self._processes.add(proc)
+            return proc
 
     def _finished(self, proc: subprocess.Popen) -> None:
         with self._changed:
@@ -358,11 +362,8 @@ class _PyTerraform(Terraform):
         argv = self.generate_cmd_string(cmd, *args, **kwargs)
         interrupter = _interrupter.get()
         try:
-            if interrupter is not None and interrupter.interrupted:
-                raise TerraformError(f"terraform {cmd} not started: interrupted", command=argv, returncode=130)
             # Its own process group, so an interrupt reaches Terraform and its providers (as Ctrl-C would).
-            proc = subprocess.Popen(
-                argv,
+            popen = dict(
                 cwd=self.working_dir,
                 env=self._env,
                 stdin=subprocess.DEVNULL,
@@ -370,8 +371,7 @@ class _PyTerraform(Terraform):
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
-            if interrupter is not None:
-                interrupter._started(proc)
+            proc = interrupter.start(argv, **popen) if interrupter else subprocess.Popen(argv, **popen)
             try:
                 out, err = proc.communicate()
             finally:

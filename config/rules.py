@@ -27,8 +27,11 @@ from .base import Model, Name, ParamName, ScalarValue, one_of
 from .durations import Duration, PositiveDuration
 
 # An http(s) URL, or a template that renders to one; templates may sit anywhere, spaced or not.
+# The two kinds of piece cannot overlap (a lone `{` is no URL character), which keeps
+# backtracking regex engines (editors use the exported JSON Schema) linear.
 _TEMPLATE = r"\{\{[^{}]*\}\}"
-_URL = rf"^(https?://|{_TEMPLATE})({_TEMPLATE}|\S)*$"
+_PIECE = rf"({_TEMPLATE}|[^\s{{])"
+_URL = rf"^(https?://{_PIECE}+|{_TEMPLATE}{_PIECE}*)$"
 Url = Field(pattern=_URL, description="http(s) URL (templates allowed).")
 
 

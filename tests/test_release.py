@@ -8,10 +8,22 @@ import signal
 import time
 from datetime import timedelta
 
+import pytest
+
 from prodline.activities.ledger import read_ledger
 from prodline.workflows.release import _poll_interval
 
 from conftest import APP, client_for, history_text, process_alive, run, service, step, wait_for
+
+
+def ledgers(temporal, project) -> list[list]:
+    """What the staging and production ledgers recorded for the project's service."""
+
+    async def read():
+        client = await client_for(temporal)
+        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
+
+    return run(read())
 
 
 def test_release_goes_through_staging_then_production(cli, worker, project, tmp_path, temporal):
@@ -40,11 +52,7 @@ def test_release_goes_through_staging_then_production(cli, worker, project, tmp_
     )
     assert [r["release_id"] for r in listed] == [project.release_id("2.0.1")]
 
-    async def ledgers():
-        client = await client_for(temporal)
-        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
-
-    staging, production = run(ledgers())
+    staging, production = ledgers(temporal, project)
     assert [(r.version, r.state.value) for r in staging] == [("2.0.1", "succeeded")]
     assert [(r.version, r.state.value) for r in production] == [("2.0.1", "succeeded")]
     assert staging[0].finished_at <= production[0].started_at
@@ -69,11 +77,7 @@ def test_failing_step_stops_release_and_leaves_production_untouched(cli, worker,
     assert not (tmp_path / "deployed-staging").exists()
     assert not (tmp_path / "deployed-production").exists()
 
-    async def ledgers():
-        client = await client_for(temporal)
-        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
-
-    staging, production = run(ledgers())
+    staging, production = ledgers(temporal, project)
     assert [r.state.value for r in staging] == ["failed"]
     assert production == []
 
@@ -166,19 +170,31 @@ def cancel_during_the_check(cli, temporal, tmp_path, release: str, *cancel_args:
     return cancelling
 
 
-def test_a_cancel_the_running_check_never_hears_of_still_stops_the_release(cli, worker, project, tmp_path, temporal):
+@pytest.mark.parametrize(
+    ("when", "deployed", "phases"),
+    [
+        ("before_deploy", [], ["cancelled", "skipped"]),  # staging's step never starts
+        ("after_deploy", ["staging"], ["succeeded", "skipped"]),  # staging is live; production never starts
+    ],
+)
+def test_a_cancel_the_running_check_never_hears_of_still_stops_the_release(
+    cli, worker, project, tmp_path, temporal, when, deployed, phases
+):
     service_file = project(
-        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=gated_check_app("before_deploy")
+        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=gated_check_app(when)
     )
     release = project.release_id("2.0.7")
     waiting = cli.spawn("release", "start", str(service_file), "--version", "2.0.7", "--wait")
     cancelling = cancel_during_the_check(cli, temporal, tmp_path, release, "--wait")
     assert cancelling.wait(60) == 0, cancelling.stdout.read()
     assert waiting.wait(60) == 4, waiting.stdout.read()
-    assert not list(tmp_path.glob("deployed-*"))  # nothing new started after the cancel
+    assert sorted(p.name.removeprefix("deployed-") for p in tmp_path.glob("deployed-*")) == deployed
     status = cli.json("release", "status", release)
     assert status["state"] == "cancelled"
-    assert [e["phase"] for e in status["environments"]] == ["cancelled", "skipped"]
+    assert [e["phase"] for e in status["environments"]] == phases
+    staging, production = ledgers(temporal, project)
+    assert production == []  # nothing recorded where nothing ran
+    assert [r.state.value for r in staging] == (["succeeded"] if deployed else ["cancelled"])
 
 
 def test_cancel_wait_says_so_when_the_release_finished_first(cli, worker, project, tmp_path, temporal):

@@ -113,9 +113,10 @@ class ReleaseWorkflow:
         current: EnvironmentPlan | None = None
         try:
             for plan in request.environments:
+                _stop_if_cancelled()  # before the next environment counts as started
                 current = plan
                 await self._promote(plan)
-            current = None
+                current = None  # done and recorded: a later stop does not touch it
         except ReleaseStopped as stop:
             await self._finish(stop.state, stop.reason, current)
             raise ApplicationError(stop.reason, type=FAILURE_TYPES[stop.state], non_retryable=True) from None
@@ -128,7 +129,6 @@ class ReleaseWorkflow:
     # --- one environment ------------------------------------------------------------
 
     async def _promote(self, plan: EnvironmentPlan) -> None:
-        _stop_if_cancelled()
         env = self._status.environment(plan.name)
         env.phase, env.started_at = Phase.running, workflow.now()
         workflow.upsert_search_attributes([sa.ENVIRONMENT.value_set(plan.name)])
@@ -174,6 +174,7 @@ class ReleaseWorkflow:
         return result
 
     async def _apply_step(self, plan: EnvironmentPlan, step: Step, planned: StepResult | None) -> None:
+        _stop_if_cancelled()  # before the step counts as started
         status = self._step_status(plan, step)
         status.phase = Phase.running
         self._event(f"step {step.name} started", plan.name)
