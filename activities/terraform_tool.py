@@ -319,7 +319,7 @@ class Interrupter:
             self._processes.add(proc)
             return proc
 
-    def _finished(self, proc: subprocess.Popen) -> None:
+    def finished(self, proc: subprocess.Popen) -> None:
         with self._changed:
             self._processes.discard(proc)
             self._changed.notify_all()
@@ -376,7 +376,7 @@ class _PyTerraform(Terraform):
                 out, err = proc.communicate()
             finally:
                 if interrupter is not None:
-                    interrupter._finished(proc)
+                    interrupter.finished(proc)
         finally:
             self.temp_var_files.clean_up()
         self.last_command = argv

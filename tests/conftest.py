@@ -182,6 +182,11 @@ environments:
 """
 
 
+def approval_app(rule: str = "{approvers: [alice]}") -> str:
+    """Staging, then production behind an approval rule."""
+    return APP + f"    preconditions:\n      - approval: {rule}\n"
+
+
 class ProjectFiles:
     """An application and a service written to a temporary folder.
 

@@ -6,18 +6,7 @@ import json
 
 from prodline.activities.ledger import read_ledger
 
-from conftest import client_for, run, service, step, waiting_in
-
-
-def approval_app(rule: str) -> str:
-    return f"""
-application: shop
-environments:
-  - name: staging
-  - name: production
-    preconditions:
-      - approval: {rule}
-"""
+from conftest import approval_app, client_for, run, service, step, waiting_in
 
 
 def test_approvals_need_distinct_allowed_people_and_refusals_are_recorded(cli, worker, project, tmp_path, temporal):

@@ -12,16 +12,7 @@ import pytest
 
 from prodline.config import validate_files
 
-from conftest import waiting_in
-
-PULUMI_APP = """
-application: shop
-environments:
-  - name: staging
-  - name: production
-    preconditions:
-      - approval: {approvers: [alice]}
-"""
+from conftest import approval_app, waiting_in
 
 PULUMI_SERVICE = """
 service: checkout
@@ -43,9 +34,9 @@ needs_cli = pytest.mark.skipif(
 
 
 def test_pulumi_steps_validate_like_any_step(project):
-    service_file = project(PULUMI_SERVICE.replace("BACKEND", "file:///tmp/pulumi-state"), app=PULUMI_APP)
+    service_file = project(PULUMI_SERVICE.replace("BACKEND", "file:///tmp/pulumi-state"), app=approval_app())
     assert validate_files([service_file.parent.parent / "prodline.yaml", service_file]) == []
-    broken = project(PULUMI_SERVICE.replace("BACKEND", "x").replace("stack:", "stak:"), app=PULUMI_APP)
+    broken = project(PULUMI_SERVICE.replace("BACKEND", "x").replace("stack:", "stak:"), app=approval_app())
     problems = [str(p) for p in validate_files([broken])]
     assert any("steps[0].pulumi.stak: unknown key 'stak' (hint: did you mean 'stack'?)" in p for p in problems), (
         problems
@@ -54,7 +45,7 @@ def test_pulumi_steps_validate_like_any_step(project):
 
 @pytest.mark.skipif(importlib.util.find_spec("pulumi") is not None, reason="the Pulumi SDK is installed here")
 def test_without_the_pulumi_sdk_the_release_fails_with_how_to_fix_it(cli, worker, project):
-    service_file = project(PULUMI_SERVICE.replace("BACKEND", "file:///tmp/pulumi-state"), app=PULUMI_APP)
+    service_file = project(PULUMI_SERVICE.replace("BACKEND", "file:///tmp/pulumi-state"), app=approval_app())
     result = cli.run("release", "start", str(service_file), "--version", "6.0.0", "--wait", "--json")
     assert result.returncode == 1
     reason = json.loads(result.stdout)["reason"]
@@ -66,7 +57,7 @@ def test_without_the_pulumi_sdk_the_release_fails_with_how_to_fix_it(cli, worker
 
 @needs_cli
 def test_preview_is_shown_before_approval_and_up_applies_that_plan(cli, worker, project, tmp_path):
-    service_file = project(PULUMI_SERVICE.replace("BACKEND", f"file://{tmp_path / 'state'}"), app=PULUMI_APP)
+    service_file = project(PULUMI_SERVICE.replace("BACKEND", f"file://{tmp_path / 'state'}"), app=approval_app())
     (tmp_path / "state").mkdir()
     infra = service_file.parent / "infra"
     infra.mkdir()

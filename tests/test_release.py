@@ -274,6 +274,8 @@ def test_start_without_a_worker_warns_and_the_release_waits(cli, project):
     assert f"no worker is polling task queue {cli.env['PRODLINE_TASK_QUEUE']!r}" in result.stderr
     status = cli.json("release", "status", project.release_id("2.0.8"))
     assert status["state"] == "running"
+    unconfirmed = cli.run("approve", project.release_id("2.0.8"), "--as", "alice")
+    assert unconfirmed.returncode == 6 and "does not answer (is a worker running?)" in unconfirmed.stderr
     cancelling = cli.spawn("release", "cancel", project.release_id("2.0.8"), "--wait")
     try:  # nothing can stop it without a worker: say so rather than hang in silence
         assert "no worker is polling task queue" in cancelling.stderr.readline()

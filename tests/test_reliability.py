@@ -30,7 +30,7 @@ import pytest
 
 from prodline.workers.devserver import DevServer, free_port
 
-from conftest import WorkerThread, client_for, run, wait_for
+from conftest import Cli, WorkerThread, client_for, run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -121,12 +121,8 @@ def scenario(cli, temporal, root: Path, kind: str, index: int) -> tuple[str, int
 
     worker = cli.worker(env)
     try:
-        subprocess.run(
-            cli.argv("release", "start", str(service_file), "--version", "1.0.0"),
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        started = Cli(env).run("release", "start", str(service_file), "--version", "1.0.0")
+        assert started.returncode == 0, started.stderr
         log = root / "log"
         if kind == "mid":
             env_name, step = ORDER[index]
@@ -143,12 +139,8 @@ def scenario(cli, temporal, root: Path, kind: str, index: int) -> tuple[str, int
         completed_at_kill = run(completed_steps(temporal, release))
         (root / "gate").touch()
         worker = cli.worker(env)
-        result = subprocess.run(
-            cli.argv("release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = Cli(env).run(
+            "release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json", timeout=120
         )
         state = json.loads(result.stdout)["state"] if result.stdout else result.stderr
     finally:
@@ -201,12 +193,8 @@ def test_server_restart_mid_release(tmp_path, cli):
     env = dict(cli.env, TEMPORAL_ADDRESS=server.address, PRODLINE_TASK_QUEUE="restart")
     worker = WorkerThread(server.address, "restart").start()
     try:
-        subprocess.run(
-            cli.argv("release", "start", str(service_file), "--version", "1.0.0"),
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        started = Cli(env).run("release", "start", str(service_file), "--version", "1.0.0")
+        assert started.returncode == 0, started.stderr
         wait_for(
             lambda: (root / "log").exists() and "staging/deploy start" in (root / "log").read_text(),
             what="deploy to start",
@@ -215,12 +203,8 @@ def test_server_restart_mid_release(tmp_path, cli):
         time.sleep(1)
         (root / "gate").touch()
         asyncio.run(server.start())  # same SQLite file, same port
-        result = subprocess.run(
-            cli.argv("release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
+        result = Cli(env).run(
+            "release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json", timeout=180
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert json.loads(result.stdout)["state"] == "succeeded"
@@ -263,12 +247,8 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
     env = dict(cli.env, PRODLINE_TASK_QUEUE=f"crash-tf-{uuid.uuid4().hex[:6]}")
     worker = cli.worker(env)
     try:
-        subprocess.run(
-            cli.argv("release", "start", str(svc / "prodline.service.yaml"), "--version", "7.0.0"),
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        started = Cli(env).run("release", "start", str(svc / "prodline.service.yaml"), "--version", "7.0.0")
+        assert started.returncode == 0, started.stderr
         wait_for(
             lambda: any(p.name == "sleep" for p in _processes_under(worker.pid)),
             timeout=90,
@@ -276,11 +256,14 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
         )
         kill_worker_and_children(worker)
         worker = cli.worker(env)
-        result = subprocess.run(
-            cli.argv("release", "start", str(svc / "prodline.service.yaml"), "--version", "7.0.0", "--wait", "--json"),
-            env=env,
-            capture_output=True,
-            text=True,
+        result = Cli(env).run(
+            "release",
+            "start",
+            str(svc / "prodline.service.yaml"),
+            "--version",
+            "7.0.0",
+            "--wait",
+            "--json",
             timeout=180,
         )
         assert result.returncode == 0, result.stdout + result.stderr

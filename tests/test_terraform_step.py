@@ -19,7 +19,7 @@ from prodline.activities.context import STALE_PLAN, RunContext
 from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
 from prodline.config.release import load_request
 
-from conftest import client_for, history_text, run, wait_for, waiting_in
+from conftest import approval_app, client_for, history_text, run, wait_for, waiting_in
 
 MODULE = """
 variable "app_version" { type = string }
@@ -50,15 +50,6 @@ output "password" {
 }
 """
 
-APP = """
-application: shop
-environments:
-  - name: staging
-  - name: production
-    preconditions:
-      - approval: {approvers: [alice]}
-"""
-
 SERVICE = """
 service: checkout
 application: shop
@@ -87,7 +78,7 @@ def terraform_project(project, tmp_path, monkeypatch):
     monkeypatch.setenv("CHECKOUT_DB_PASSWORD", SECRET)
     binary = tf.embedded_terraform_binary()
 
-    def write(service: str = SERVICE, app: str = APP, module: str = MODULE) -> Path:
+    def write(service: str = SERVICE, app: str = approval_app(), module: str = MODULE) -> Path:
         service_file = project(service.replace("BINARY", binary), app=app)
         (service_file.parent / "infra").mkdir(exist_ok=True)
         (service_file.parent / "infra" / "main.tf").write_text(textwrap.dedent(module))
