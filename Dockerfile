@@ -1,13 +1,14 @@
 # The prodline worker (and CLI) image used by docker-compose.yml.
+# Stage one builds the wheel from the repository (what goes in is what pyproject's
+# package discovery finds: no list of folders to keep here); stage two installs it.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY . .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY config config
-COPY activities activities
-COPY workflows workflows
-COPY workers workers
-COPY cli cli
-RUN pip install --no-cache-dir . && useradd --create-home prodline
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels && useradd --create-home prodline
 USER prodline
 ENTRYPOINT []
 CMD ["prodline", "worker"]

@@ -4,7 +4,7 @@ The Temporal workflow sandbox re-reads workflow modules from disk for every new
 workflow run, so an edit made while a worker runs (a shared checkout, a rebase)
 lands in the middle of a benchmark: releases then fail their workflow tasks on
 a half-applied change and never close. Before anything imports prodline, the
-packages named in pyproject.toml are copied to a temp dir that goes first on
+package (``prodline/`` and the folders its symlinks point at) is copied to a temp dir that goes first on
 ``sys.path`` and, through PYTHONPATH, on every child's (workers, CLIs). The copy
 must import cleanly; a tree caught mid-edit is copied again a little later.
 """
@@ -25,10 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _package_dirs() -> dict[str, Path]:
-    """``prodline.config`` -> REPO/config, ... as pyproject.toml maps them."""
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())
-    mapping = config.get("tool", {}).get("setuptools", {}).get("package-dir", {})
-    return {name: REPO / folder for name, folder in mapping.items() if name.startswith("prodline.")}
+    """``prodline`` -> REPO/prodline, ``prodline.config`` -> REPO/config, ...: the package
+    root and the card's folders its symlinks point at (copied as real folders)."""
+    root = REPO / "prodline"
+    dirs = {"prodline": root}
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and (entry / "__init__.py").exists():
+            dirs[f"prodline.{entry.name}"] = entry.resolve()
+    return dirs
 
 
 def digest(root: Path | None = None) -> str:
@@ -37,7 +41,8 @@ def digest(root: Path | None = None) -> str:
     h = hashlib.sha256()
     for name, source in sorted(_package_dirs().items()):
         folder = root.joinpath(*name.split(".")) if root is not None else source
-        for path in sorted(folder.rglob("*.py")):
+        paths = folder.glob("*.py") if name == "prodline" else folder.rglob("*.py")
+        for path in sorted(paths):
             if "__pycache__" in path.parts:
                 continue
             h.update(f"{name}/{path.relative_to(folder)}".encode())
@@ -49,6 +54,12 @@ def _copy(target: Path) -> None:
     for name, source in _package_dirs().items():
         destination = target.joinpath(*name.split("."))
         shutil.rmtree(destination, ignore_errors=True)
+        if name == "prodline":  # the root's own files; its symlinked folders are copied one by one
+            destination.mkdir(parents=True, exist_ok=True)
+            for path in source.iterdir():
+                if path.is_file() and not path.is_symlink():
+                    shutil.copy2(path, destination / path.name)
+            continue
         shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 

@@ -10,7 +10,7 @@
 from .application import Application, Environment
 from .errors import ConfigError, Problem
 from .loader import Project, load_project, validate_files
-from .release import EnvironmentPlan, ReleaseRequest, build_request, load_request, release_id
+from .release import EnvironmentRun, ReleaseRequest, build_request, load_request, release_id
 from .rules import Check, Lifecycle, OnFailure, Precondition, Protection
 from .service import Parameter, Service
 from .steps import CommandStep, Step
@@ -21,7 +21,7 @@ __all__ = [
     "CommandStep",
     "ConfigError",
     "Environment",
-    "EnvironmentPlan",
+    "EnvironmentRun",
     "Lifecycle",
     "OnFailure",
     "Parameter",

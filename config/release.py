@@ -21,7 +21,7 @@ from .rules import Check, Precondition
 from .steps import Step
 
 
-class EnvironmentPlan(Model):
+class EnvironmentRun(Model):
     """What the release does in one environment."""
 
     name: Name
@@ -46,7 +46,7 @@ class ReleaseRequest(Model):
     secrets: dict[str, str] = Field(
         default_factory=dict, description="Secret parameter -> worker environment variable."
     )
-    environments: list[EnvironmentPlan]
+    environments: list[EnvironmentRun]
 
     @property
     def release_id(self) -> str:
@@ -112,7 +112,7 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
                     )
                 )
         plans.append(
-            EnvironmentPlan(
+            EnvironmentRun(
                 name=env.environment.name,
                 env=dict(env.environment.env),
                 parameters=params,

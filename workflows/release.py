@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from prodline.activities.rules import Outcome, RuleResult, RuleRun
     from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
     from prodline.config.durations import format_duration
-    from prodline.config.release import EnvironmentPlan, ReleaseRequest
+    from prodline.config.release import EnvironmentRun, ReleaseRequest
     from prodline.config.rules import ApprovalRule, Check, Lifecycle, OnFailure, Precondition
     from prodline.config.steps import Step
     from prodline.config.templates import names_in, outputs_prefix, strings_in
@@ -110,7 +110,7 @@ class ReleaseWorkflow:
     @workflow.run
     async def run(self, request: ReleaseRequest) -> ReleaseStatus:
         self._event(f"release of {request.service} {request.version} started by {request.initiator}")
-        current: EnvironmentPlan | None = None
+        current: EnvironmentRun | None = None
         try:
             for plan in request.environments:
                 _stop_if_cancelled()  # before the next environment counts as started
@@ -128,7 +128,7 @@ class ReleaseWorkflow:
 
     # --- one environment ------------------------------------------------------------
 
-    async def _promote(self, plan: EnvironmentPlan) -> None:
+    async def _promote(self, plan: EnvironmentRun) -> None:
         env = self._status.environment(plan.name)
         env.phase, env.started_at = Phase.running, workflow.now()
         workflow.upsert_search_attributes([sa.ENVIRONMENT.value_set(plan.name)])
@@ -165,7 +165,7 @@ class ReleaseWorkflow:
         await self._record(plan, DeploymentState.succeeded)
         self._event(f"{self._request.version} is live in {plan.name}", plan.name)
 
-    async def _plan_step(self, plan: EnvironmentPlan, step: Step) -> StepResult:
+    async def _plan_step(self, plan: EnvironmentRun, step: Step) -> StepResult:
         status = self._step_status(plan, step)
         result = await self._step_activity(plan_step, plan, step, f"{plan.name}: plan {step.name}")
         status.plan, status.summary = result.output, result.summary
@@ -173,7 +173,7 @@ class ReleaseWorkflow:
         self._event(headline + (f"\n{result.output}" if result.output else ""), plan.name)
         return result
 
-    async def _apply_step(self, plan: EnvironmentPlan, step: Step, planned: StepResult | None) -> None:
+    async def _apply_step(self, plan: EnvironmentRun, step: Step, planned: StepResult | None) -> None:
         _stop_if_cancelled()  # before the step counts as started
         status = self._step_status(plan, step)
         status.phase = Phase.running
@@ -201,7 +201,7 @@ class ReleaseWorkflow:
         self._event(f"step {step.name} succeeded" + (f": {result.summary}" if result.summary else ""), plan.name)
 
     async def _step_activity(
-        self, activity, plan: EnvironmentPlan, step: Step, summary: str, planned: StepResult | None = None
+        self, activity, plan: EnvironmentRun, step: Step, summary: str, planned: StepResult | None = None
     ) -> StepResult:
         _stop_if_cancelled()
         try:
@@ -228,12 +228,12 @@ class ReleaseWorkflow:
                 raise StalePlan(step, exc.cause.message) from None
             raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: step {step.name} failed: {_reason(exc)}") from None
 
-    def _step_status(self, plan: EnvironmentPlan, step: Step) -> StepStatus:
+    def _step_status(self, plan: EnvironmentRun, step: Step) -> StepStatus:
         return next(s for s in self._status.environment(plan.name).steps if s.name == step.name)
 
     # --- rules ------------------------------------------------------------------------
 
-    async def _run_checks(self, plan: EnvironmentPlan, lifecycle: Lifecycle) -> None:
+    async def _run_checks(self, plan: EnvironmentRun, lifecycle: Lifecycle) -> None:
         for check in plan.checks:
             if lifecycle not in check.when:
                 continue
@@ -243,7 +243,7 @@ class ReleaseWorkflow:
             else:
                 await self._gate(plan, check, check.failure_behaviour(lifecycle), what)
 
-    async def _gate(self, plan: EnvironmentPlan, rule: Check | Precondition, behaviour: OnFailure, what: str) -> None:
+    async def _gate(self, plan: EnvironmentRun, rule: Check | Precondition, behaviour: OnFailure, what: str) -> None:
         """Hold the environment until the rule passes; fail, wait or pause when it does not."""
         if isinstance(rule, Precondition) and rule.approval is not None:
             await self._wait_for_people(
@@ -287,7 +287,7 @@ class ReleaseWorkflow:
         detail = f": {result.reason}" if result.reason else ""
         self._event(f"{what} passed{detail}" if result.passed else f"{what} overridden", plan.name)
 
-    async def _watch(self, plan: EnvironmentPlan, check: Check, what: str) -> None:
+    async def _watch(self, plan: EnvironmentRun, check: Check, what: str) -> None:
         """After deploying: the check must keep passing for `for`.
 
         A failure (beyond `failures_allowed` in a row) fails the release, or pauses
@@ -319,13 +319,13 @@ class ReleaseWorkflow:
             )
         self._event(f"{what} passed for {format_duration(check.watch_for)}", plan.name)
 
-    async def _after_deploy_failure(self, plan: EnvironmentPlan, check: Check, what: str, reason: str) -> None:
+    async def _after_deploy_failure(self, plan: EnvironmentRun, check: Check, what: str, reason: str) -> None:
         # Automatic rollback (release safety) hooks in here.
         if check.failure_behaviour(Lifecycle.after_deploy) is not OnFailure.pause:
             raise ReleaseStopped(ReleaseState.failed, f"{plan.name}: {what} failed: {reason}")
         await self._pause(plan, what, reason)
 
-    async def _pause(self, plan: EnvironmentPlan, what: str, reason: str) -> None:
+    async def _pause(self, plan: EnvironmentRun, what: str, reason: str) -> None:
         """A failed rule with `on_failure: pause`: people resume (approve) or reject."""
         # Whoever may approve this environment may resume it, under the same rules (anyone, without one).
         approvals = [p.approval for p in plan.preconditions if p.approval is not None]
@@ -339,7 +339,7 @@ class ReleaseWorkflow:
             plan, Gate(environment=plan.name, what=f"paused on {what}", rule=rule, initiator=self._request.initiator)
         )
 
-    async def _wait_for_people(self, plan: EnvironmentPlan, gate: Gate) -> None:
+    async def _wait_for_people(self, plan: EnvironmentRun, gate: Gate) -> None:
         env = self._status.environment(plan.name)
         self._gate_open = gate
         self._wait(env, gate.progress())
@@ -386,7 +386,7 @@ class ReleaseWorkflow:
         running = [e for e in self._status.environments if e.phase in (Phase.running, Phase.waiting)]
         return f"deploying {running[0].name}" if running else "between environments"
 
-    async def _evaluate(self, plan: EnvironmentPlan, rule: Check | Precondition, what: str) -> RuleResult:
+    async def _evaluate(self, plan: EnvironmentRun, rule: Check | Precondition, what: str) -> RuleResult:
         ctx = self._context(plan, self._request.application_dir)
         ctx.args = {k: str(v) for k, v in rule.args.items()}
         _stop_if_cancelled()
@@ -411,7 +411,7 @@ class ReleaseWorkflow:
 
     # --- bookkeeping ------------------------------------------------------------------
 
-    def _context(self, plan: EnvironmentPlan, base_dir: str) -> RunContext:
+    def _context(self, plan: EnvironmentRun, base_dir: str) -> RunContext:
         r = self._request
         return RunContext(
             release_id=r.release_id,
@@ -429,7 +429,7 @@ class ReleaseWorkflow:
             sensitive_outputs=self._sensitive.get(plan.name, {}),
         )
 
-    async def _record(self, plan: EnvironmentPlan, state: DeploymentState, reason: str = "") -> None:
+    async def _record(self, plan: EnvironmentRun, state: DeploymentState, reason: str = "") -> None:
         """Tell the environment's ledger how this deployment ended.
 
         A local activity: it runs inside the workflow task (one marker event, no
@@ -454,7 +454,7 @@ class ReleaseWorkflow:
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
         )
 
-    async def _finish(self, state: ReleaseState, reason: str, current: EnvironmentPlan | None) -> None:
+    async def _finish(self, state: ReleaseState, reason: str, current: EnvironmentRun | None) -> None:
         self._status.state, self._status.reason = state, reason
         if current is not None:
             env = self._status.environment(current.name)
