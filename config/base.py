@@ -45,7 +45,9 @@ def unique_names(items: list, what: str) -> list:
     for index, item in enumerate(items):
         if item.name in seen:
             error = PydanticCustomError(
-                "duplicate_name", f"{what} '{item.name}' is listed twice; {what} names must be unique"
+                "duplicate_name",
+                "{what} '{name}' is listed twice; {what} names must be unique",
+                {"what": what, "name": item.name},
             )
             raise ValidationError.from_exception_data(
                 what, [InitErrorDetails(type=error, loc=(index, "name"), input=item.name)]

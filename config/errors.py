@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from prodline.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -38,8 +40,8 @@ class Problem:
         return data
 
 
-class ConfigError(Exception):
-    """One or more problems found while loading config files."""
+class ConfigError(InvalidInput):
+    """One or more problems found while loading config files (nothing was started: exit code 2)."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems

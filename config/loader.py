@@ -121,13 +121,9 @@ def _problems_from(exc: ValidationError, doc: Document, model: type[BaseModel], 
         elif kind == "missing":
             message = "this field is required"
             hint = f"add `{loc[-1]}:`" if loc else ""
-        elif kind == "string_pattern_mismatch" and "a-z0-9" in str(err.get("ctx", {}).get("pattern", "")):
+        elif kind == "string_pattern_mismatch" and "a-z0-9" in (pattern := str(err.get("ctx", {}).get("pattern", ""))):
             message = f"{err['input']!r} is not a valid name"
-            hint = (
-                NAME_HINT
-                if "_" not in str(err["ctx"]["pattern"])
-                else "start with a lowercase letter; then letters, digits, _ or -"
-            )
+            hint = NAME_HINT if "_" not in pattern else "start with a lowercase letter; then letters, digits, _ or -"
         elif kind == "string_pattern_mismatch":
             message = f"{err['input']!r} is not in the expected format"
             hint = _description(model, loc)

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from .base import Model, Name, Version
 from .errors import ConfigError, Problem
@@ -132,13 +132,13 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
             secrets={n: p.from_env for n, p in service.parameters.items() if p.type == "secret" and p.from_env},
             environments=plans,
         )
-    except ValueError as exc:
+    except ValidationError as exc:
         problems.append(
             Problem(
                 "--version",
                 0,
                 (),
-                f"{version!r} is not a valid version: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}",
+                f"{version!r} is not a valid version: {exc.errors()[0]['msg']}",
                 "use letters, digits, dots, dashes, plus and underscores, like 1.4.2",
             )
         )

@@ -39,9 +39,9 @@ class CommandRule(Model):
     """A legacy check: a shell command that passes when it exits 0."""
 
     run: str = Field(description="Shell command; exit 0 passes, anything else fails.")
-    workdir: str = Field(".", description="Working directory, relative to the application file.")
+    workdir: str = Field(default=".", description="Working directory, relative to the application file.")
     env: dict[str, str] = Field(default_factory=dict)
-    timeout: PositiveDuration = Field(timedelta(minutes=5), description="Longest one evaluation may take.")
+    timeout: PositiveDuration = Field(default=timedelta(minutes=5), description="Longest one evaluation may take.")
 
 
 class AlertsRule(Model):
@@ -51,8 +51,8 @@ class AlertsRule(Model):
     matchers: list[str] | dict[str, str] = Field(
         description="Alertmanager matchers, e.g. ['service=\"checkout\"'] or {service: checkout}."
     )
-    include_silenced: bool = Field(False, description="Also count silenced and inhibited alerts.")
-    timeout: PositiveDuration = Field(timedelta(seconds=10), description="HTTP timeout.")
+    include_silenced: bool = Field(default=False, description="Also count silenced and inhibited alerts.")
+    timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout.")
 
     @field_validator("matchers")
     @classmethod
@@ -77,20 +77,20 @@ class PrometheusRule(Model):
         description="Comparison each sample must meet, e.g. '< 0.01'.",
     )
     no_data: Literal["pass", "fail", "inconclusive"] = Field(
-        "inconclusive", description="Outcome when the query returns nothing."
+        default="inconclusive", description="Outcome when the query returns nothing."
     )
-    timeout: PositiveDuration = Field(timedelta(seconds=10), description="HTTP timeout.")
+    timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout.")
 
 
 class HttpRule(Model):
     """An HTTP endpoint answers with the expected status (and body)."""
 
     url: str = Url
-    status: int = Field(200, ge=100, le=599)
-    body: str | None = Field(None, description="Regular expression the body must contain.")
-    attempts: int = Field(3, ge=1, le=20, description="Tries within one evaluation.")
-    retry_interval: Duration = Field(timedelta(seconds=1))
-    timeout: PositiveDuration = Field(timedelta(seconds=10), description="HTTP timeout per try.")
+    status: int = Field(default=200, ge=100, le=599)
+    body: str | None = Field(default=None, description="Regular expression the body must contain.")
+    attempts: int = Field(default=3, ge=1, le=20, description="Tries within one evaluation.")
+    retry_interval: Duration = Field(default=timedelta(seconds=1))
+    timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout per try.")
 
     @property
     def budget(self) -> timedelta:
@@ -120,7 +120,7 @@ class WindowRule(Model):
 
     days: list[Day] = Field(default_factory=lambda: list(DAYS), min_length=1)
     hours: str = Field(
-        "00:00-24:00",
+        default="00:00-24:00",
         pattern=r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$",
         description="HH:MM-HH:MM, local time; 24:00 for the end of the day.",
     )
@@ -147,9 +147,11 @@ class ApprovalRule(Model):
     """People approve (or reject) with `prodline approve|reject`."""
 
     approvers: list[str] = Field(default_factory=list, description="Who may approve; empty: anyone.")
-    min_approvers: int = Field(1, ge=1, le=20, description="Distinct approvals needed.")
-    forbid_initiator: bool = Field(False, description="The person who started the release cannot approve it.")
-    timeout: PositiveDuration = Field(timedelta(hours=24), description="The release ends as timed out after this.")
+    min_approvers: int = Field(default=1, ge=1, le=20, description="Distinct approvals needed.")
+    forbid_initiator: bool = Field(default=False, description="The person who started the release cannot approve it.")
+    timeout: PositiveDuration = Field(
+        default=timedelta(hours=24), description="The release ends as timed out after this."
+    )
 
     @model_validator(mode="after")
     def _enough_people(self) -> ApprovalRule:
@@ -164,7 +166,7 @@ class StableRule(Model):
     """The same version is live in an earlier environment, for at least `soak`."""
 
     environment: Name
-    soak: Duration = Field(timedelta(0), description="How long it must have been live there.")
+    soak: Duration = Field(default=timedelta(0), description="How long it must have been live there.")
 
 
 CHECK_KINDS = ("command", "alerts", "prometheus", "http", "window")
@@ -206,18 +208,21 @@ class RuleKinds(Model):
 class RuleRef(RuleKinds):
     """A rule inline (one kind field) or a reference to a protection (``use``)."""
 
-    name: str | None = Field(None, description="Display name; defaults to the kind or the protection used.")
-    use: Name | None = Field(None, description="Name of a protection defined in the application file.")
+    name: str | None = Field(default=None, description="Display name; defaults to the kind or the protection used.")
+    use: Name | None = Field(default=None, description="Name of a protection defined in the application file.")
     args: dict[ParamName, ScalarValue] = Field(
         default_factory=dict, alias="with", description="Arguments (`{{ args.NAME }}`)."
     )
     timeout: PositiveDuration = Field(
-        timedelta(minutes=30), description="How long `on_failure: wait` keeps waiting before the release times out."
+        default=timedelta(minutes=30),
+        description="How long `on_failure: wait` keeps waiting before the release times out.",
     )
     interval: PositiveDuration = Field(
-        timedelta(seconds=30), description="Time between evaluations while waiting or watching."
+        default=timedelta(seconds=30), description="Time between evaluations while waiting or watching."
     )
-    failures_allowed: int = Field(0, ge=0, le=100, description="Consecutive failures tolerated before acting on one.")
+    failures_allowed: int = Field(
+        default=0, ge=0, le=100, description="Consecutive failures tolerated before acting on one."
+    )
 
     @model_validator(mode="after")
     def _kind_or_use(self) -> RuleRef:
@@ -240,7 +245,7 @@ class Precondition(RuleRef):
 
     approval: ApprovalRule | None = None
     stable: StableRule | None = None
-    on_failure: OnFailure = Field(OnFailure.fail, description="fail, wait (until `timeout`) or pause.")
+    on_failure: OnFailure = Field(default=OnFailure.fail, description="fail, wait (until `timeout`) or pause.")
 
 
 class Check(RuleRef):
@@ -250,9 +255,11 @@ class Check(RuleRef):
         default_factory=lambda: [Lifecycle.before_deploy, Lifecycle.after_deploy], min_length=1
     )
     watch_for: Duration = Field(
-        timedelta(0), alias="for", description="After deploying, keep checking for this long (0: check once)."
+        default=timedelta(0), alias="for", description="After deploying, keep checking for this long (0: check once)."
     )
-    on_failure: OnFailure | None = Field(None, description="Default: wait before deploying, fail after deploying.")
+    on_failure: OnFailure | None = Field(
+        default=None, description="Default: wait before deploying, fail after deploying."
+    )
 
     def failure_behaviour(self, lifecycle: Lifecycle) -> OnFailure:
         if lifecycle is Lifecycle.after_deploy:

@@ -41,7 +41,9 @@ class Parameter(Model):
     type: ParamType = "string"
     default: str | int | None = None
     description: str = ""
-    from_env: str | None = Field(None, description="For `secret`: the worker's environment variable holding the value.")
+    from_env: str | None = Field(
+        default=None, description="For `secret`: the worker's environment variable holding the value."
+    )
 
     @model_validator(mode="after")
     def _secret_rules(self) -> Parameter:

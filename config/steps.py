@@ -29,9 +29,11 @@ class CommandStep(Model):
     """
 
     apply: str = Field(description="Command that deploys. Exit 0 means success.")
-    plan: str | None = Field(None, description="Optional command that shows what apply would do.")
-    fetch: str | None = Field(None, description="Optional drift check: exit 0 when live matches, 2 when it differs.")
-    workdir: str = Field(".", description="Working directory, relative to the service file.")
+    plan: str | None = Field(default=None, description="Optional command that shows what apply would do.")
+    fetch: str | None = Field(
+        default=None, description="Optional drift check: exit 0 when live matches, 2 when it differs."
+    )
+    workdir: str = Field(default=".", description="Working directory, relative to the service file.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
     retryable_exit_codes: list[ExitCode] = Field(
         default_factory=list, description="Exit codes worth retrying; any other failure stops the release."
@@ -55,15 +57,17 @@ class TerraformStep(Model):
     environment.
     """
 
-    dir: str = Field(".", description="The root module, relative to the service file.")
-    binary: str | None = Field(None, description="terraform, tofu or a path; default: PATH, then the embedded one.")
-    workspace: str = Field("{{ environment }}", description="Workspace, created when missing (templated).")
+    dir: str = Field(default=".", description="The root module, relative to the service file.")
+    binary: str | None = Field(
+        default=None, description="terraform, tofu or a path; default: PATH, then the embedded one."
+    )
+    workspace: str = Field(default="{{ environment }}", description="Workspace, created when missing (templated).")
     variables: dict[str, str | int | float | bool] = Field(default_factory=dict, description="-var values (templated).")
     var_files: list[str] = Field(default_factory=list, description="-var-file paths relative to `dir` (templated).")
     backend_config: dict[str, str] = Field(default_factory=dict, description="-backend-config values for init.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
     on_stale_plan: StalePlanPolicy = Field(
-        "replan", description="State changed since the plan: plan again and ask for approval again, or fail."
+        default="replan", description="State changed since the plan: plan again and ask for approval again, or fail."
     )
 
 
@@ -73,13 +77,13 @@ class PulumiStep(Model):
     Needs the ``pulumi`` CLI on the worker and ``pip install prodline[pulumi]``.
     """
 
-    dir: str = Field(".", description="The Pulumi project folder, relative to the service file.")
-    stack: str = Field("{{ environment }}", description="Stack name, created when missing (templated).")
+    dir: str = Field(default=".", description="The Pulumi project folder, relative to the service file.")
+    stack: str = Field(default="{{ environment }}", description="Stack name, created when missing (templated).")
     config: dict[str, str] = Field(default_factory=dict, description="Stack config values (templated).")
     secret_config: dict[str, str] = Field(
         default_factory=dict, description="Stack config key -> secret parameter name (set as Pulumi secrets)."
     )
-    backend_url: str | None = Field(None, description="PULUMI_BACKEND_URL; default: the worker's environment.")
+    backend_url: str | None = Field(default=None, description="PULUMI_BACKEND_URL; default: the worker's environment.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
     on_stale_plan: StalePlanPolicy = "replan"
 
@@ -87,10 +91,10 @@ class PulumiStep(Model):
 class Retry(Model):
     """How Temporal retries a step that failed in a retryable way."""
 
-    attempts: int = Field(3, ge=1, le=100, description="Total attempts, the first included.")
-    initial_interval: PositiveDuration = Field(timedelta(seconds=5), description="Wait before the first retry.")
-    backoff: float = Field(2.0, ge=1.0, le=10.0, description="Multiplier applied to the wait after each retry.")
-    max_interval: PositiveDuration = Field(timedelta(minutes=5), description="Longest wait between retries.")
+    attempts: int = Field(default=3, ge=1, le=100, description="Total attempts, the first included.")
+    initial_interval: PositiveDuration = Field(default=timedelta(seconds=5), description="Wait before the first retry.")
+    backoff: float = Field(default=2.0, ge=1.0, le=10.0, description="Multiplier applied to the wait after each retry.")
+    max_interval: PositiveDuration = Field(default=timedelta(minutes=5), description="Longest wait between retries.")
 
 
 STEP_KINDS = ("command", "terraform", "pulumi")
@@ -103,9 +107,9 @@ class Step(Model):
     command: CommandStep | None = None
     terraform: TerraformStep | None = None
     pulumi: PulumiStep | None = None
-    timeout: PositiveDuration = Field(timedelta(minutes=30), description="Longest a single attempt may run.")
+    timeout: PositiveDuration = Field(default=timedelta(minutes=30), description="Longest a single attempt may run.")
     heartbeat_timeout: PositiveDuration = Field(
-        timedelta(seconds=30),
+        default=timedelta(seconds=30),
         description="A worker that stops reporting for this long is presumed dead and the step moves to another.",
     )
     retry: Retry = Field(default_factory=Retry)

@@ -345,3 +345,13 @@ def test_the_seed_example_validates_fits_in_42_lines_and_is_the_one_in_the_readm
     production = load_project(service).environments[1]
     assert [p.kind for p in production.preconditions] == ["stable", "approval"]
     assert production.checks[0].kind == "alerts" and production.checks[0].watch_for == timedelta(minutes=5)
+
+
+def test_a_config_error_is_invalid_input_with_exit_code_2(tmp_path):
+    from prodline.errors import INVALID, InvalidInput
+
+    with pytest.raises(InvalidInput) as caught:
+        load_project(write(tmp_path, service=SERVICE.replace("steps:", "stpes:")))
+    assert isinstance(caught.value, ConfigError) and caught.value.exit_code == INVALID
+    assert {"stpes", "steps"} <= {p.field for p in caught.value.problems}
+    assert str(caught.value) == "\n".join(str(p) for p in caught.value.problems)
