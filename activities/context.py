@@ -1,9 +1,13 @@
-"""What an activity knows about the release it works for.
+"""A release's run context as a worker sees it: templates, secrets, environment, paths.
 
-:class:`RunContext` travels in workflow history, so it holds names and
-non-secret values only. Secret values are read from the worker's own
-environment here, at the last moment, and go only into the child process's
-environment (and into the list of strings masked in its output).
+:class:`~prodline.contracts.RunContext` travels in workflow history, so it is
+data only: names and non-secret values. This helper gives it meaning on the
+worker, at the last moment: it renders templates, reads secret parameters
+from the worker's own environment (they go only into the child process's
+environment and the list of strings masked in its output), reads earlier
+steps' sensitive outputs from the artifact store, and builds the child's
+environment and working directory. Every runner and evaluator starts with
+``ctx = WorkerContext(run.context)``.
 """
 
 from __future__ import annotations
@@ -12,78 +16,67 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.templates import TemplateError, render, render_all
+from prodline.contracts import NON_RETRYABLE_CONFIG, RunContext
 
-NON_RETRYABLE_CONFIG = "ConfigurationError"
-# Raised by apply when the state changed since the plan; the workflow decides what next.
-STALE_PLAN = "StalePlan"
+from .artifacts import ArtifactStore, default_store
 
 
-class RunContext(BaseModel):
-    release_id: str
-    application: str
-    service: str
-    version: str
-    environment: str
-    initiator: str = "unknown"
-    base_dir: str = Field(description="Folder relative workdirs resolve from.")
-    parameters: dict[str, str] = Field(default_factory=dict)
-    secrets: dict[str, str] = Field(default_factory=dict, description="Parameter -> worker environment variable.")
-    env: dict[str, str] = Field(default_factory=dict, description="The environment's own variables.")
-    args: dict[str, str] = Field(default_factory=dict, description="Arguments of a protection.")
-    run_id: str = Field("", description="Workflow run: a re-run of a release never reuses a plan.")
-    outputs: dict[str, str] = Field(default_factory=dict, description="steps.NAME.outputs.KEY -> value, earlier steps.")
-    sensitive_outputs: dict[str, str] = Field(
-        default_factory=dict, description="steps.NAME.outputs.KEY -> artifact key holding the (secret) value."
-    )
+class WorkerContext:
+    def __init__(self, run: RunContext, store: ArtifactStore | None = None):
+        self.run = run
+        self._store = store
+
+    @property
+    def store(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = default_store()
+        return self._store
 
     def template_values(self) -> dict[str, str]:
+        r = self.run
         values = {
-            "application": self.application,
-            "service": self.service,
-            "version": self.version,
-            "environment": self.environment,
-            "release": self.release_id,
+            "application": r.application,
+            "service": r.service,
+            "version": r.version,
+            "environment": r.environment,
+            "release": r.release_id,
         }
-        values.update({f"params.{k}": v for k, v in self.parameters.items()})
-        values.update({f"args.{k}": v for k, v in self.args.items()})
-        values.update(self.outputs)
+        values.update({f"params.{k}": v for k, v in r.parameters.items()})
+        values.update({f"args.{k}": v for k, v in r.args.items()})
+        values.update(r.outputs)
         values.update(self.sensitive_values())
         return values
 
     def sensitive_values(self) -> dict[str, str]:
         """Sensitive outputs of earlier steps, read from the artifact store (never from history)."""
-        if not self.sensitive_outputs:
+        if not self.run.sensitive_outputs:
             return {}
-        from .artifacts import default_store
-
-        store, loaded, values = default_store(), {}, {}
-        for name, key in self.sensitive_outputs.items():
+        loaded: dict[str, Any] = {}
+        values: dict[str, str] = {}
+        for name, key in self.run.sensitive_outputs.items():
             if key not in loaded:
-                loaded[key] = json.loads(store.get(key))
+                loaded[key] = json.loads(self.store.get(key))
             value = loaded[key][name.rsplit(".", 1)[1]]
             values[name] = value if isinstance(value, str) else json.dumps(value)
         return values
 
-    def render(self, value):
+    def render(self, value: Any) -> Any:
         """Render templates in a string or nested value; unknown names are config errors."""
         try:
-            return (
-                render(value, self.template_values())
-                if isinstance(value, str)
-                else render_all(value, self.template_values())
-            )
+            values = self.template_values()
+            return render(value, values) if isinstance(value, str) else render_all(value, values)
         except TemplateError as exc:
             raise ApplicationError(str(exc), type=NON_RETRYABLE_CONFIG, non_retryable=True) from None
 
     def secret_values(self) -> dict[str, str]:
         """Read secret parameters from the worker's environment."""
         values = {}
-        for name, variable in self.secrets.items():
+        for name, variable in self.run.secrets.items():
             value = os.environ.get(variable)
             if value is None:
                 raise ApplicationError(
@@ -99,25 +92,26 @@ class RunContext(BaseModel):
 
         The worker's own Temporal credentials are not passed on: steps have no business with them.
         """
+        r = self.run
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
         env.update(
-            PRODLINE_APPLICATION=self.application,
-            PRODLINE_SERVICE=self.service,
-            PRODLINE_VERSION=self.version,
-            PRODLINE_ENVIRONMENT=self.environment,
-            PRODLINE_RELEASE=self.release_id,
-            PRODLINE_INITIATOR=self.initiator,
+            PRODLINE_APPLICATION=r.application,
+            PRODLINE_SERVICE=r.service,
+            PRODLINE_VERSION=r.version,
+            PRODLINE_ENVIRONMENT=r.environment,
+            PRODLINE_RELEASE=r.release_id,
+            PRODLINE_INITIATOR=r.initiator,
         )
-        for name, value in {**self.parameters, **secrets}.items():
+        for name, value in {**r.parameters, **secrets}.items():
             env[f"PRODLINE_PARAM_{_env_name(name)}"] = value
-        for name, value in self.args.items():
+        for name, value in r.args.items():
             env[f"PRODLINE_ARG_{_env_name(name)}"] = value
-        env.update(self.render(self.env))
+        env.update(self.render(r.env))
         env.update(self.render(extra))
         return env
 
     def workdir(self, relative: str) -> str:
-        path = (Path(self.base_dir) / self.render(relative)).resolve()
+        path = (Path(self.run.base_dir) / self.render(relative)).resolve()
         if not path.is_dir():
             raise ApplicationError(
                 f"working directory {path} does not exist on the worker", type=NON_RETRYABLE_CONFIG, non_retryable=True

@@ -7,52 +7,26 @@ when that deployment ends, through the ``record_deployment`` local activity
 needs to know what runs where -- status, the "previous environment stable"
 rule, rollback -- reads it with a query. No second database.
 
-This module holds the shared types and the activities; it does not import
-workflow code, so it names the ledger workflow by its registered type name.
+The payloads and names live in :mod:`prodline.contracts`; this module holds
+the activity that writes a record and the read that the stable rule and the
+client use.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import StrEnum
-
-from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-LEDGER_WORKFLOW = "DeploymentLedger"
-RECORD_SIGNAL = "record"
-RECORDS_QUERY = "records"
-
-
-class DeploymentState(StrEnum):
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-class DeploymentRecord(BaseModel):
-    application: str
-    service: str
-    environment: str
-    version: str
-    release_id: str
-    state: DeploymentState
-    started_at: datetime
-    finished_at: datetime
-    reason: str = ""
-
-
-class LedgerState(BaseModel):
-    application: str
-    service: str
-    environment: str
-    records: list[DeploymentRecord] = Field(default_factory=list)
-
-
-def ledger_id(application: str, service: str, environment: str) -> str:
-    return f"deployments:{application}.{service}:{environment}"
+from prodline.contracts import (
+    LEDGER_WORKFLOW,
+    RECORD_DEPLOYMENT,
+    RECORD_SIGNAL,
+    RECORDS_QUERY,
+    DeploymentRecord,
+    LedgerState,
+    ledger_id,
+)
 
 
 class LedgerActivities:
@@ -61,7 +35,7 @@ class LedgerActivities:
     def __init__(self, client: Client):
         self._client = client
 
-    @activity.defn(name="prodline.record_deployment")
+    @activity.defn(name=RECORD_DEPLOYMENT)
     async def record_deployment(self, record: DeploymentRecord) -> None:
         # Signal-with-start: creates the ledger on first use, appends otherwise.
         await self._client.start_workflow(

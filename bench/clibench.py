@@ -21,8 +21,8 @@ from pathlib import Path
 
 from common import BENCH, VENV_BIN, client_for, dev_server, log, median, ratio, requests_for, unique, write_project
 
+from prodline.contracts import ReleaseState
 from prodline.workers.devserver import temporal_binary
-from prodline.workflows.status import ReleaseState
 
 TARGET_HELP = 0.3  # seconds
 TARGET_START_RATIO = 1.5  # prodline / temporal CLI

@@ -48,7 +48,7 @@ from raw import ACTIVITY, LOCAL, RAW_WORKFLOW, RawWorkflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from prodline.activities.ledger import ledger_id
+from prodline.contracts import ledger_id
 
 TARGET_THROUGHPUT = 0.8  # prodline / raw, at least
 TARGET_P50 = 1.5  # prodline / raw, at most

@@ -33,7 +33,8 @@ from common import (
 )
 from temporalio.client import Client
 
-from prodline.activities.ledger import DeploymentState, read_ledger
+from prodline.activities.ledger import read_ledger
+from prodline.contracts import DeploymentState
 
 TARGET_WORKER_MB = 400
 ENVIRONMENTS = ("staging", "production")

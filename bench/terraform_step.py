@@ -34,10 +34,9 @@ from pathlib import Path
 from temporalio.common import WorkflowIDConflictPolicy
 
 from prodline.activities import terraform_tool as tf
-from prodline.activities.context import RunContext
-from prodline.activities.steps.base import StepRun
 from prodline.activities.steps.terraform import TerraformRunner
 from prodline.config import Step, load_request
+from prodline.contracts import RunContext, StepRun
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer, free_port
 from prodline.workers.worker import build_worker

@@ -14,9 +14,8 @@ import uuid
 
 from temporalio.service import RPCError, RPCStatusCode
 
+from prodline.contracts import DECIDE_SIGNAL, Decision, Phase, ReleaseStatus, Verdict
 from prodline.workers.connect import connect
-from prodline.workflows.approvals import Decision, Verdict
-from prodline.workflows.status import DECIDE_SIGNAL, Phase, ReleaseStatus
 
 from . import exit_codes
 from .main import CliError

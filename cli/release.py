@@ -21,11 +21,11 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from prodline.config import ReleaseRequest, load_request
-from prodline.workers.connect import connect, task_queue, ui_url
-from prodline.workflows import search_attributes as sa
 
 # Names, not the workflow class: importing it would pull in every activity.
-from prodline.workflows.status import FAILURE_TYPES, RELEASE_WORKFLOW, STATUS_QUERY, Phase, ReleaseState, ReleaseStatus
+from prodline.contracts import FAILURE_TYPES, RELEASE_WORKFLOW, STATUS_QUERY, Phase, ReleaseState, ReleaseStatus
+from prodline.workers.connect import connect, task_queue, ui_url
+from prodline.workflows import search_attributes as sa
 
 from . import exit_codes
 from .main import CliError

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from prodline.activities.ledger import read_ledger
-from prodline.workflows.release import _poll_interval
+from prodline.workflows.gates import poll_interval as _poll_interval
 
 from conftest import APP, client_for, history_text, process_alive, run, service, step, wait_for
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from prodline.activities.context import RunContext
 from prodline.activities.rules import RuleRun
 from prodline.activities.rules.alerts import AlertsEvaluator
 from prodline.activities.rules.http import HttpEvaluator
 from prodline.activities.rules.prometheus import PrometheusEvaluator
 from prodline.activities.rules.window import next_opening
 from prodline.config.rules import Check, WindowRule
+from prodline.contracts import RunContext
 
 from conftest import service, step, wait_for, waiting_in
 

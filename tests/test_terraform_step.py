@@ -15,9 +15,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from prodline.activities import terraform_tool as tf
-from prodline.activities.context import STALE_PLAN, RunContext
 from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
 from prodline.config.release import load_request
+from prodline.contracts import STALE_PLAN, RunContext
 
 from conftest import approval_app, client_for, history_text, run, wait_for, waiting_in
 

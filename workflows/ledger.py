@@ -10,7 +10,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from prodline.activities.ledger import (
+    from prodline.contracts import (
         LEDGER_WORKFLOW,
         RECORD_SIGNAL,
         RECORDS_QUERY,

@@ -1,106 +1,79 @@
-"""The live state of a release, as the ``status`` query and the CLI show it."""
+"""Status bookkeeping: what the status query, the search attributes and the UI show.
+
+The release keeps one :class:`~prodline.contracts.ReleaseStatus` and changes it
+only through a :class:`StatusBoard`, which keeps the three views in step: the
+status (query and result), the ``ProdlineState``/``ProdlineEnvironment``
+search attributes, and the live Markdown details in the Temporal UI. Every
+event is also a log line (``workflow.logger``, skipped on replay).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import StrEnum
+from temporalio import workflow
 
-from pydantic import BaseModel, Field
+with workflow.unsafe.imports_passed_through():
+    from prodline.contracts import EnvironmentStatus, Event, Phase, ReleaseState, ReleaseStatus, StepStatus
 
-from .approvals import DecisionRecord
+    from . import search_attributes as sa
 
-# Names clients use to reach a release without importing the workflow (and its activities).
-RELEASE_WORKFLOW = "Release"
-STATUS_QUERY = "status"
-DECIDE_SIGNAL = "decide"
-
-
-class ReleaseState(StrEnum):
-    running = "running"
-    waiting = "waiting"
-    succeeded = "succeeded"
-    failed = "failed"
-    rejected = "rejected"
-    cancelled = "cancelled"
-    timed_out = "timed_out"
-
-    @property
-    def final(self) -> bool:
-        return self not in (ReleaseState.running, ReleaseState.waiting)
-
-
-# Failure types a release ends with; the CLI maps them to exit codes.
-FAILURE_TYPES = {
-    ReleaseState.failed: "ReleaseFailed",
-    ReleaseState.rejected: "ReleaseRejected",
-    ReleaseState.timed_out: "ReleaseTimedOut",
+_ICONS = {
+    Phase.pending: "⏳",
+    Phase.running: "🔄",
+    Phase.waiting: "⏸",
+    Phase.succeeded: "✅",
+    Phase.failed: "❌",
+    Phase.rejected: "⛔",
+    Phase.timed_out: "⌛",
+    Phase.cancelled: "🚫",
+    Phase.skipped: "➖",
 }
 
 
-class Phase(StrEnum):
-    pending = "pending"
-    running = "running"
-    waiting = "waiting"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-    skipped = "skipped"
+def markdown(status: ReleaseStatus) -> str:
+    """Live details for the Temporal UI."""
+    lines = [f"**{status.service} {status.version}**: {status.state.value}"]
+    if status.reason:
+        lines.append(f"\n> {status.reason}")
+    for env in status.environments:
+        waiting = f" (waiting on {env.waiting_on})" if env.waiting_on else ""
+        lines.append(f"\n{_ICONS[env.phase]} **{env.name}**: {env.phase.value}{waiting}")
+        lines += [f"- {_ICONS[s.phase]} {s.name} ({s.kind}) {s.summary}".rstrip() for s in env.steps]
+    return "\n".join(lines)
 
 
-class StepStatus(BaseModel):
-    name: str
-    kind: str
-    phase: Phase = Phase.pending
-    summary: str = ""
-    plan: str = ""
-
-
-class EnvironmentStatus(BaseModel):
-    name: str
-    phase: Phase = Phase.pending
-    waiting_on: str = ""
-    steps: list[StepStatus] = Field(default_factory=list)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-
-class Event(BaseModel):
-    at: datetime
-    environment: str = ""
-    message: str
-
-
-class ReleaseStatus(BaseModel):
-    release_id: str
-    application: str
-    service: str
-    version: str
-    initiator: str
-    state: ReleaseState = ReleaseState.running
-    reason: str = ""
-    environments: list[EnvironmentStatus] = Field(default_factory=list)
-    events: list[Event] = Field(default_factory=list)
-    decisions: list[DecisionRecord] = Field(default_factory=list, description="Every approval, rejection and refusal.")
+class StatusBoard:
+    def __init__(self, status: ReleaseStatus):
+        self.status = status
 
     def environment(self, name: str) -> EnvironmentStatus:
-        return next(e for e in self.environments if e.name == name)
+        return self.status.environment(name)
 
-    def markdown(self) -> str:
-        """Live details for the Temporal UI."""
-        icon = {
-            "pending": "⏳",
-            "running": "🔄",
-            "waiting": "⏸",
-            "succeeded": "✅",
-            "failed": "❌",
-            "cancelled": "🚫",
-            "skipped": "➖",
-        }
-        lines = [f"**{self.service} {self.version}**: {self.state.value}"]
-        if self.reason:
-            lines.append(f"\n> {self.reason}")
-        for env in self.environments:
-            waiting = f" (waiting on {env.waiting_on})" if env.waiting_on else ""
-            lines.append(f"\n{icon[env.phase.value]} **{env.name}**: {env.phase.value}{waiting}")
-            lines += [f"- {icon[s.phase.value]} {s.name} ({s.kind}) {s.summary}".rstrip() for s in env.steps]
-        return "\n".join(lines)
+    def step(self, environment: str, step: str) -> StepStatus:
+        return next(s for s in self.environment(environment).steps if s.name == step)
+
+    def event(self, message: str, environment: str = "") -> None:
+        self.status.events.append(Event(at=workflow.now(), environment=environment, message=message))
+        workflow.set_current_details(markdown(self.status))
+        workflow.logger.info(message, extra={"release": self.status.release_id, "environment": environment})
+
+    def wait(self, environment: str, what: str) -> None:
+        """Show what the environment waits on ("" when it moves again)."""
+        env = self.environment(environment)
+        if what and what != env.waiting_on:
+            self.event(f"waiting: {what}", env.name)
+        env.waiting_on = what
+        env.phase = Phase.waiting if what else Phase.running
+        self.set_state(ReleaseState.waiting if what else ReleaseState.running)
+
+    def set_state(self, state: ReleaseState) -> None:
+        if self.status.state is not state:
+            self.status.state = state
+            workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+        workflow.set_current_details(markdown(self.status))
+
+    def where(self) -> str:
+        """Where the release is, for a decision that arrives with no gate open."""
+        if self.status.state.final:
+            return self.status.state.value
+        running = [e for e in self.status.environments if e.phase in (Phase.running, Phase.waiting)]
+        return f"not waiting for a decision ({f'deploying {running[0].name}' if running else 'between environments'})"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.client import Client
 
+from prodline.contracts import EVALUATE_RULE
+
 from .alerts import AlertsEvaluator
 from .base import Outcome, RuleEvaluator, RuleResult, RuleRun
 from .command import CommandEvaluator
@@ -31,7 +33,7 @@ class RuleActivities:
             "stable": StableEvaluator(client),
         }
 
-    @activity.defn(name="prodline.evaluate_rule")
+    @activity.defn(name=EVALUATE_RULE)
     async def evaluate_rule(self, run: RuleRun) -> RuleResult:
         """Evaluate a precondition or check once."""
         return await self.evaluators[run.rule.kind].evaluate(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prodline.config.rules import AlertsRule
 
+from ..context import WorkerContext
 from .base import Outcome, RuleResult, RuleRun
 from .http_api import get_json
 
@@ -14,7 +15,7 @@ class AlertsEvaluator:
 
     async def evaluate(self, run: RuleRun) -> RuleResult:
         spec: AlertsRule = run.rule.alerts  # type: ignore[assignment]
-        ctx = run.context
+        ctx = WorkerContext(run.context)
         url = ctx.render(spec.url).rstrip("/") + "/api/v2/alerts"
         params = [("active", "true")]
         if not spec.include_silenced:

@@ -14,38 +14,13 @@ malformed query). Either way nothing is deployed past it.
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
 
-from pydantic import BaseModel
-
-from prodline.config.rules import Check, Precondition
-
-from ..context import RunContext
-
-
-class Outcome(StrEnum):
-    passed = "passed"
-    failed = "failed"
-    inconclusive = "inconclusive"
-    pending = "pending"
-
-
-class RuleRun(BaseModel):
-    context: RunContext
-    rule: Check | Precondition
-
-
-class RuleResult(BaseModel):
-    outcome: Outcome
-    reason: str = ""
-    wait_until: datetime | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome is Outcome.passed
+from prodline.contracts import Outcome, RuleResult, RuleRun
 
 
 class RuleEvaluator(Protocol):
     async def evaluate(self, run: RuleRun) -> RuleResult: ...
+
+
+__all__ = ["Outcome", "RuleEvaluator", "RuleResult", "RuleRun"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prodline.config.rules import CommandRule
 
+from ..context import WorkerContext
 from ..process import run_process
 from .base import Outcome, RuleResult, RuleRun
 
@@ -11,7 +12,7 @@ from .base import Outcome, RuleResult, RuleRun
 class CommandEvaluator:
     async def evaluate(self, run: RuleRun) -> RuleResult:
         spec: CommandRule = run.rule.command  # type: ignore[assignment]
-        ctx = run.context
+        ctx = WorkerContext(run.context)
         command = ctx.render(spec.run)
         result = await run_process(command, cwd=ctx.workdir(spec.workdir), env=ctx.process_env(spec.env, {}))
         if result.exit_code == 0:

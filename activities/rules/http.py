@@ -9,6 +9,7 @@ import httpx
 
 from prodline.config.rules import HttpRule
 
+from ..context import WorkerContext
 from .base import Outcome, RuleResult, RuleRun
 
 
@@ -18,7 +19,7 @@ class HttpEvaluator:
 
     async def evaluate(self, run: RuleRun) -> RuleResult:
         spec: HttpRule = run.rule.http  # type: ignore[assignment]
-        url = run.context.render(spec.url)
+        url = WorkerContext(run.context).render(spec.url)
         problem = ""
         async with httpx.AsyncClient(timeout=spec.timeout.total_seconds(), transport=self._transport) as client:
             for attempt in range(1, spec.attempts + 1):

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from ..context import NON_RETRYABLE_CONFIG
+from prodline.contracts import NON_RETRYABLE_CONFIG
 
 
 async def get_json(

@@ -8,6 +8,7 @@ import re
 
 from prodline.config.rules import PrometheusRule
 
+from ..context import WorkerContext
 from .base import Outcome, RuleResult, RuleRun
 from .http_api import get_json
 
@@ -32,7 +33,7 @@ class PrometheusEvaluator:
 
     async def evaluate(self, run: RuleRun) -> RuleResult:
         spec: PrometheusRule = run.rule.prometheus  # type: ignore[assignment]
-        ctx = run.context
+        ctx = WorkerContext(run.context)
         query = ctx.render(spec.query)
         url = ctx.render(spec.url).rstrip("/") + "/api/v1/query"
         body = await get_json(url, [("query", query)], spec.timeout, what="Prometheus", transport=self._transport)

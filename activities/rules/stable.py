@@ -14,8 +14,9 @@ from temporalio.client import Client
 
 from prodline.config.durations import format_duration
 from prodline.config.rules import StableRule
+from prodline.contracts import DeploymentState
 
-from ..ledger import DeploymentState, read_ledger
+from ..ledger import read_ledger
 from .base import Outcome, RuleResult, RuleRun
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from .base import StepResult, StepRun, StepRunner
+from prodline.contracts import APPLY_STEP, FETCH_STEP, PLAN_STEP, StepResult, StepRun
+
+from .base import StepRunner
 from .command import CommandRunner
 from .pulumi import PulumiRunner
 from .terraform import TerraformRunner
@@ -24,19 +26,19 @@ def _runner(run: StepRun) -> StepRunner:
     return RUNNERS[run.step.kind]
 
 
-@activity.defn(name="prodline.plan_step")
+@activity.defn(name=PLAN_STEP)
 async def plan_step(run: StepRun) -> StepResult:
     """Show what applying the step would change."""
     return await _runner(run).plan(run)
 
 
-@activity.defn(name="prodline.apply_step")
+@activity.defn(name=APPLY_STEP)
 async def apply_step(run: StepRun) -> StepResult:
     """Make the environment match the step; must converge when run twice."""
     return await _runner(run).apply(run)
 
 
-@activity.defn(name="prodline.fetch_step")
+@activity.defn(name=FETCH_STEP)
 async def fetch_step(run: StepRun) -> StepResult:
     """Tell whether what is live differs from what was applied (drift)."""
     return await _runner(run).fetch(run)

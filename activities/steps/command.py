@@ -7,6 +7,7 @@ from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import CommandStep
 
+from ..context import WorkerContext
 from ..process import redact, run_process
 from .base import StepResult, StepRun
 
@@ -36,11 +37,13 @@ class CommandRunner:
 
     async def _run(self, run: StepRun, template: str, action: str, ok_codes: tuple[int, ...] = (0,)) -> StepResult:
         spec: CommandStep = run.step.command  # type: ignore[assignment]
-        ctx = run.context
+        ctx = WorkerContext(run.context)
         secrets = ctx.secret_values()
         masked = [*secrets.values(), *ctx.sensitive_values().values()]
         command = ctx.render(template)
-        bound = log.bind(release=ctx.release_id, environment=ctx.environment, step=run.step.name, action=action)
+        bound = log.bind(
+            release=run.context.release_id, environment=run.context.environment, step=run.step.name, action=action
+        )
         bound.info("command.start")
         result = await run_process(
             command,

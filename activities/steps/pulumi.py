@@ -22,9 +22,10 @@ from pathlib import Path
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import PulumiStep
+from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN
 
 from ..artifacts import default_store
-from ..context import NON_RETRYABLE_CONFIG, STALE_PLAN
+from ..context import WorkerContext
 from ..process import heartbeat_while, redact
 from .base import StepResult, StepRun, approved_plan, publish_outputs
 
@@ -45,7 +46,7 @@ class _Stack:
     def __init__(self, run: StepRun):
         auto = _automation()
         spec: PulumiStep = run.step.pulumi  # type: ignore[assignment]
-        ctx = run.context
+        ctx = WorkerContext(run.context)
         secrets = ctx.secret_values()
         self.masked = [*secrets.values(), *ctx.sensitive_values().values()]
         env = ctx.process_env(spec.env, secrets)

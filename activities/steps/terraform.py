@@ -34,10 +34,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import TerraformStep
+from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN
 
 from .. import terraform_tool as tf
 from ..artifacts import default_store
-from ..context import NON_RETRYABLE_CONFIG, STALE_PLAN
+from ..context import WorkerContext
 from ..process import heartbeat_while, redact, run_process
 from .base import StepResult, StepRun, approved_plan, publish_outputs
 
@@ -52,7 +53,7 @@ class _Workspace:
 
     def __init__(self, run: StepRun):
         spec: TerraformStep = run.step.terraform  # type: ignore[assignment]
-        ctx = run.context
+        ctx = WorkerContext(run.context)
         self.run, self.spec = run, spec
         self.workdir = ctx.workdir(spec.dir)
         self.workspace = ctx.render(spec.workspace)

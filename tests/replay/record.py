@@ -23,10 +23,10 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from prodline.config import load_request
+from prodline.contracts import Decision, Verdict
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer, free_port
 from prodline.workers.worker import build_worker
-from prodline.workflows.approvals import Decision, Verdict
 from prodline.workflows.release import ReleaseWorkflow
 
 HERE = Path(__file__).resolve().parent

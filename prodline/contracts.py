@@ -1,0 +1,312 @@
+"""Everything that crosses Temporal history: names and payloads, in one place.
+
+A release's history is read back long after it was written (replays, queries,
+the CLI on another machine), so what goes into it is a contract: the names
+workflows, queries, signals and activities are registered under, and the
+pydantic models of their inputs and results. Nothing here does I/O or imports
+tool code; the workflow, the activities, the worker and the client all import
+it, which is what lets the workflow call activities by name and the CLI reach
+a release without importing either.
+
+Config models (steps, rules, the release request) are payloads too; they stay
+the single source of truth in :mod:`prodline.config` and are used as they are.
+Keep field names stable: a renamed field is a different payload for releases
+already in flight.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from prodline.config.release import release_id
+from prodline.config.rules import Check, Precondition
+from prodline.config.steps import Step
+
+# --- names ------------------------------------------------------------------------------
+
+RELEASE_WORKFLOW = "Release"
+STATUS_QUERY = "status"
+DECIDE_SIGNAL = "decide"
+
+LEDGER_WORKFLOW = "DeploymentLedger"
+RECORD_SIGNAL = "record"
+RECORDS_QUERY = "records"
+
+PLAN_STEP = "prodline.plan_step"
+APPLY_STEP = "prodline.apply_step"
+FETCH_STEP = "prodline.fetch_step"
+EVALUATE_RULE = "prodline.evaluate_rule"
+RECORD_DEPLOYMENT = "prodline.record_deployment"
+
+# Application error types the workflow tells apart.
+NON_RETRYABLE_CONFIG = "ConfigurationError"
+# Raised by apply when the state changed since the plan; the workflow decides what next.
+STALE_PLAN = "StalePlan"
+
+
+def ledger_id(application: str, service: str, environment: str) -> str:
+    """The ledger workflow of one service in one environment."""
+    return f"deployments:{application}.{service}:{environment}"
+
+
+# --- the release's identity, shared by the payloads that name it --------------------------
+
+
+class ReleaseRef(BaseModel):
+    """Which release a payload belongs to (flat fields: subclasses keep their JSON shape)."""
+
+    release_id: str
+    application: str
+    service: str
+    version: str
+
+    @classmethod
+    def of(cls, application: str, service: str, version: str) -> dict[str, Any]:
+        """The identity fields, ready to pass to any subclass: ``RunContext(**ReleaseRef.of(...), ...)``."""
+        return {
+            "release_id": release_id(application, service, version),
+            "application": application,
+            "service": service,
+            "version": version,
+        }
+
+
+# --- activities: steps and rules --------------------------------------------------------
+
+
+class RunContext(ReleaseRef):
+    """What an activity knows about the release it works for: data only.
+
+    Holds names and non-secret values. Secret values are read from the worker's
+    own environment at the last moment (``activities/context.py``) and go only
+    into the child process's environment and the list of strings masked in its
+    output.
+    """
+
+    environment: str
+    initiator: str = "unknown"
+    base_dir: str = Field(description="Folder relative workdirs resolve from.")
+    parameters: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict, description="Parameter -> worker environment variable.")
+    env: dict[str, str] = Field(default_factory=dict, description="The environment's own variables.")
+    args: dict[str, str] = Field(default_factory=dict, description="Arguments of a protection.")
+    run_id: str = Field(default="", description="Workflow run: a re-run of a release never reuses a plan.")
+    outputs: dict[str, str] = Field(default_factory=dict, description="steps.NAME.outputs.KEY -> value, earlier steps.")
+    sensitive_outputs: dict[str, str] = Field(
+        default_factory=dict, description="steps.NAME.outputs.KEY -> artifact key holding the (secret) value."
+    )
+
+
+class StepResult(BaseModel):
+    """What a step reports back into history (so: nothing secret)."""
+
+    summary: str = ""
+    output: str = Field(default="", description="Tail of the tool's output, secrets masked.")
+    changed: bool | None = Field(default=None, description="For plan and fetch: whether anything differs.")
+    artifact: str | None = Field(default=None, description="Artifact-store key of the saved plan.")
+    digest: str | None = Field(default=None, description="SHA-256 of the saved plan: apply refuses any other.")
+    outputs: dict[str, str] = Field(default_factory=dict, description="Non-sensitive outputs.")
+    sensitive_outputs: list[str] = Field(default_factory=list, description="Names of sensitive outputs.")
+    outputs_key: str | None = Field(default=None, description="Artifact-store key of all outputs, sensitive included.")
+
+
+class StepRun(BaseModel):
+    """Input of every step activity."""
+
+    context: RunContext
+    step: Step
+    plan: StepResult | None = Field(default=None, description="For apply: the plan shown (and approved) before.")
+
+    def artifact_key(self, what: str) -> str:
+        """Where this step's artifacts live: per release run, environment and step."""
+        c = self.context
+        return f"{c.release_id}/{c.run_id}/{c.environment}/{self.step.name}/{what}"
+
+
+class Outcome(StrEnum):
+    passed = "passed"
+    failed = "failed"
+    inconclusive = "inconclusive"
+    pending = "pending"
+
+
+class RuleRun(BaseModel):
+    """Input of the rule activity: one evaluation of one rule."""
+
+    context: RunContext
+    rule: Check | Precondition
+
+
+class RuleResult(BaseModel):
+    outcome: Outcome
+    reason: str = ""
+    wait_until: datetime | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.passed
+
+
+# --- the ledger: what is deployed where ---------------------------------------------------
+
+
+class DeploymentState(StrEnum):
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    rejected = "rejected"
+    timed_out = "timed_out"
+
+
+class DeploymentRecord(ReleaseRef):
+    environment: str
+    state: DeploymentState
+    started_at: datetime
+    finished_at: datetime
+    reason: str = ""
+
+
+class LedgerState(BaseModel):
+    application: str
+    service: str
+    environment: str
+    records: list[DeploymentRecord] = Field(default_factory=list)
+
+
+# --- decisions by people --------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    approve = "approve"
+    reject = "reject"
+
+
+class Decision(BaseModel):
+    """Signal payload of `prodline approve|reject`."""
+
+    request_id: str
+    environment: str
+    by: str
+    verdict: Verdict
+    comment: str = ""
+
+
+class DecisionRecord(Decision):
+    at: datetime
+    accepted: bool
+    reason: str = ""
+
+
+# --- the release's status: the query's answer and the workflow's result --------------------
+
+
+class ReleaseState(StrEnum):
+    running = "running"
+    waiting = "waiting"
+    succeeded = "succeeded"
+    failed = "failed"
+    rejected = "rejected"
+    cancelled = "cancelled"
+    timed_out = "timed_out"
+
+    @property
+    def final(self) -> bool:
+        return self not in (ReleaseState.running, ReleaseState.waiting)
+
+
+# Failure types a release ends with; the client maps them back to states (and exit codes).
+FAILURE_TYPES = {
+    ReleaseState.failed: "ReleaseFailed",
+    ReleaseState.rejected: "ReleaseRejected",
+    ReleaseState.timed_out: "ReleaseTimedOut",
+}
+
+
+class Phase(StrEnum):
+    pending = "pending"
+    running = "running"
+    waiting = "waiting"
+    succeeded = "succeeded"
+    failed = "failed"
+    rejected = "rejected"
+    timed_out = "timed_out"
+    cancelled = "cancelled"
+    skipped = "skipped"
+
+
+class StepStatus(BaseModel):
+    name: str
+    kind: str
+    phase: Phase = Phase.pending
+    summary: str = ""
+    plan: str = ""
+    output: str = Field(default="", description="Tail of what the step printed when applied (secrets masked).")
+
+
+class EnvironmentStatus(BaseModel):
+    name: str
+    phase: Phase = Phase.pending
+    waiting_on: str = ""
+    steps: list[StepStatus] = Field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Event(BaseModel):
+    at: datetime
+    environment: str = ""
+    message: str
+
+
+class ReleaseStatus(ReleaseRef):
+    initiator: str
+    state: ReleaseState = ReleaseState.running
+    reason: str = ""
+    environments: list[EnvironmentStatus] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+    decisions: list[DecisionRecord] = Field(default_factory=list, description="Every approval, rejection and refusal.")
+
+    def environment(self, name: str) -> EnvironmentStatus:
+        return next(e for e in self.environments if e.name == name)
+
+
+__all__ = [
+    "APPLY_STEP",
+    "DECIDE_SIGNAL",
+    "EVALUATE_RULE",
+    "FAILURE_TYPES",
+    "FETCH_STEP",
+    "LEDGER_WORKFLOW",
+    "NON_RETRYABLE_CONFIG",
+    "PLAN_STEP",
+    "RECORDS_QUERY",
+    "RECORD_DEPLOYMENT",
+    "RECORD_SIGNAL",
+    "RELEASE_WORKFLOW",
+    "STALE_PLAN",
+    "STATUS_QUERY",
+    "Decision",
+    "DecisionRecord",
+    "DeploymentRecord",
+    "DeploymentState",
+    "EnvironmentStatus",
+    "Event",
+    "LedgerState",
+    "Outcome",
+    "Phase",
+    "ReleaseRef",
+    "ReleaseState",
+    "ReleaseStatus",
+    "RuleResult",
+    "RuleRun",
+    "RunContext",
+    "StepResult",
+    "StepRun",
+    "StepStatus",
+    "Verdict",
+    "ledger_id",
+]

@@ -1,0 +1,283 @@
+"""Gates: where a release holds until a rule passes or people decide.
+
+* Rule gates evaluate a check or precondition (one activity per evaluation)
+  and wait between evaluations with durable timers: ``wait`` keeps waiting
+  until the rule's timeout, ``fail`` stops the release, ``pause`` hands it to
+  people. Watches (``for``) keep evaluating after deploying.
+* People gates (approvals, and resuming a paused release) wait for decisions:
+  a signal whose every attempt is in history with who, when and the comment;
+  the open :class:`Gate` judges it deterministically and the verdict is kept
+  in the release status, where the CLI reads it back.
+
+Everything here runs inside the release workflow: deterministic, no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Callable
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from prodline.config.durations import format_duration
+    from prodline.config.release import EnvironmentRun
+    from prodline.config.rules import ApprovalRule, Check, Lifecycle, OnFailure, Precondition
+    from prodline.contracts import (
+        EVALUATE_RULE,
+        NON_RETRYABLE_CONFIG,
+        Decision,
+        DecisionRecord,
+        Outcome,
+        ReleaseState,
+        RuleResult,
+        RuleRun,
+        RunContext,
+        Verdict,
+    )
+
+    from .outcomes import ReleaseStopped, activity_failure, stop_if_cancelled
+    from .status import StatusBoard
+
+# How long a release paused on a failed check waits for someone to decide.
+PAUSE_TIMEOUT = timedelta(days=7)
+
+# Evaluations of one rule at its configured interval; after that the interval stretches so
+# that the whole wait (or watch) takes at most as many again. Each evaluation adds about ten
+# events to the release's history, and Temporal ends a workflow at 51,200: a wait of days at
+# a 30 s interval would otherwise get the release terminated.
+POLLS_AT_INTERVAL = 500
+
+# Spare time an evaluation gets beyond its kind's own budget (scheduling, retries of a refused connection).
+_EVALUATION_SLACK = timedelta(seconds=30)
+
+
+class Gate(BaseModel):
+    """A point where the release waits for people: an approval or a pause."""
+
+    environment: str
+    what: str
+    rule: ApprovalRule
+    initiator: str
+    approvals: list[str] = Field(default_factory=list)
+    rejected_by: str = ""
+    rejection_comment: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return bool(self.rejected_by) or len(self.approvals) >= self.rule.min_approvers
+
+    def progress(self) -> str:
+        have = f"{len(self.approvals)}/{self.rule.min_approvers} approvals"
+        who = f" ({', '.join(self.approvals)})" if self.approvals else ""
+        pool = f"; approvers: {', '.join(self.rule.approvers)}" if self.rule.approvers else ""
+        return f"{self.what}: {have}{who}{pool}"
+
+    def judge(self, decision: Decision) -> str:
+        """Record the decision if it counts; return why not otherwise ("" if accepted)."""
+        if decision.environment != self.environment:
+            return f"the release is waiting in {self.environment}, not {decision.environment}"
+        if self.settled:
+            return "this decision has already been made"
+        if self.rule.approvers and decision.by not in self.rule.approvers:
+            return f"{decision.by} may not decide for {self.environment} (approvers: {', '.join(self.rule.approvers)})"
+        if decision.verdict is Verdict.reject:
+            self.rejected_by, self.rejection_comment = decision.by, decision.comment
+            return ""
+        if self.rule.forbid_initiator and decision.by == self.initiator:
+            return f"{decision.by} started this release and may not approve it"
+        if decision.by in self.approvals:
+            return f"{decision.by} already approved; {self.rule.min_approvers} distinct approvers are needed"
+        self.approvals.append(decision.by)
+        return ""
+
+
+def poll_interval(interval: timedelta, span: timedelta, polls: int) -> timedelta:
+    """The rule's interval for its first evaluations, then one that fits the rest in as many again."""
+    return interval if polls < POLLS_AT_INTERVAL else max(interval, span / POLLS_AT_INTERVAL)
+
+
+class Gates:
+    """The rule and people gates of one release.
+
+    ``context`` builds the run context an evaluation gets (the release's values
+    in one environment); ``open_gate`` is the people gate decisions go to now.
+    """
+
+    def __init__(self, board: StatusBoard, initiator: str, context: Callable[[EnvironmentRun], RunContext]):
+        self._board = board
+        self._initiator = initiator
+        self._context = context
+        self.open_gate: Gate | None = None
+
+    # --- rules ------------------------------------------------------------------------
+
+    async def run_checks(self, stage: EnvironmentRun, lifecycle: Lifecycle) -> None:
+        for check in stage.checks:
+            if lifecycle not in check.when:
+                continue
+            label = f"check {check.label} ({lifecycle.value.replace('_', ' ')})"
+            if lifecycle is Lifecycle.after_deploy and check.watch_for:
+                await self.watch(stage, check, label)
+            else:
+                await self.hold(stage, check, check.failure_behaviour(lifecycle), label)
+
+    async def hold(self, stage: EnvironmentRun, rule: Check | Precondition, behaviour: OnFailure, label: str) -> None:
+        """Hold the environment until the rule passes; fail, wait or pause when it does not."""
+        if isinstance(rule, Precondition) and rule.approval is not None:
+            await self.wait_for_people(
+                stage, Gate(environment=stage.name, what=label, rule=rule.approval, initiator=self._initiator)
+            )
+            return
+        deadline = workflow.now() + rule.timeout
+        failures = polls = 0
+        while True:
+            result = await self.evaluate(stage, rule, label)
+            polls += 1
+            if result.passed:
+                break
+            if result.outcome is Outcome.pending and result.wait_until is not None:
+                # Windows and soak times: wait durably for the moment named, however far.
+                self._board.wait(stage.name, f"{label}: {result.reason}")
+                stop_if_cancelled()
+                await workflow.sleep(
+                    max(result.wait_until - workflow.now(), timedelta(seconds=1)),
+                    summary=f"{rule.label}: until {result.wait_until:%Y-%m-%d %H:%M}Z",
+                )
+                continue
+            failures = failures + 1 if result.outcome is Outcome.failed else 0
+            if failures > rule.failures_allowed:
+                if behaviour is OnFailure.fail:
+                    raise ReleaseStopped(ReleaseState.failed, f"{stage.name}: {label} failed: {result.reason}")
+                if behaviour is OnFailure.pause:
+                    await self.pause(stage, label, result.reason)
+                    break
+            interval = poll_interval(rule.interval, rule.timeout, polls)
+            if workflow.now() + interval > deadline:
+                raise ReleaseStopped(
+                    ReleaseState.timed_out,
+                    f"{stage.name}: {label} did not pass within {format_duration(rule.timeout)}: {result.reason}",
+                )
+            self._board.wait(stage.name, f"{label}: {result.reason}")
+            stop_if_cancelled()
+            await workflow.sleep(interval, summary=f"re-check {rule.label}")
+        self._board.wait(stage.name, "")
+        detail = f": {result.reason}" if result.reason else ""
+        self._board.event(f"{label} passed{detail}" if result.passed else f"{label} overridden", stage.name)
+
+    async def watch(self, stage: EnvironmentRun, check: Check, label: str) -> None:
+        """After deploying: the check must keep passing for `for`.
+
+        A failure (beyond `failures_allowed` in a row) fails the release, or pauses
+        it with `on_failure: pause`; there is nothing left to wait for, so `wait`
+        acts as `fail` here. Inconclusive results (no data) neither pass nor fail,
+        but a watch that never saw a pass does not count as passed.
+        """
+        until = workflow.now() + check.watch_for
+        self._board.event(f"watching {check.label} for {format_duration(check.watch_for)}", stage.name)
+        failures, passes, polls, last = 0, 0, 0, ""
+        while True:
+            result = await self.evaluate(stage, check, label)
+            polls += 1
+            failures = failures + 1 if result.outcome is Outcome.failed else 0
+            passes += result.passed
+            last = result.reason
+            if failures > check.failures_allowed:
+                await self._after_deploy_failure(stage, check, label, result.reason)
+                failures = 0
+            remaining = until - workflow.now()
+            if remaining <= timedelta(0):
+                break
+            stop_if_cancelled()
+            interval = poll_interval(check.interval, check.watch_for, polls)
+            await workflow.sleep(min(interval, remaining), summary=f"watch {check.label}")
+        if not passes:
+            await self._after_deploy_failure(
+                stage, check, label, f"no conclusive result in {format_duration(check.watch_for)}: {last}"
+            )
+        self._board.event(f"{label} passed for {format_duration(check.watch_for)}", stage.name)
+
+    async def _after_deploy_failure(self, stage: EnvironmentRun, check: Check, label: str, reason: str) -> None:
+        # Automatic rollback (release safety) hooks in here.
+        if check.failure_behaviour(Lifecycle.after_deploy) is not OnFailure.pause:
+            raise ReleaseStopped(ReleaseState.failed, f"{stage.name}: {label} failed: {reason}")
+        await self.pause(stage, label, reason)
+
+    async def evaluate(self, stage: EnvironmentRun, rule: Check | Precondition, label: str) -> RuleResult:
+        ctx = self._context(stage).model_copy(update={"args": {k: str(v) for k, v in rule.args.items()}})
+        stop_if_cancelled()
+        try:
+            return await workflow.execute_activity(
+                EVALUATE_RULE,
+                RuleRun(context=ctx, rule=rule),
+                result_type=RuleResult,
+                # No heartbeat timeout: HTTP evaluations do not heartbeat; each kind is bounded by its budget.
+                start_to_close_timeout=rule.spec.evaluation_budget + _EVALUATION_SLACK,
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{stage.name}: {label}",
+            )
+        except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):
+                raise asyncio.CancelledError() from exc
+            # A rule that cannot be evaluated never lets a deployment through.
+            raise ReleaseStopped(
+                ReleaseState.failed, f"{stage.name}: {label} could not be evaluated: {activity_failure(exc)}"
+            ) from None
+
+    # --- people -----------------------------------------------------------------------
+
+    async def pause(self, stage: EnvironmentRun, label: str, reason: str) -> None:
+        """A failed rule with `on_failure: pause`: people resume (approve) or reject."""
+        # Whoever may approve this environment may resume it, under the same rules (anyone, without one).
+        approvals = [p.approval for p in stage.preconditions if p.approval is not None]
+        rule = (
+            approvals[0].model_copy(update={"timeout": PAUSE_TIMEOUT})
+            if approvals
+            else ApprovalRule(timeout=PAUSE_TIMEOUT)
+        )
+        self._board.event(
+            f"paused: {label} failed: {reason}; `prodline approve` resumes, `prodline reject` stops", stage.name
+        )
+        await self.wait_for_people(
+            stage, Gate(environment=stage.name, what=f"paused on {label}", rule=rule, initiator=self._initiator)
+        )
+
+    async def wait_for_people(self, stage: EnvironmentRun, gate: Gate) -> None:
+        self.open_gate = gate
+        self._board.wait(stage.name, gate.progress())
+        try:
+            stop_if_cancelled()
+            await workflow.wait_condition(
+                lambda: gate.settled, timeout=gate.rule.timeout, timeout_summary=f"{gate.what} timeout"
+            )
+        except builtins.TimeoutError:
+            raise ReleaseStopped(
+                ReleaseState.timed_out,
+                f"{stage.name}: {gate.progress()}: timed out after {format_duration(gate.rule.timeout)}",
+            ) from None
+        finally:
+            self.open_gate = None
+        if gate.rejected_by:
+            comment = f": {gate.rejection_comment}" if gate.rejection_comment else ""
+            raise ReleaseStopped(ReleaseState.rejected, f"{stage.name}: rejected by {gate.rejected_by}{comment}")
+        self._board.wait(stage.name, "")
+        self._board.event(f"{gate.what}: approved by {', '.join(gate.approvals)}", stage.name)
+
+    def decide(self, decision: Decision) -> DecisionRecord:
+        """Judge a decision against the open gate; record it either way."""
+        gate = self.open_gate
+        refusal = f"the release is {self._board.where()}" if gate is None else gate.judge(decision)
+        record = DecisionRecord(**decision.model_dump(), at=workflow.now(), accepted=not refusal, reason=refusal)
+        self._board.status.decisions.append(record)
+        verb = "approved" if decision.verdict is Verdict.approve else "rejected"
+        text = f"{decision.by} {verb}" + (f" ({decision.comment})" if decision.comment else "")
+        self._board.event(text if not refusal else f"refused: {text}: {refusal}", decision.environment)
+        if gate is not None and not refusal and not gate.settled:
+            self._board.wait(gate.environment, gate.progress())
+        return record
