@@ -2,7 +2,8 @@
 
 * :mod:`.application` -- the application file (environments and their rules)
 * :mod:`.service` -- the service file (parameters, steps, overrides)
-* :mod:`.steps`, :mod:`.rules` -- step and rule kinds
+* :mod:`.steps`, :mod:`.rules` -- step and rule kinds, each a model that declares its
+  capabilities (:class:`StepSpec`, :class:`RuleSpec`); their docstrings say how to add one
 * :mod:`.loader` -- YAML to models, with located errors and cross-file checks
 * :mod:`.release` -- the resolved request a release workflow runs
 """
@@ -11,9 +12,9 @@ from .application import Application, Environment
 from .errors import ConfigError, Problem
 from .loader import Project, load_project, validate_files
 from .release import EnvironmentRun, ReleaseRequest, build_request, load_request, release_id
-from .rules import Check, Lifecycle, OnFailure, Precondition, Protection
+from .rules import Check, Lifecycle, OnFailure, Precondition, Protection, RuleSpec, rule_kinds
 from .service import Parameter, Service
-from .steps import CommandStep, Step
+from .steps import CommandStep, Step, StepSpec, step_kinds
 
 __all__ = [
     "Application",
@@ -30,11 +31,15 @@ __all__ = [
     "Project",
     "Protection",
     "ReleaseRequest",
+    "RuleSpec",
     "Service",
     "Step",
+    "StepSpec",
     "build_request",
     "load_project",
     "load_request",
     "release_id",
+    "rule_kinds",
+    "step_kinds",
     "validate_files",
 ]

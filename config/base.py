@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import types
+import typing
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -27,6 +29,42 @@ class Model(BaseModel):
     """Strict base: unknown keys are errors, values are immutable once loaded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def kind_fields(model: type[BaseModel], base: type[SpecT]) -> dict[str, type[SpecT]]:
+    """The kind fields of ``model``, in field order: every field annotated ``Kind | None``
+    where ``Kind`` subclasses ``base``. The registries of kinds are derived from this, so a
+    kind exists exactly when its field does."""
+    kinds: dict[str, type[SpecT]] = {}
+    for name, info in model.model_fields.items():
+        if typing.get_origin(info.annotation) not in (typing.Union, types.UnionType):
+            continue
+        args = typing.get_args(info.annotation)
+        others = [a for a in args if a is not type(None)]
+        if len(args) == 2 and len(others) == 1 and isinstance(others[0], type) and issubclass(others[0], base):
+            kinds[name] = others[0]
+    return kinds
+
+
+class KindModel(Model):
+    """A model with exactly one *kind* field set (a step, a rule): ``kinds`` lists them,
+    derived from the fields whose type subclasses ``kind_base``."""
+
+    kind_base: ClassVar[type[BaseModel]] = BaseModel
+    kind_noun: ClassVar[str] = "kind"  # what errors call one: "a step needs exactly one of ..."
+    kinds: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.kinds = tuple(kind_fields(cls, cls.kind_base))
+
+    @property
+    def kind(self) -> str:
+        return one_of(self, self.kinds, self.kind_noun)
 
 
 def one_of(model: BaseModel, kinds: tuple[str, ...], what: str) -> str:

@@ -8,22 +8,38 @@
 * A **protection** is a check defined once in the application file and
   referenced from environments with ``use:`` and arguments in ``with:``.
 
-Every rule has exactly one *kind* field. Kinds are models in this module and
-evaluators under ``activities/rules/``; the workflow treats all kinds alike,
-except approvals, which are decisions by people (signals), not evaluations.
+Every rule has exactly one *kind* field. Kinds are :class:`RuleSpec` models in
+this module, which declare what the workflow needs to know about them
+(``evaluation_budget``, ``recheck_before_deploy``), and evaluators under
+``activities/rules/``; the workflow treats all kinds alike, except approvals,
+which are decisions by people (signals), not evaluations.
+
+Adding a rule kind:
+
+1. a ``RuleSpec`` subclass here (its fields are the YAML keys; declare
+   ``evaluation_budget``, and ``recheck_before_deploy`` if it can stop holding
+   while the release waits for people),
+2. one field ``NAME: NewRule | None = None`` on :class:`RuleKinds` (usable as a
+   check and a precondition) or on :class:`Precondition` (preconditions only);
+   ``CHECK_KINDS``, ``PRECONDITION_KINDS``, :func:`rule_kinds` and the JSON
+   Schema's "exactly one kind" follow from it,
+3. one evaluator module under ``activities/rules/`` and one registration line in
+   the activities' evaluator registry (a test fails while a kind has none),
+4. its row in the README's table of rule kinds.
 """
 
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from datetime import timedelta
 from enum import StrEnum
 from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .base import Model, Name, ParamName, ScalarValue, one_of
+from .base import KindModel, Model, Name, ParamName, ScalarValue, kind_fields, one_of
 from .durations import Duration, PositiveDuration
 
 # An http(s) URL, or a template that renders to one; templates may sit anywhere, spaced or not.
@@ -34,8 +50,24 @@ _PIECE = rf"({_TEMPLATE}|[^\s{{])"
 _URL = rf"^(https?://{_PIECE}+|{_TEMPLATE}{_PIECE}*)$"
 Url = Field(pattern=_URL, description="http(s) URL (templates allowed).")
 
+# For kinds whose one evaluation has no timeout of its own: reading the ledger, the clock.
+DEFAULT_EVALUATION_BUDGET = timedelta(minutes=5)
 
-class CommandRule(Model):
+
+class RuleSpec(Model):
+    """What every rule kind declares. Pure: the deterministic workflow reads these."""
+
+    # Whether the rule is evaluated again right before the first step is applied,
+    # because it can stop holding while the release waits for people.
+    recheck_before_deploy: ClassVar[bool] = False
+
+    @property
+    @abstractmethod
+    def evaluation_budget(self) -> timedelta:
+        """The longest one evaluation may take (the evaluator activity's time limit, plus slack)."""
+
+
+class CommandRule(RuleSpec):
     """A legacy check: a shell command that passes when it exits 0."""
 
     run: str = Field(description="Shell command; exit 0 passes, anything else fails.")
@@ -43,8 +75,12 @@ class CommandRule(Model):
     env: dict[str, str] = Field(default_factory=dict)
     timeout: PositiveDuration = Field(default=timedelta(minutes=5), description="Longest one evaluation may take.")
 
+    @property
+    def evaluation_budget(self) -> timedelta:
+        return self.timeout
 
-class AlertsRule(Model):
+
+class AlertsRule(RuleSpec):
     """No alerts firing in Alertmanager (API v2) that match the matchers."""
 
     url: str = Url
@@ -53,6 +89,10 @@ class AlertsRule(Model):
     )
     include_silenced: bool = Field(default=False, description="Also count silenced and inhibited alerts.")
     timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout.")
+
+    @property
+    def evaluation_budget(self) -> timedelta:
+        return self.timeout
 
     @field_validator("matchers")
     @classmethod
@@ -67,7 +107,7 @@ class AlertsRule(Model):
         return value
 
 
-class PrometheusRule(Model):
+class PrometheusRule(RuleSpec):
     """A PromQL expression whose every sample must meet a condition."""
 
     url: str = Url
@@ -81,8 +121,12 @@ class PrometheusRule(Model):
     )
     timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout.")
 
+    @property
+    def evaluation_budget(self) -> timedelta:
+        return self.timeout
 
-class HttpRule(Model):
+
+class HttpRule(RuleSpec):
     """An HTTP endpoint answers with the expected status (and body)."""
 
     url: str = Url
@@ -93,9 +137,14 @@ class HttpRule(Model):
     timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout per try.")
 
     @property
-    def budget(self) -> timedelta:
-        """The longest one evaluation can take: every try timing out, with the waits between."""
+    def evaluation_budget(self) -> timedelta:
+        """Every try timing out, with the waits between."""
         return self.attempts * self.timeout + (self.attempts - 1) * self.retry_interval
+
+    @property
+    def budget(self) -> timedelta:
+        """The old name of :attr:`evaluation_budget`, read by the workflow until it switches."""
+        return self.evaluation_budget
 
     @field_validator("body")
     @classmethod
@@ -112,7 +161,7 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class WindowRule(Model):
+class WindowRule(RuleSpec):
     """Deploy only on these days and hours, in this time zone; otherwise wait."""
 
     # Re-checked right before the first step is applied: approvals can take long.
@@ -125,6 +174,10 @@ class WindowRule(Model):
         description="HH:MM-HH:MM, local time; 24:00 for the end of the day.",
     )
     timezone: str = "UTC"
+
+    @property
+    def evaluation_budget(self) -> timedelta:
+        return DEFAULT_EVALUATION_BUDGET  # reads the clock
 
     @field_validator("timezone")
     @classmethod
@@ -143,7 +196,7 @@ class WindowRule(Model):
         return self
 
 
-class ApprovalRule(Model):
+class ApprovalRule(RuleSpec):
     """People approve (or reject) with `prodline approve|reject`."""
 
     approvers: list[str] = Field(default_factory=list, description="Who may approve; empty: anyone.")
@@ -152,6 +205,12 @@ class ApprovalRule(Model):
     timeout: PositiveDuration = Field(
         default=timedelta(hours=24), description="The release ends as timed out after this."
     )
+
+    @property
+    def evaluation_budget(self) -> timedelta:
+        # Never evaluated by an activity: people decide, by signal. `timeout` is how long
+        # they have, not how long an evaluation may take.
+        return DEFAULT_EVALUATION_BUDGET
 
     @model_validator(mode="after")
     def _enough_people(self) -> ApprovalRule:
@@ -162,15 +221,15 @@ class ApprovalRule(Model):
         return self
 
 
-class StableRule(Model):
+class StableRule(RuleSpec):
     """The same version is live in an earlier environment, for at least `soak`."""
 
     environment: Name
     soak: Duration = Field(default=timedelta(0), description="How long it must have been live there.")
 
-
-CHECK_KINDS = ("command", "alerts", "prometheus", "http", "window")
-PRECONDITION_KINDS = (*CHECK_KINDS, "approval", "stable")
+    @property
+    def evaluation_budget(self) -> timedelta:
+        return DEFAULT_EVALUATION_BUDGET  # reads the ledger
 
 
 class Lifecycle(StrEnum):
@@ -185,10 +244,11 @@ class OnFailure(StrEnum):
     pause = "pause"  # hold the release until someone resumes (approve) or rejects it
 
 
-class RuleKinds(Model):
+class RuleKinds(KindModel):
     """The kind fields shared by checks, preconditions and protections."""
 
-    kinds: ClassVar[tuple[str, ...]] = CHECK_KINDS
+    kind_base: ClassVar[type[BaseModel]] = RuleSpec
+    kind_noun: ClassVar[str] = "rule"
 
     command: CommandRule | None = None
     alerts: AlertsRule | None = None
@@ -197,11 +257,8 @@ class RuleKinds(Model):
     window: WindowRule | None = None
 
     @property
-    def kind(self) -> str:
-        return one_of(self, self.kinds, "rule")
-
-    @property
-    def spec(self) -> Model:
+    def spec(self) -> RuleSpec:
+        """The kind's config, with its declarations (``evaluation_budget``, ...)."""
         return getattr(self, self.kind)
 
 
@@ -241,8 +298,6 @@ class RuleRef(RuleKinds):
 class Precondition(RuleRef):
     """A gate before deploying, evaluated once in order."""
 
-    kinds: ClassVar[tuple[str, ...]] = PRECONDITION_KINDS
-
     approval: ApprovalRule | None = None
     stable: StableRule | None = None
     on_failure: OnFailure = Field(default=OnFailure.fail, description="fail, wait (until `timeout`) or pause.")
@@ -280,3 +335,12 @@ class Protection(RuleKinds):
     def _one_kind(self) -> Protection:
         one_of(self, self.kinds, "protection")
         return self
+
+
+def rule_kinds() -> dict[str, type[RuleSpec]]:
+    """Kind name -> its model, for every rule kind (checks' kinds first)."""
+    return kind_fields(Precondition, RuleSpec)
+
+
+CHECK_KINDS: tuple[str, ...] = Check.kinds
+PRECONDITION_KINDS: tuple[str, ...] = Precondition.kinds

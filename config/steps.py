@@ -2,24 +2,62 @@
 
 A step has a name, the settings every kind shares (timeout, retries) and
 exactly one *kind* field that says how it touches the world. Each kind is one
-model here and one runner module under ``activities/steps/``; the release
-workflow only ever sees :class:`Step` and never branches on the kind.
+:class:`StepSpec` model here, which declares what the workflow needs to know
+about it (``has_plan``, ``stale_plan_policy``, ``reads_step_outputs``), and one
+runner module under ``activities/steps/``; the release workflow only ever sees
+:class:`Step` and its spec's declarations, and never branches on the kind.
+
+Adding a step kind:
+
+1. a ``StepSpec`` subclass here (its fields are the YAML keys; declare
+   ``has_plan``, and ``stale_plan_policy`` if it saves plans),
+2. one field ``NAME: NewStep | None = None`` on :class:`Step` (``STEP_KINDS``,
+   :func:`step_kinds` and the JSON Schema's "exactly one kind" follow from it),
+3. one runner module under ``activities/steps/`` and one registration line in
+   the activities' runner registry (a test fails while a kind has no runner),
+4. its section in the README.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from .base import Model, Name, one_of
+from .base import KindModel, Model, Name, kind_fields, one_of
 from .durations import PositiveDuration
+from .templates import names_in, strings_in
+
+StalePlanPolicy = Literal["replan", "fail"]
+
+
+class StepSpec(Model):
+    """What every step kind declares. Pure properties: the deterministic workflow reads them."""
+
+    @property
+    @abstractmethod
+    def has_plan(self) -> bool:
+        """Whether the step shows a plan before it is applied (and is applied from it)."""
+
+    @property
+    def stale_plan_policy(self) -> StalePlanPolicy:
+        """What a stale plan leads to: plan again (and ask for approval again), or fail.
+        A kind without saved plans never goes stale, so ``fail`` is only a safe default."""
+        return "fail"
+
+    @property
+    def reads_step_outputs(self) -> bool:
+        """Whether the config reads an earlier step's outputs (``{{ steps.NAME.outputs.KEY }}``),
+        so the step can only be planned once that step is applied."""
+        return any(name.startswith("steps.") for text in strings_in(self.model_dump()) for name in names_in(text))
+
 
 ExitCode = Annotated[int, Field(ge=1, le=255)]
 
 
-class CommandStep(Model):
+class CommandStep(StepSpec):
     """A runtime extension for legacy flows: your scripts, run as they are.
 
     Commands run through ``/bin/sh -c`` in ``workdir`` (relative to the
@@ -44,10 +82,7 @@ class CommandStep(Model):
         return self.plan is not None
 
 
-StalePlanPolicy = Literal["replan", "fail"]
-
-
-class TerraformStep(Model):
+class TerraformStep(StepSpec):
     """A Terraform (or OpenTofu) root module: planned before approval, the saved plan applied.
 
     Runs your ``terraform``/``tofu`` (``binary``, or the first on PATH) so your
@@ -70,8 +105,16 @@ class TerraformStep(Model):
         default="replan", description="State changed since the plan: plan again and ask for approval again, or fail."
     )
 
+    @property
+    def has_plan(self) -> bool:
+        return True
 
-class PulumiStep(Model):
+    @property
+    def stale_plan_policy(self) -> StalePlanPolicy:
+        return self.on_stale_plan
+
+
+class PulumiStep(StepSpec):
     """A Pulumi project through the Automation API: preview as the plan, up as the apply.
 
     Needs the ``pulumi`` CLI on the worker and ``pip install prodline[pulumi]``.
@@ -85,7 +128,18 @@ class PulumiStep(Model):
     )
     backend_url: str | None = Field(default=None, description="PULUMI_BACKEND_URL; default: the worker's environment.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
-    on_stale_plan: StalePlanPolicy = "replan"
+    on_stale_plan: StalePlanPolicy = Field(
+        default="replan",
+        description="Stack changed since the preview: preview again and ask for approval again, or fail.",
+    )
+
+    @property
+    def has_plan(self) -> bool:
+        return True
+
+    @property
+    def stale_plan_policy(self) -> StalePlanPolicy:
+        return self.on_stale_plan
 
 
 class Retry(Model):
@@ -97,11 +151,11 @@ class Retry(Model):
     max_interval: PositiveDuration = Field(default=timedelta(minutes=5), description="Longest wait between retries.")
 
 
-STEP_KINDS = ("command", "terraform", "pulumi")
-
-
-class Step(Model):
+class Step(KindModel):
     """One deploy step."""
+
+    kind_base: ClassVar[type[BaseModel]] = StepSpec
+    kind_noun: ClassVar[str] = "step"
 
     name: Name
     command: CommandStep | None = None
@@ -116,18 +170,23 @@ class Step(Model):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
-        one_of(self, STEP_KINDS, "step")
+        one_of(self, self.kinds, "step")
         return self
 
     @property
-    def kind(self) -> str:
-        return one_of(self, STEP_KINDS, "step")
-
-    @property
-    def spec(self) -> Model:
+    def spec(self) -> StepSpec:
+        """The kind's config, with its declarations (``has_plan``, ``stale_plan_policy``, ...)."""
         return getattr(self, self.kind)
 
     @property
     def has_plan(self) -> bool:
-        """Whether the step can show a plan before it is applied."""
-        return getattr(self.spec, "has_plan", True)
+        """Whether the step can show a plan before it is applied (the spec declares it)."""
+        return self.spec.has_plan
+
+
+def step_kinds() -> dict[str, type[StepSpec]]:
+    """Kind name -> its model, in the order of :class:`Step`'s fields."""
+    return kind_fields(Step, StepSpec)
+
+
+STEP_KINDS: tuple[str, ...] = Step.kinds

@@ -355,3 +355,95 @@ def test_a_config_error_is_invalid_input_with_exit_code_2(tmp_path):
     assert isinstance(caught.value, ConfigError) and caught.value.exit_code == INVALID
     assert {"stpes", "steps"} <= {p.field for p in caught.value.problems}
     assert str(caught.value) == "\n".join(str(p) for p in caught.value.problems)
+
+
+def _steps(tmp_path: Path, steps: str) -> list:
+    service = SERVICE.replace(
+        '  - name: deploy\n    command: {apply: "./deploy.sh {{ params.image }} {{ version }}"}\n', steps
+    )
+    return load_project(write(tmp_path, service=service)).environments[0].steps
+
+
+def test_each_step_kind_declares_what_the_workflow_reads(tmp_path):
+    steps = _steps(
+        tmp_path,
+        "  - name: infra\n    terraform: {dir: infra}\n"
+        "  - name: locked\n    terraform: {dir: infra, on_stale_plan: fail}\n"
+        "  - name: stack\n    pulumi: {stack: prod}\n"
+        "  - name: script\n    command: {apply: ./deploy.sh}\n"
+        "  - name: deploy\n    command:\n      apply: ./deploy.sh\n      plan: ./deploy.sh --dry-run\n"
+        "      env: {DB: '{{ steps.infra.outputs.url }}'}\n",
+    )
+    declared = {s.name: (s.spec.has_plan, s.spec.stale_plan_policy, s.spec.reads_step_outputs) for s in steps}
+    assert declared == {
+        "infra": (True, "replan", False),
+        "locked": (True, "fail", False),
+        "stack": (True, "replan", False),
+        "script": (False, "fail", False),
+        "deploy": (True, "fail", True),
+    }
+    assert [s.has_plan for s in steps] == [True, True, True, False, True]
+
+
+def test_each_rule_kind_declares_its_evaluation_budget_and_recheck(tmp_path):
+    app = APP + (
+        "      - http: {url: 'https://x.test', attempts: 3, timeout: 10s, retry_interval: 2s}\n"
+        "      - command: {run: ./check.sh, timeout: 2m}\n"
+        "      - prometheus: {url: 'http://p:9090', query: up, condition: '> 0', timeout: 20s}\n"
+        "      - alerts: {url: 'http://am:9093', matchers: {service: checkout}}\n"
+        "    preconditions:\n"
+        "      - window: {hours: '09:00-17:00'}\n"
+        "      - stable: {environment: staging}\n"
+        "      - approval: {timeout: 1h}\n"
+    )
+    production = load_project(write(tmp_path, app=app)).environments[1]
+    rules = [*production.checks[1:], *production.preconditions]
+    declared = {r.kind: (r.spec.evaluation_budget, r.spec.recheck_before_deploy) for r in rules}
+    assert declared == {
+        "http": (timedelta(seconds=34), False),  # 3 tries of 10s and 2 waits of 2s
+        "command": (timedelta(minutes=2), False),
+        "prometheus": (timedelta(seconds=20), False),
+        "alerts": (timedelta(seconds=10), False),
+        "window": (timedelta(minutes=5), True),  # approvals can take long: re-checked before deploying
+        "stable": (timedelta(minutes=5), False),
+        "approval": (timedelta(minutes=5), False),  # decided by people; its timeout is theirs
+    }
+
+
+def test_the_kind_registries_are_derived_from_the_models():
+    from pydantic import ValidationError
+
+    from prodline.config.rules import CHECK_KINDS, PRECONDITION_KINDS, Check, RuleSpec, rule_kinds
+    from prodline.config.steps import STEP_KINDS, Step, StepSpec, step_kinds
+
+    assert STEP_KINDS == tuple(step_kinds()) == ("command", "terraform", "pulumi")
+    assert PRECONDITION_KINDS == tuple(rule_kinds()) == (*CHECK_KINDS, "approval", "stable")
+    assert all(issubclass(k, StepSpec) for k in step_kinds().values())
+    assert all(issubclass(k, RuleSpec) for k in rule_kinds().values())
+
+    # A new kind is one model and one field: the registry and the "exactly one" rule follow.
+    class KubeStep(StepSpec):
+        manifest: str
+
+        @property
+        def has_plan(self) -> bool:
+            return True
+
+    class KubeRule(RuleSpec):
+        deployment: str
+
+        @property
+        def evaluation_budget(self) -> timedelta:
+            return timedelta(seconds=1)
+
+    class WithKube(Step):
+        kube: KubeStep | None = None
+
+    class CheckWithKube(Check):
+        kube: KubeRule | None = None
+
+    assert WithKube.kinds == (*STEP_KINDS, "kube")
+    assert CheckWithKube.kinds == (*CHECK_KINDS, "kube")
+    assert WithKube.model_validate({"name": "a", "kube": {"manifest": "m.yaml"}}).spec.has_plan
+    with pytest.raises(ValidationError, match="exactly one of: command, terraform, pulumi, kube"):
+        WithKube.model_validate({"name": "a"})
