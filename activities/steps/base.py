@@ -10,21 +10,45 @@ and the workflow.
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
+from prodline.config.steps import StepSpec
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
 from ..artifacts import ArtifactMissing, default_store, sha256
 
+SpecT = TypeVar("SpecT", bound=StepSpec)
 
-class StepRunner(Protocol):
-    async def plan(self, run: StepRun) -> StepResult: ...
 
-    async def apply(self, run: StepRun) -> StepResult: ...
+class StepRunner(ABC, Generic[SpecT]):
+    """One step kind: a thin adapter from its config model (``spec_type``) to a real tool.
 
-    async def fetch(self, run: StepRun) -> StepResult: ...
+    Every action gets the run (release, environment, approved plan) and the
+    step's own config, typed. ``plan`` shows what ``apply`` would change (kinds
+    whose spec says ``has_plan`` is false are never asked); ``apply`` must
+    converge when run twice; ``fetch`` tells whether what is live differs
+    (drift). ``rollback`` re-deploys what a verified deployment recorded; the
+    release-safety work fills it in per kind.
+    """
+
+    spec_type: ClassVar[type[StepSpec]]
+
+    @abstractmethod
+    async def plan(self, run: StepRun, spec: SpecT) -> StepResult: ...
+
+    @abstractmethod
+    async def apply(self, run: StepRun, spec: SpecT) -> StepResult: ...
+
+    @abstractmethod
+    async def fetch(self, run: StepRun, spec: SpecT) -> StepResult: ...
+
+    async def rollback(self, run: StepRun, spec: SpecT) -> StepResult:
+        raise ApplicationError(
+            f"{run.step.kind} steps cannot roll back yet", type=NON_RETRYABLE_CONFIG, non_retryable=True
+        )
 
 
 def approved_plan(run: StepRun) -> bytes:

@@ -6,10 +6,11 @@ import structlog
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import CommandStep
+from prodline.contracts import StepResult, StepRun
 
 from ..context import WorkerContext
 from ..process import redact, run_process
-from .base import StepResult, StepRun
+from .base import StepRunner
 
 log = structlog.get_logger("prodline.steps.command")
 
@@ -18,25 +19,25 @@ _CANNOT_RUN = {126: "is not executable", 127: "was not found"}
 FETCH_DRIFT = 2
 
 
-class CommandRunner:
-    async def apply(self, run: StepRun) -> StepResult:
-        spec: CommandStep = run.step.command  # type: ignore[assignment]
-        return await self._run(run, spec.apply, "apply")
+class CommandRunner(StepRunner[CommandStep]):
+    spec_type = CommandStep
 
-    async def plan(self, run: StepRun) -> StepResult:
-        spec: CommandStep = run.step.command  # type: ignore[assignment]
+    async def apply(self, run: StepRun, spec: CommandStep) -> StepResult:
+        return await self._run(run, spec, spec.apply, "apply")
+
+    async def plan(self, run: StepRun, spec: CommandStep) -> StepResult:
         if spec.plan is None:
             return StepResult(summary="no plan command")
-        return await self._run(run, spec.plan, "plan")
+        return await self._run(run, spec, spec.plan, "plan")
 
-    async def fetch(self, run: StepRun) -> StepResult:
-        spec: CommandStep = run.step.command  # type: ignore[assignment]
+    async def fetch(self, run: StepRun, spec: CommandStep) -> StepResult:
         if spec.fetch is None:
             return StepResult(summary="no fetch command")
-        return await self._run(run, spec.fetch, "fetch", ok_codes=(0, FETCH_DRIFT))
+        return await self._run(run, spec, spec.fetch, "fetch", ok_codes=(0, FETCH_DRIFT))
 
-    async def _run(self, run: StepRun, template: str, action: str, ok_codes: tuple[int, ...] = (0,)) -> StepResult:
-        spec: CommandStep = run.step.command  # type: ignore[assignment]
+    async def _run(
+        self, run: StepRun, spec: CommandStep, template: str, action: str, ok_codes: tuple[int, ...] = (0,)
+    ) -> StepResult:
         ctx = WorkerContext(run.context)
         secrets = ctx.secret_values()
         masked = [*secrets.values(), *ctx.sensitive_values().values()]

@@ -22,12 +22,12 @@ from pathlib import Path
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import PulumiStep
-from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN
+from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
 from ..artifacts import default_store
 from ..context import WorkerContext
 from ..process import heartbeat_while, redact
-from .base import StepResult, StepRun, approved_plan, publish_outputs
+from .base import StepRunner, approved_plan, publish_outputs
 
 
 def _automation():
@@ -43,9 +43,8 @@ def _automation():
 
 
 class _Stack:
-    def __init__(self, run: StepRun):
+    def __init__(self, run: StepRun, spec: PulumiStep):
         auto = _automation()
-        spec: PulumiStep = run.step.pulumi  # type: ignore[assignment]
         ctx = WorkerContext(run.context)
         secrets = ctx.secret_values()
         self.masked = [*secrets.values(), *ctx.sensitive_values().values()]
@@ -95,9 +94,11 @@ def _summary(changes: dict) -> str:
     return ", ".join(f"{v} to {k}" for k, v in sorted(counts.items()) if k != "same" and v) or "no changes"
 
 
-class PulumiRunner:
-    async def plan(self, run: StepRun) -> StepResult:
-        stack = await asyncio.to_thread(_Stack, run)
+class PulumiRunner(StepRunner[PulumiStep]):
+    spec_type = PulumiStep
+
+    async def plan(self, run: StepRun, spec: PulumiStep) -> StepResult:
+        stack = await asyncio.to_thread(_Stack, run, spec)
         with tempfile.TemporaryDirectory(prefix="prodline-pulumi-") as folder:
             planfile = Path(folder) / "plan.json"
             result = await stack.call(stack.stack.preview, plan=str(planfile))
@@ -112,9 +113,9 @@ class PulumiRunner:
             digest=digest,
         )
 
-    async def apply(self, run: StepRun) -> StepResult:
+    async def apply(self, run: StepRun, spec: PulumiStep) -> StepResult:
         data = approved_plan(run)
-        stack = await asyncio.to_thread(_Stack, run)
+        stack = await asyncio.to_thread(_Stack, run, spec)
         with tempfile.TemporaryDirectory(prefix="prodline-pulumi-") as folder:
             planfile = Path(folder) / "plan.json"
             planfile.write_bytes(data)
@@ -131,8 +132,8 @@ class PulumiRunner:
             outputs_key=key,
         )
 
-    async def fetch(self, run: StepRun) -> StepResult:
-        stack = await asyncio.to_thread(_Stack, run)
+    async def fetch(self, run: StepRun, spec: PulumiStep) -> StepResult:
+        stack = await asyncio.to_thread(_Stack, run, spec)
         result = await stack.call(stack.stack.preview)
         summary = _summary(result.change_summary)
         drifted = summary != "no changes"

@@ -34,13 +34,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import TerraformStep
-from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN
+from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
 from .. import terraform_tool as tf
 from ..artifacts import default_store
 from ..context import WorkerContext
 from ..process import heartbeat_while, redact, run_process
-from .base import StepResult, StepRun, approved_plan, publish_outputs
+from .base import StepRunner, approved_plan, publish_outputs
 
 log = structlog.get_logger("prodline.steps.terraform")
 
@@ -51,8 +51,7 @@ CANCEL_GRACE = timedelta(seconds=60)
 class _Workspace:
     """Everything one Terraform call needs, resolved from the step and the release."""
 
-    def __init__(self, run: StepRun):
-        spec: TerraformStep = run.step.terraform  # type: ignore[assignment]
+    def __init__(self, run: StepRun, spec: TerraformStep):
         ctx = WorkerContext(run.context)
         self.run, self.spec = run, spec
         self.workdir = ctx.workdir(spec.dir)
@@ -122,9 +121,11 @@ async def _applied_by_an_earlier_attempt(ws: _Workspace) -> bool:
     return not drifted
 
 
-class TerraformRunner:
-    async def plan(self, run: StepRun) -> StepResult:
-        ws = _Workspace(run)
+class TerraformRunner(StepRunner[TerraformStep]):
+    spec_type = TerraformStep
+
+    async def plan(self, run: StepRun, spec: TerraformStep) -> StepResult:
+        ws = _Workspace(run, spec)
         with tempfile.TemporaryDirectory(prefix="prodline-plan-") as folder:
             planfile = Path(folder) / "release.tfplan"
 
@@ -146,8 +147,8 @@ class TerraformRunner:
             digest=digest,
         )
 
-    async def apply(self, run: StepRun) -> StepResult:
-        ws = _Workspace(run)
+    async def apply(self, run: StepRun, spec: TerraformStep) -> StepResult:
+        ws = _Workspace(run, spec)
         data = approved_plan(run)
         await _in_thread(ws.prepare, ws.masked)
         completed = {"resources": 0}
@@ -186,8 +187,8 @@ class TerraformRunner:
             outputs_key=key,
         )
 
-    async def fetch(self, run: StepRun) -> StepResult:
-        ws = _Workspace(run)
+    async def fetch(self, run: StepRun, spec: TerraformStep) -> StepResult:
+        ws = _Workspace(run, spec)
 
         def check() -> bool:
             ws.prepare()
