@@ -49,9 +49,23 @@ def kind_fields(model: type[BaseModel], base: type[SpecT]) -> dict[str, type[Spe
     return kinds
 
 
+def _one_kind_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    """JSON Schema for "exactly one kind": an editor then rejects a step with none or two.
+
+    One branch per kind (or ``use``, a reference to a protection) that holds when that key
+    is given a value; ``null`` counts as not given, as it does when the file is loaded.
+    """
+    alternatives = [(k, "object") for k in model.kinds]
+    if "use" in model.model_fields:
+        alternatives.append(("use", "string"))
+    schema["oneOf"] = [{"required": [key], "properties": {key: {"type": kind}}} for key, kind in alternatives]
+
+
 class KindModel(Model):
     """A model with exactly one *kind* field set (a step, a rule): ``kinds`` lists them,
     derived from the fields whose type subclasses ``kind_base``."""
+
+    model_config = ConfigDict(json_schema_extra=_one_kind_schema)
 
     kind_base: ClassVar[type[BaseModel]] = BaseModel
     kind_noun: ClassVar[str] = "kind"  # what errors call one: "a step needs exactly one of ..."

@@ -1,4 +1,11 @@
-"""Human durations in config files: ``30s``, ``10m``, ``1h30m``, ``2d``.
+"""Human durations in config files: ``30s``, ``10m``, ``1h30m``, ``1h 30m``, ``2d``.
+
+The grammar: one or more parts, each a number (``30``, ``1.5``) and a unit
+(``ms``, ``s``, ``m``, ``h``, ``d``); spaces may stand between parts and
+between a number and its unit, never inside a number. The parts add up. One
+regular expression, :data:`PATTERN`, is both what the parser accepts and the
+``pattern`` in the exported JSON Schema, so an editor and ``prodline validate``
+always agree.
 
 Durations are stored as :class:`datetime.timedelta` so the workflow can hand
 them straight to Temporal timers and activity timeouts. A bare number is
@@ -15,8 +22,19 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# ASCII digits and plain spaces only, written so that Python's `re` and the ECMA-262
+# regexes of JSON Schema validators read it alike. A part ends before the next digit,
+# so the repetition cannot backtrack.
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_PART = re.compile(rf"({_NUMBER}) *(ms|s|m|h|d)")
+PATTERN = rf"^ *(?:{_NUMBER} *(?:ms|s|m|h|d) *)+$"
+_GRAMMAR = re.compile(PATTERN)
+_BARE_NUMBER = re.compile(rf"^ *{_NUMBER} *$")
 _MAX = timedelta(days=3650)
+
+
+def _no_unit(value: object) -> ValueError:
+    return ValueError(f"{value} has no unit; write {value}s for seconds or {value}m for minutes")
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -24,12 +42,13 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ValueError(f"{value} has no unit; write {value}s for seconds or {value}m for minutes")
+        raise _no_unit(value)
     elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if not text or _PART.sub("", text):
+        if _BARE_NUMBER.fullmatch(value):
+            raise _no_unit(value.strip())
+        if not _GRAMMAR.fullmatch(value):  # fullmatch: $ alone would let a trailing newline in
             raise ValueError(f"{value!r} is not a duration; write it like 30s, 10m, 1h30m or 2d")
-        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
     else:
         raise ValueError("expected a duration such as 30s, 10m or 1h30m")
     if seconds < 0:
@@ -57,7 +76,7 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$", "examples": ["30s", "10m", "1h30m"]}),
+    WithJsonSchema({"type": "string", "pattern": PATTERN, "examples": ["30s", "10m", "1h30m", "1h 30m"]}),
 ]
 
 
