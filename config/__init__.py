@@ -4,7 +4,9 @@
 * :mod:`.service` -- the service file (parameters, steps, overrides)
 * :mod:`.steps`, :mod:`.rules` -- step and rule kinds, each a model that declares its
   capabilities (:class:`StepSpec`, :class:`RuleSpec`); their docstrings say how to add one
-* :mod:`.loader` -- YAML to models, with located errors and cross-file checks
+* :mod:`.loader` -- reading files, and the checks one file allows on its own
+* :mod:`.problems` -- pydantic's errors as located problems (``file:line: field: message``)
+* :mod:`.resolve` -- a service against its application: overrides, protections, templates
 * :mod:`.release` -- the resolved request a release workflow runs
 """
 

@@ -16,7 +16,9 @@ from pydantic import Field, ValidationError
 
 from .base import Model, Name, Version
 from .errors import ConfigError, Problem
-from .loader import Project
+from .loader import load_project
+from .problems import dedupe
+from .resolve import Project, check_values
 from .rules import Check, Precondition
 from .steps import Step
 
@@ -68,30 +70,12 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
     """Resolve parameters for every environment; raise ConfigError for bad values."""
     service = project.service
     where = str(project.service_file)
-    problems = []
-    given: dict[str, str] = {}
-    for name, value in values.items():
-        param = service.parameters.get(name)
-        if param is None:
-            declared = ", ".join(service.parameters) or "none"
-            problems.append(
-                Problem(where, 0, ("parameters", name), f"unknown parameter {name!r}", f"declared: {declared}")
-            )
-        elif param.type == "secret":
-            problems.append(
-                Problem(
-                    where,
-                    0,
-                    ("parameters", name),
-                    "secrets are not passed on the command line",
-                    f"set {param.from_env} on the worker",
-                )
-            )
-        else:
-            try:
-                given[name] = param.coerce(value)
-            except ValueError as exc:
-                problems.append(Problem(where, 0, ("parameters", name), str(exc)))
+    given, problems = check_values(
+        service.parameters,
+        values,
+        "on the command line",
+        lambda name, message, hint: Problem(where, 0, ("parameters", name), message, hint),
+    )
     plans = []
     for env in project.environments:
         # env.parameters holds the defaults with this environment's overrides applied; an
@@ -144,8 +128,7 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
         )
         request = None
     if problems:
-        seen: set[str] = set()
-        raise ConfigError([p for p in problems if not (str(p) in seen or seen.add(str(p)))])
+        raise ConfigError(dedupe(problems))
     assert request is not None
     return request
 
@@ -153,6 +136,4 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
 def load_request(
     service_file: Path, version: str, values: dict[str, str], initiator: str, application_file: Path | None = None
 ) -> ReleaseRequest:
-    from .loader import load_project
-
     return build_request(load_project(service_file, application_file), version, values, initiator)

@@ -82,7 +82,24 @@ class CommandStep(StepSpec):
         return self.plan is not None
 
 
-class TerraformStep(StepSpec):
+class SavedPlanStep(StepSpec):
+    """A kind whose plan is saved before approval and applied exactly as approved."""
+
+    on_stale_plan: StalePlanPolicy = Field(
+        default="replan",
+        description="The state changed since the plan: plan again and ask for approval again, or fail.",
+    )
+
+    @property
+    def has_plan(self) -> bool:
+        return True
+
+    @property
+    def stale_plan_policy(self) -> StalePlanPolicy:
+        return self.on_stale_plan
+
+
+class TerraformStep(SavedPlanStep):
     """A Terraform (or OpenTofu) root module: planned before approval, the saved plan applied.
 
     Runs your ``terraform``/``tofu`` (``binary``, or the first on PATH) so your
@@ -101,20 +118,9 @@ class TerraformStep(StepSpec):
     var_files: list[str] = Field(default_factory=list, description="-var-file paths relative to `dir` (templated).")
     backend_config: dict[str, str] = Field(default_factory=dict, description="-backend-config values for init.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
-    on_stale_plan: StalePlanPolicy = Field(
-        default="replan", description="State changed since the plan: plan again and ask for approval again, or fail."
-    )
-
-    @property
-    def has_plan(self) -> bool:
-        return True
-
-    @property
-    def stale_plan_policy(self) -> StalePlanPolicy:
-        return self.on_stale_plan
 
 
-class PulumiStep(StepSpec):
+class PulumiStep(SavedPlanStep):
     """A Pulumi project through the Automation API: preview as the plan, up as the apply.
 
     Needs the ``pulumi`` CLI on the worker and ``pip install prodline[pulumi]``.
@@ -128,18 +134,6 @@ class PulumiStep(StepSpec):
     )
     backend_url: str | None = Field(default=None, description="PULUMI_BACKEND_URL; default: the worker's environment.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
-    on_stale_plan: StalePlanPolicy = Field(
-        default="replan",
-        description="Stack changed since the preview: preview again and ask for approval again, or fail.",
-    )
-
-    @property
-    def has_plan(self) -> bool:
-        return True
-
-    @property
-    def stale_plan_policy(self) -> StalePlanPolicy:
-        return self.on_stale_plan
 
 
 class Retry(Model):

@@ -447,3 +447,23 @@ def test_the_kind_registries_are_derived_from_the_models():
     assert WithKube.model_validate({"name": "a", "kube": {"manifest": "m.yaml"}}).spec.has_plan
     with pytest.raises(ValidationError, match="exactly one of: command, terraform, pulumi, kube"):
         WithKube.model_validate({"name": "a"})
+
+
+def test_parameter_values_are_checked_alike_from_the_command_line_and_the_file(tmp_path):
+    def start(service: str, values: dict[str, str]) -> str:
+        with pytest.raises(ConfigError) as caught:
+            load_request(write(tmp_path, service=service), "1.0.0", {"image": "nginx", **values}, "alice")
+        return str(caught.value)
+
+    service_file = "svc/prodline.service.yaml"
+    assert start(SERVICE, {"db_password": "s3cret"}).endswith(
+        f"{service_file}: parameters.db_password: a secret's value cannot be given on the command line"
+        " (hint: set DB_PASSWORD on the worker)"
+    )
+    in_file = start(SERVICE.replace("{replicas: 3}", "{replicas: 3, db_password: s3cret, colour: red}"), {})
+    assert (
+        f"{service_file}:12: environments.production.parameters.db_password: a secret's value cannot be given"
+        " in the file (hint: set DB_PASSWORD on the worker)"
+    ) in in_file
+    assert "environments.production.parameters.colour: unknown parameter 'colour' (hint: declared: " in in_file
+    assert start(SERVICE, {"replicas": "many"}).endswith("parameters.replicas: expected an integer, got 'many'")
