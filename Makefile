@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STATE_DIR ?= .prodline
+PORT ?= 7233
+UI_PORT ?= $(shell echo $$(($(PORT) + 1000)))
 DEMO_VERSION ?= 1.0.$(shell date +%Y%m%d%H%M%S)
 PYTEST_ARGS ?=
 
@@ -16,13 +18,17 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # Starts the embedded Temporal server and a worker in the background (state in
-# $(STATE_DIR)), releases the example service through staging and production,
-# and leaves the server up so the release can be explored in the Temporal UI.
+# $(STATE_DIR), gRPC on $(PORT), Web UI on $(UI_PORT)), releases the example service
+# through staging and production, and leaves the server up so the release can be
+# explored in the Temporal UI. Everything the demo writes stays in $(STATE_DIR).
+DEMO_ENV = TEMPORAL_ADDRESS=127.0.0.1:$(PORT) TEMPORAL_NAMESPACE=default PRODLINE_UI_URL=http://localhost:$(UI_PORT)
+
 demo: install
-	$(BIN)/prodline dev --detach --state-dir $(STATE_DIR)
-	$(BIN)/prodline release start examples/shop/checkout/prodline.service.yaml --version $(DEMO_VERSION) --wait
-	$(BIN)/prodline release list --service checkout --limit 5
-	@echo "Explore it at http://localhost:8233 ; stop the server with: make stop"
+	$(BIN)/prodline dev --detach --state-dir $(STATE_DIR) --port $(PORT) --ui-port $(UI_PORT)
+	$(DEMO_ENV) $(BIN)/prodline release start examples/shop/checkout/prodline.service.yaml \
+		--version $(DEMO_VERSION) --param demo_state=$(abspath $(STATE_DIR))/demo --wait
+	$(DEMO_ENV) $(BIN)/prodline release list --service checkout --limit 5
+	@echo "Explore it at http://localhost:$(UI_PORT) ; stop the server with: make stop"
 
 stop: install
 	$(BIN)/prodline dev --stop --state-dir $(STATE_DIR)
@@ -30,13 +36,19 @@ stop: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Style, types (pyright, config in pyproject.toml) and the import layers (.importlinter).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pyright
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/terraform_step.py
 
+# Stops a running demo first: its server must not keep writing into what is removed.
+# The two examples/ paths are where older versions of the demo wrote.
 clean:
-	rm -rf $(VENV) $(STATE_DIR) examples/shop/.prodline-demo
+	-@if [ -x $(BIN)/prodline ]; then $(BIN)/prodline dev --stop --state-dir $(STATE_DIR); fi
+	rm -rf $(VENV) $(STATE_DIR) examples/shop/.prodline-demo examples/shop/checkout/infra/terraform.tfstate.d

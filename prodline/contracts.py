@@ -30,6 +30,8 @@ from prodline.config.steps import Step
 
 RELEASE_WORKFLOW = "Release"
 STATUS_QUERY = "status"
+# Memo key of a closed release's final status: readable with `describe`, no worker needed.
+FINAL_STATUS_MEMO = "prodline.status"
 DECIDE_SIGNAL = "decide"
 
 LEDGER_WORKFLOW = "DeploymentLedger"
@@ -280,6 +282,7 @@ __all__ = [
     "EVALUATE_RULE",
     "FAILURE_TYPES",
     "FETCH_STEP",
+    "FINAL_STATUS_MEMO",
     "LEDGER_WORKFLOW",
     "NON_RETRYABLE_CONFIG",
     "PLAN_STEP",

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         APPLY_STEP,
         DECIDE_SIGNAL,
         FAILURE_TYPES,
+    FINAL_STATUS_MEMO,
         NON_RETRYABLE_CONFIG,
         PLAN_STEP,
         RECORD_DEPLOYMENT,
@@ -282,4 +283,7 @@ class ReleaseWorkflow:
                 env.phase = Phase.skipped
         self._board.event(f"release {state.value}" + (f": {reason}" if reason else ""))
         workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+        if workflow.patched("final-status-memo"):
+            # Queries need a worker; a closed release's status must be readable without one.
+            workflow.upsert_memo({FINAL_STATUS_MEMO: status})
         workflow.set_current_details(markdown(status))
