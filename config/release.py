@@ -76,6 +76,7 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
         "on the command line",
         lambda name, message, hint: Problem(where, 0, ("parameters", name), message, hint),
     )
+    problems += _unmeetable_approvals(project, initiator)
     plans = []
     for env in project.environments:
         # env.parameters holds the defaults with this environment's overrides applied; an
@@ -131,6 +132,27 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
         raise ConfigError(dedupe(problems))
     assert request is not None
     return request
+
+
+def _unmeetable_approvals(project: Project, initiator: str) -> list[Problem]:
+    """Approval rules this initiator's release could never pass: refused at start, rather
+    than found out when the approval times out."""
+    problems = []
+    for i, env in enumerate(project.application.environments):
+        for j, rule in enumerate(env.preconditions):
+            why = rule.approval.unmeetable_for(initiator) if rule.approval is not None else ""
+            if why:
+                loc = ("environments", i, "preconditions", j, "approval")
+                message = f"{env.name}: precondition {rule.label}: {why}"
+                hint = "start it as someone else (--initiator), list more approvers or lower min_approvers"
+                doc = project.application_doc
+                where = (
+                    doc.problem(loc, message, hint)
+                    if doc
+                    else Problem(str(project.application_file), 0, loc, message, hint)
+                )
+                problems.append(where)
+    return problems
 
 
 def load_request(

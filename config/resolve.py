@@ -48,6 +48,8 @@ class Project:
     application_file: Path
     service_file: Path
     environments: list[EnvironmentConfig] = field(default_factory=list)
+    # Locates problems found only at release start (they depend on who starts it).
+    application_doc: Document | None = None
 
 
 # Makes the problem for parameter NAME: (name, message, hint) -> Problem, located by the caller.
@@ -106,7 +108,7 @@ def combine(app: Application, adoc: Document, service: Service, sdoc: Document) 
                     ("environments", env_name), f"no environment {env_name!r} in application {app.application!r}", hint
                 )
             )
-    project = Project(app, service, Path(adoc.path), Path(sdoc.path))
+    project = Project(app, service, Path(adoc.path), Path(sdoc.path), application_doc=adoc)
     for env in app.environments:
         env_config, env_problems = _environment_config(env, app, service, sdoc)
         problems += env_problems

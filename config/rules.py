@@ -212,6 +212,22 @@ class ApprovalRule(RuleSpec):
         # they have, not how long an evaluation may take.
         return DEFAULT_EVALUATION_BUDGET
 
+    def unmeetable_for(self, initiator: str) -> str:
+        """Why no set of decisions can meet this rule in a release ``initiator`` starts ("" if some can).
+
+        The list's own size is checked when the file loads; the initiator is known only at start.
+        An empty list means anyone, so enough people can always approve.
+        """
+        if not (self.forbid_initiator and self.approvers and initiator in self.approvers):
+            return ""
+        left = len(set(self.approvers) - {initiator})
+        if left >= self.min_approvers:
+            return ""
+        return (
+            f"{initiator} started this release and may not approve it; "
+            f"{left} approver{'' if left == 1 else 's'} left, {self.min_approvers} needed"
+        )
+
     @model_validator(mode="after")
     def _enough_people(self) -> ApprovalRule:
         if self.approvers and self.min_approvers > len(set(self.approvers)):

@@ -467,3 +467,39 @@ def test_parameter_values_are_checked_alike_from_the_command_line_and_the_file(t
     ) in in_file
     assert "environments.production.parameters.colour: unknown parameter 'colour' (hint: declared: " in in_file
     assert start(SERVICE, {"replicas": "many"}).endswith("parameters.replicas: expected an integer, got 'many'")
+
+
+APPROVAL_APP = (
+    APP + "    preconditions:\n      - approval: {approvers: [alice, bob], min_approvers: 2, forbid_initiator: true}\n"
+)
+
+
+def test_an_approval_the_initiator_could_never_pass_is_refused_at_start(tmp_path):
+    service_file = write(tmp_path, app=APPROVAL_APP)
+    with pytest.raises(ConfigError) as caught:
+        load_request(service_file, "1.0.0", {"image": "nginx"}, "alice")
+    assert str(caught.value) == (
+        f"{tmp_path / 'prodline.yaml'}:13: environments[1].preconditions[0].approval: production: precondition"
+        " approval: alice started this release and may not approve it; 1 approver left, 2 needed"
+        " (hint: start it as someone else (--initiator), list more approvers or lower min_approvers)"
+    )
+    result = prodline(
+        "release", "start", str(service_file), "--version", "1.0.0", "--param", "image=nginx", "--initiator", "bob"
+    )
+    assert result.returncode == 2
+    assert "production: precondition approval: bob started this release and may not approve it" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("approval", "initiator"),
+    [
+        ("{approvers: [alice, bob], min_approvers: 2, forbid_initiator: true}", "carol"),  # not on the list
+        ("{approvers: [alice, bob, carol], min_approvers: 2, forbid_initiator: true}", "alice"),  # two are left
+        ("{approvers: [alice, bob], min_approvers: 2}", "alice"),  # may approve her own release
+        ("{approvers: [], min_approvers: 3, forbid_initiator: true}", "alice"),  # anyone: never impossible
+    ],
+)
+def test_an_approval_others_can_pass_starts(tmp_path, approval, initiator):
+    app = APP + f"    preconditions:\n      - approval: {approval}\n"
+    request = load_request(write(tmp_path, app=app), "1.0.0", {"image": "nginx"}, initiator)
+    assert request.environments[1].preconditions[0].approval is not None
