@@ -141,11 +141,6 @@ class HttpRule(RuleSpec):
         """Every try timing out, with the waits between."""
         return self.attempts * self.timeout + (self.attempts - 1) * self.retry_interval
 
-    @property
-    def budget(self) -> timedelta:
-        """The old name of :attr:`evaluation_budget`, read by the workflow until it switches."""
-        return self.evaluation_budget
-
     @field_validator("body")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:

@@ -172,11 +172,6 @@ class Step(KindModel):
         """The kind's config, with its declarations (``has_plan``, ``stale_plan_policy``, ...)."""
         return getattr(self, self.kind)
 
-    @property
-    def has_plan(self) -> bool:
-        """Whether the step can show a plan before it is applied (the spec declares it)."""
-        return self.spec.has_plan
-
 
 def step_kinds() -> dict[str, type[StepSpec]]:
     """Kind name -> its model, in the order of :class:`Step`'s fields."""
