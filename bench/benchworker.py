@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from datetime import timedelta
 
 from temporalio.worker import Worker
 
 from prodline.workers.connect import connect
+from prodline.workers.supervisor import stop_event
 
 # The options both workers get (build_worker sets the same shutdown timeout by default).
 WORKER_OPTIONS = dict(graceful_shutdown_timeout=timedelta(seconds=10))
@@ -37,10 +37,7 @@ def build(kind: str, client, queue: str) -> Worker:
 
 async def main(kind: str, address: str, queue: str) -> None:
     client = await connect(address, "default")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     async with build(kind, client, queue):
         print("ready", flush=True)
         await stop.wait()

@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +22,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from prodline.config.loader import Project, load_project
 from prodline.config.release import ReleaseRequest, build_request
 from prodline.workers.connect import connect
-from prodline.workers.devserver import DevServer, free_port
+from prodline.workers.devserver import DevServer
+from prodline.workers.supervisor import ManagedProcess, free_port
 from prodline.workflows import search_attributes as sa
 
 BENCH = Path(__file__).resolve().parent
@@ -109,32 +108,8 @@ def memory_kb(pid: int, key: str = "VmHWM") -> int:
     return 0
 
 
-@dataclass
-class WorkerProcess:
+class WorkerProcess(ManagedProcess):
     """A worker in its own process, so its CPU and peak memory are its own."""
-
-    argv: list[str]
-    env: dict[str, str]
-    log_file: Path
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> WorkerProcess:
-        with self.log_file.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=subprocess.DEVNULL, stderr=out, stdin=subprocess.DEVNULL
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def check_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
-            raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{tail}")
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -142,26 +117,16 @@ class WorkerProcess:
     def peak_rss_mb(self) -> float:
         return memory_kb(self.pid, "VmHWM") / 1024
 
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 def bench_worker(kind: str, address: str, queue: str, log_file: Path) -> WorkerProcess:
     argv = [sys.executable, str(BENCH / "benchworker.py"), kind, address, queue]
-    return WorkerProcess(argv, dict(os.environ), log_file)
+    return WorkerProcess(f"{kind} worker", argv, log_file, env=os.environ, stop_timeout=30)
 
 
 def prodline_worker(address: str, queue: str, log_file: Path) -> WorkerProcess:
     env = dict(os.environ, TEMPORAL_ADDRESS=address, TEMPORAL_NAMESPACE="default", PRODLINE_TASK_QUEUE=queue)
-    return WorkerProcess([sys.executable, "-m", "prodline.cli", "worker"], env, log_file)
+    argv = [sys.executable, "-m", "prodline.cli", "worker"]
+    return WorkerProcess("prodline worker", argv, log_file, env=env, stop_timeout=30)
 
 
 async def wait_for_pollers(client: Client, queue: str, worker: WorkerProcess, timeout: float = 60) -> None:

@@ -17,16 +17,25 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 
+from prodline.activities.ledger import read_ledger
+from prodline.config.release import ReleaseRequest
+from prodline.contracts import DeploymentRecord, ReleaseRef, RunContext
 from prodline.workers.connect import connect
-from prodline.workers.devserver import DevServer, free_port
+from prodline.workers.devserver import DevServer
+from prodline.workers.supervisor import free_port
+from prodline.workers.supervisor import process_alive as process_alive  # for the tests that import it from here
 from prodline.workers.worker import build_worker
 
 from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
+
+# The repository's root: examples, the Makefile, the README.
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -117,6 +126,22 @@ def history_text(temporal: DevServer, workflow_id: str) -> str:
         return node
 
     return json.dumps(decode(json.loads(run(fetch()))))
+
+
+async def read_ledgers(
+    client: Client, application: str, service: str = "checkout", environments: Iterable[str] = ("staging", "production")
+) -> list[list[DeploymentRecord]]:
+    """What each environment's ledger recorded for the service, oldest first ([] where nothing ran)."""
+    return [await read_ledger(client, application, service, env) for env in environments]
+
+
+def ledgers(temporal: DevServer, project: ProjectFiles, service: str = "checkout") -> list[list[DeploymentRecord]]:
+    """The staging and production ledgers of the project's service (from a sync test)."""
+
+    async def read() -> list[list[DeploymentRecord]]:
+        return await read_ledgers(await client_for(temporal), project.application, service)
+
+    return run(read())
 
 
 def _b64(value: str) -> str:
@@ -246,15 +271,6 @@ def waiting_in(cli: Cli, release_id: str, environment: str, text: str = "") -> d
     return wait_for(check, what=f"{release_id} to wait in {environment} on {text!r}")
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process still runs (a zombie only awaits reaping: it counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 # --- real Prometheus and Alertmanager (see observability.py) -------------------------------
 
 
@@ -276,6 +292,34 @@ def prometheus(tmp_path_factory, metrics):
     require_binary("prometheus")
     with Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[metrics]) as prom:
         yield prom  # start() has already seen the first scrape of `metrics`
+
+
+# --- what an activity is given ---------------------------------------------------------------
+
+
+def run_context(request: ReleaseRequest | None = None, environment: str | None = None, **fields) -> RunContext:
+    """The RunContext a step or rule activity gets, as the release workflow builds it.
+
+    From ``request`` in ``environment`` (default: its first), with the service's folder as
+    ``base_dir``; without a request, shop.checkout@1.0.0 in production, from ".". ``fields``
+    override any value (``run_id``, ``args``, ``outputs``, ...).
+    """
+    if request is None:
+        values = {
+            **ReleaseRef.of("shop", "checkout", "1.0.0"),
+            "environment": environment or "production",
+            "base_dir": ".",
+        }
+    else:
+        stage = request.environments[0] if environment is None else next(
+            e for e in request.environments if e.name == environment
+        )  # fmt: skip
+        values = {
+            **ReleaseRef.of(request.application, request.service, request.version),
+            "environment": stage.name, "initiator": request.initiator, "base_dir": request.service_dir,
+            "parameters": stage.parameters, "secrets": request.secrets, "env": stage.env,
+        }  # fmt: skip
+    return RunContext(**{**values, **fields})
 
 
 # --- writing service files ------------------------------------------------------------------

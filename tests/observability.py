@@ -2,67 +2,10 @@
 
 Plain module (not a conftest): ``from observability import ...`` works from tests
 because pytest puts ``tests/`` on sys.path (there is no tests/__init__.py).
-Everything binds 127.0.0.1 on free ports; nothing touches 9090/9093/9094.
-
-Binaries (Debian 12 bookworm)::
-
-    apt-get install -y --no-install-recommends prometheus prometheus-alertmanager
-    /usr/bin/prometheus               2.42.0+ds (2.42.0+ds-5+deb12u1)
-    /usr/bin/prometheus-alertmanager  0.25.0    (0.25.0-1+b4; upstream name "alertmanager")
-
-The packages ship systemd units; in containers policy-rc.d refuses to start
-them, so nothing listens on the default ports after installation.
-
-Measured behaviour (this machine; Alertmanager 0.25.0, Prometheus 2.42.0)
----------------------------------------------------------------------------
-Alertmanager (starts in ~0.1s; ``--cluster.listen-address=`` => cluster "disabled")
-
-* A posted alert is in ``GET /api/v2/alerts?active=true&filter=service="checkout"``
-  on the very next request (<5ms), with ``status.state == "active"``. There is
-  no "unprocessed" window, and ``group_wait`` (30s here) / ``group_interval``
-  delay only notifications, never the API view.
-* ``resolve_alert`` (re-post with endsAt in the past) removes it from the very
-  next GET. Resolved alerts are not listed at all - not even with
-  ``active=false`` - so "no firing alerts" == an empty list. An alert posted with
-  ``endsAt`` a second ahead vanishes by itself ~1s later (no re-post needed);
-  without ``endsAt`` it lives for ``resolve_timeout`` (5m).
-* ``active=true`` does NOT exclude silenced/inhibited alerts: ``silenced`` and
-  ``inhibited`` default to true, and a silenced alert shows with
-  ``status.state == "suppressed"``. Pass ``silenced=false&inhibited=false`` (or
-  check ``status.state``) to see only alerts that would notify.
-* Errors are 400 with a JSON *string* body, e.g. ``"start time must be before
-  end time"`` (startsAt > endsAt), ``"at least one label pair required"``,
-  ``"bad matcher format: service~checkout"``. ``filter=service=checkout``
-  (unquoted value) is accepted and works.
-
-Prometheus (``/-/ready`` in ~0.1s, but see the first scrape)
-
-* The first scrape lands ~5.3-6.0s after start: 2.42 applies discovered
-  targets through a fixed 5s throttle (no flag for it in 2.42) plus a per-target
-  offset inside the 1s interval. ``Prometheus.start`` waits for it (``up == 1``).
-* After that, ``MetricsTarget.set`` is visible through ``/api/v1/query`` after
-  0.2-1.0s (uniform within the 1s scrape interval; max seen 0.996s): an instant
-  query returns the newest sample at or before "now", so the 5m lookback delta
-  only matters if scraping stops. A new series appears within one scrape; a
-  series removed from /metrics gets a staleness marker and is gone from
-  instant queries within one scrape (~1s), not after 5m.
-* Response shapes of ``GET /api/v1/query``:
-    - malformed PromQL (``sum(rate(foo[5m]``, ``foo{``, ``1 +``, missing query):
-      HTTP 400, ``{"status": "error", "errorType": "bad_data", "error":
-      "invalid parameter \"query\": 1:17: parse error: unclosed left parenthesis"}``
-      (bad ``time``/``timeout`` parameters are also 400 ``bad_data``).
-    - valid but failing at evaluation (e.g. many-to-many matching): HTTP 422,
-      ``errorType: "execution"``.
-    - no data (``nonexistent_metric``, ``sum(nonexistent_metric)``): HTTP 200,
-      ``{"status": "success", "data": {"resultType": "vector", "result": []}}``.
-      ``count(x) or vector(0)`` gives ``[{"metric": {}, "value": [ts, "0"]}]``.
-    - scalar (``42``, ``scalar(v)``, ``time()``): HTTP 200,
-      ``{"resultType": "scalar", "result": [1795677914.85, "42"]}`` - a bare
-      [unix_ts_float, "string value"] pair, not a list of samples. Vector samples
-      are ``{"metric": {...labels}, "value": [ts, "3"]}``; values are strings.
-* Prometheus alerting rules (``rules=``) fire ``ALERTS{alertstate="firing"}``
-  ~1-2s after the metric changes (``for: 0s``), and with ``alertmanager=``
-  reach Alertmanager at the same moment; clearing resolves both in ~1s.
+Everything binds 127.0.0.1 on free ports; nothing touches 9090/9093/9094. The
+processes run under :class:`prodline.workers.supervisor.ManagedProcess`. What the
+harness relies on (versions, timings, response shapes, measured) is in
+``docs/observability.md``.
 """
 
 from __future__ import annotations
@@ -70,8 +13,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -83,7 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-POLL = 0.05  # seconds between readiness / value polls
+from prodline.workers.supervisor import ManagedProcess, ProcessFailed, free_port
+
+POLL = 0.05  # seconds between value polls
 START_TIMEOUT = 20.0  # seconds for a binary to answer /-/ready
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 HOST = "127.0.0.1"
@@ -123,12 +66,6 @@ def require_binary(name: str) -> str:
     raise AssertionError("unreachable")  # pragma: no cover - pytest.skip raises
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- processes
 
 
@@ -144,8 +81,10 @@ class _Server:
         self.binary = binary or require_binary(self.binary_name)
         self.log_path = self.workdir / f"{self.name}.log"
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(timeout=5.0)
+        self.process = ManagedProcess(
+            self.name, self.argv, self.log_path, cwd=self.workdir, ready=self._ready, stop_timeout=STOP_TIMEOUT
+        )
 
     @property
     def url(self) -> str:
@@ -158,61 +97,32 @@ class _Server:
         """Write configuration files; called before every start attempt."""
 
     def start(self, timeout: float = START_TIMEOUT) -> _Server:
-        if self.proc is not None:
+        if self.process.running:
             return self
         # free_port() can race with another process grabbing the port before the
         # binary binds it; a fresh port on "address already in use" fixes that.
         for attempt in range(3):
-            self.port = free_port()
+            self.port = free_port(HOST)
             self.prepare()
-            with open(self.log_path, "ab") as log:
-                log.write(f"--- attempt {attempt + 1}: {' '.join(self.argv())}\n".encode())
-                log.flush()
-                self.proc = subprocess.Popen(
-                    self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir
-                )
             try:
-                self._wait_ready(timeout)
+                self.process.start(timeout)
                 return self
-            except RuntimeError:
-                self._terminate()
+            except ProcessFailed:
                 if "address already in use" not in self.log_tail().lower() or attempt == 2:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if self.http.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(POLL)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+    def _ready(self) -> bool:
+        try:
+            return self.http.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _terminate(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+        return self.process.log_tail(lines)
 
     def stop(self) -> None:
-        self._terminate()
+        self.process.stop()
         self.http.close()
 
     def __enter__(self):
@@ -500,7 +410,7 @@ class Prometheus(_Server):
         """Start, then (by default) wait for the first successful scrape of every
         MetricsTarget: Prometheus 2.42 applies its target list only after a fixed
         5s throttle, so ``up`` first appears ~5.5s after ``/-/ready``."""
-        if self.proc is not None:
+        if self.process.running:
             return self
         super().start(timeout)
         expected = {t.address for t in self.targets if isinstance(t, MetricsTarget)}
@@ -546,33 +456,3 @@ class Prometheus(_Server):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{expr!r} never satisfied the predicate within {timeout}s; last: {body['data']}")
             time.sleep(POLL)
-
-
-# --------------------------------------------------------------------------- fixtures
-#
-# Ready to paste into tests/conftest.py. Session-scoped: each binary starts once.
-# Tests sharing them should use unique label values / metric names (e.g. a uuid
-# in the "service" label) so they never see each other's alerts or series.
-# Add targets by adding metric names to the one MetricsTarget, not new targets:
-# a new target would need a config reload and another ~5s discovery throttle.
-#
-#   from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
-#
-#   # Prometheus' start() waits ~5.5s for the first scrape; Alertmanager is ~0.1s.
-#
-#   @pytest.fixture(scope="session")
-#   def alertmanager(tmp_path_factory):
-#       require_binary("prometheus-alertmanager")
-#       with Alertmanager(tmp_path_factory.mktemp("alertmanager")) as am:
-#           yield am
-#
-#   @pytest.fixture(scope="session")
-#   def metrics():
-#       with MetricsTarget() as target:
-#           yield target
-#
-#   @pytest.fixture(scope="session")
-#   def prometheus(tmp_path_factory, metrics):
-#       require_binary("prometheus")
-#       with Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[metrics]) as prom:
-#           yield prom  # start() has already seen `up == 1` for the metrics target
