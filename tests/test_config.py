@@ -326,11 +326,17 @@ def test_a_duration_without_a_unit_is_refused_not_guessed(tmp_path):
     assert any("soak: 30 has no unit; write 30s for seconds or 30m for minutes" in p for p in found), found
 
 
-def test_help_is_fast_and_lists_commands():
-    result = prodline("--help")
+def test_help_lists_every_command_and_loads_no_engine():
+    """`prodline --help` answers at once: it loads neither Temporal, pydantic nor any tool client."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "prodline.cli", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
-    for command in ("validate", "schema", "dev", "worker", "release"):
+    for command in ("validate", "schema", "dev", "worker", "release", "approve", "reject"):
         assert command in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    heavy = sorted(m for m in imported if m.split(".")[0] in {"temporalio", "pydantic", "httpx", "python_terraform"})
+    assert not heavy, f"--help imported {heavy}"
 
 
 def test_the_seed_example_validates_fits_in_42_lines_and_is_the_one_in_the_readme():
