@@ -1,22 +1,33 @@
-"""Rule kinds against real Alertmanager and Prometheus (and a real HTTP server)."""
+"""Rule kinds against real Alertmanager and Prometheus (and a real HTTP server).
+
+What those servers cannot be made to do on demand (a 4xx or 5xx answer, a refused
+connection) runs the same evaluators through the real httpx client with an injected
+``httpx.MockTransport``, as ``RuleActivities`` injects it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
+import httpx
 import pytest
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from prodline.activities.rules import RuleRun
+from prodline.activities.rules import RuleActivities, RuleResult, RuleRun
 from prodline.activities.rules.alerts import AlertsEvaluator
+from prodline.activities.rules.base import RuleEvaluator
+from prodline.activities.rules.command import CommandEvaluator
 from prodline.activities.rules.http import HttpEvaluator
 from prodline.activities.rules.prometheus import PrometheusEvaluator
 from prodline.activities.rules.window import next_opening
 from prodline.config.rules import Check, WindowRule
-from prodline.contracts import RunContext
+from prodline.contracts import NON_RETRYABLE_CONFIG, RunContext
 
 from conftest import service, step, wait_for, waiting_in
 
@@ -25,12 +36,36 @@ def unique(prefix: str = "checkout") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def evaluate(evaluator, rule: dict):
-    context = RunContext(
-        release_id="shop.checkout@1.0.0", application="shop", service="checkout", version="1.0.0",
-        environment="production", base_dir=".",
-    )  # fmt: skip
-    return asyncio.run(evaluator.evaluate(RuleRun(context=context, rule=Check.model_validate(rule))))
+CONTEXT = RunContext(
+    release_id="shop.checkout@1.0.0", application="shop", service="checkout", version="1.0.0",
+    environment="production", base_dir=".",
+)  # fmt: skip
+
+
+def rule_run(rule: dict) -> RuleRun:
+    return RuleRun(context=CONTEXT, rule=Check.model_validate(rule))
+
+
+def evaluate(evaluator: RuleEvaluator[Any], rule: dict) -> RuleResult:
+    run = rule_run(rule)
+    return asyncio.run(evaluator.evaluate(run, run.rule.spec))
+
+
+class Api:
+    """A fake HTTP server behind ``httpx.MockTransport``: the real client, an injected transport."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response]):
+        self.requests: list[httpx.Request] = []
+        self._answer = answer
+        self.transport = httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self._answer(request)
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("Connection refused", request=request)
 
 
 # --- Alertmanager ----------------------------------------------------------------------------
@@ -211,12 +246,130 @@ def test_scalar_results_are_compared_too(prometheus):
 def test_http_check_matches_status_and_body(metrics):
     metrics.set("build_info", 1, {"version": "4.2.0"})
     assert evaluate(HttpEvaluator(), {"http": {"url": metrics.url, "body": 'version="4\\.2\\.0"'}}).passed
-    wrong_body = evaluate(
-        HttpEvaluator(), {"http": {"url": metrics.url, "body": 'version="9', "attempts": 2, "retry_interval": "50ms"}}
+    wrong_body = evaluate(HttpEvaluator(), {"http": {"url": metrics.url, "body": 'version="9'}})
+    assert (
+        wrong_body.outcome == "failed" and wrong_body.reason == f"GET {metrics.url}: body does not match 'version=\"9'"
     )
-    assert wrong_body.outcome == "failed" and "(after 2 tries)" in wrong_body.reason
-    missing = evaluate(HttpEvaluator(), {"http": {"url": metrics.url.replace("/metrics", "/nope"), "attempts": 1}})
-    assert missing.outcome == "failed" and "expected 200" in missing.reason
+    missing = evaluate(HttpEvaluator(), {"http": {"url": metrics.url.replace("/metrics", "/nope")}})
+    assert missing.outcome == "failed" and "answered 404, expected 200" in missing.reason
+
+
+HEALTH = "http://checkout.test/healthz"
+
+
+def test_http_rule_asks_once_per_evaluation_whatever_its_attempts():
+    # Tolerating a blip is `failures_allowed` (re-evaluated every `interval` by the workflow) and
+    # Temporal's retry policy: `attempts` from older configs is still accepted, and loops no more.
+    api = Api(lambda request: httpx.Response(503))
+    result = evaluate(HttpEvaluator(api.transport), {"http": {"url": HEALTH, "attempts": 3, "retry_interval": "10ms"}})
+    assert result.outcome == "failed" and result.reason == f"GET {HEALTH} answered 503, expected 200"
+    assert len(api.requests) == 1
+
+
+def test_an_endpoint_that_does_not_answer_fails_the_http_check():
+    api = Api(refused)
+    result = evaluate(HttpEvaluator(api.transport), {"http": {"url": HEALTH}})
+    assert result.outcome == "failed" and result.reason == f"GET {HEALTH} failed: Connection refused"
+
+
+# --- the APIs rules call: what is retried and what is not -------------------------------------
+
+ALERTS = {"alerts": {"url": "http://alertmanager.test", "matchers": {"service": "checkout"}}}
+PROMQL = {"prometheus": {"url": "http://prometheus.test", "query": "sum(rate(x[5m]", "condition": "< 1"}}
+BOTH_APIS = [
+    pytest.param(AlertsEvaluator, ALERTS, "Alertmanager", "http://alertmanager.test/api/v2/alerts", id="alerts"),
+    pytest.param(PrometheusEvaluator, PROMQL, "Prometheus", "http://prometheus.test/api/v1/query", id="prometheus"),
+]
+
+
+def test_alertmanager_is_asked_for_active_unsilenced_alerts_that_match():
+    api = Api(lambda request: httpx.Response(200, json=[]))
+    assert evaluate(AlertsEvaluator(api.transport), ALERTS).passed
+    (request,) = api.requests
+    assert request.url.path == "/api/v2/alerts"
+    assert request.url.params.multi_items() == [
+        ("active", "true"), ("silenced", "false"), ("inhibited", "false"), ("filter", 'service="checkout"'),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("evaluator", "rule", "answer", "explained"),
+    [
+        # Alertmanager explains with a bare JSON string, Prometheus with errorType and error.
+        (AlertsEvaluator, ALERTS, {"json": 'bad matcher format: service="'}, 'bad matcher format: service="'),
+        (
+            PrometheusEvaluator, PROMQL,
+            {"json": {"status": "error", "errorType": "bad_data", "error": "1:14: parse error: unclosed left parenthesis"}},
+            "bad_data: 1:14: parse error: unclosed left parenthesis",
+        ),
+        (AlertsEvaluator, ALERTS, {"text": "<html>forbidden by proxy</html>"}, "<html>forbidden by proxy</html>"),
+    ],
+)  # fmt: skip
+def test_a_4xx_answer_means_a_wrong_rule_and_is_not_retried(evaluator, rule, answer, explained):
+    api = Api(lambda request: httpx.Response(400, **answer))
+    with pytest.raises(ApplicationError) as caught:
+        evaluate(evaluator(api.transport), rule)
+    what = "Alertmanager" if evaluator is AlertsEvaluator else "Prometheus"
+    assert caught.value.message == f"{what} rejected the request (400): {explained}"
+    assert caught.value.non_retryable and caught.value.type == NON_RETRYABLE_CONFIG
+    assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize(("evaluator", "rule", "what", "url"), BOTH_APIS)
+def test_a_5xx_answer_is_retried(evaluator, rule, what, url):
+    api = Api(lambda request: httpx.Response(503, text="upstream overloaded"))
+    with pytest.raises(ApplicationError) as caught:
+        evaluate(evaluator(api.transport), rule)
+    assert caught.value.message == f"{what} answered 503: upstream overloaded"
+    assert not caught.value.non_retryable
+
+
+@pytest.mark.parametrize(("evaluator", "rule", "what", "url"), BOTH_APIS)
+def test_an_api_that_cannot_be_reached_is_retried(evaluator, rule, what, url):
+    with pytest.raises(ApplicationError) as caught:
+        evaluate(evaluator(Api(refused).transport), rule)
+    assert caught.value.message == f"cannot reach {what} at {url}: Connection refused"
+    assert not caught.value.non_retryable
+
+
+@pytest.mark.parametrize(("evaluator", "rule", "what", "url"), BOTH_APIS)
+def test_an_answer_that_is_not_json_is_retried(evaluator, rule, what, url):
+    api = Api(lambda request: httpx.Response(200, text="<html>login</html>"))
+    with pytest.raises(ApplicationError) as caught:
+        evaluate(evaluator(api.transport), rule)
+    assert caught.value.message == f"{what} answered with something that is not JSON"
+    assert not caught.value.non_retryable
+
+
+async def test_rule_activities_give_their_transport_and_clock_to_the_evaluators():
+    client = await Client.connect("127.0.0.1:1", lazy=True)  # only `stable` would use it
+    api = Api(lambda request: httpx.Response(200, text="ok"))
+    thursday_16_00_in_berlin = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
+    activities = RuleActivities(client, transport=api.transport, clock=lambda: thursday_16_00_in_berlin)
+
+    health = await activities.evaluate_rule(rule_run({"http": {"url": HEALTH, "body": "ok"}}))
+    assert health.passed and [str(r.url) for r in api.requests] == [HEALTH]
+    window = BERLIN_WORKDAYS.model_dump()
+    closed = await activities.evaluate_rule(rule_run({"window": window}))
+    assert closed.outcome == "pending" and closed.wait_until == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    assert "opens Mon 2026-11-30 09:00 Europe/Berlin" in closed.reason
+
+
+# --- command checks ------------------------------------------------------------------------------
+
+
+def test_a_failing_multi_line_check_is_named_by_its_first_line():
+    script = "echo checking queues\necho 'orders queue is backed up' >&2\nexit 1\n"
+    result = evaluate(CommandEvaluator(), {"command": {"run": script}})
+    assert result.outcome == "failed"
+    assert result.reason == "`echo checking queues…` exited with code 1: checking queues\norders queue is backed up"
+
+
+def test_a_check_script_that_is_missing_says_what_its_exit_code_means():
+    result = evaluate(CommandEvaluator(), {"command": {"run": "./no-such-check.sh"}})
+    assert result.reason == (
+        "`./no-such-check.sh` exited with code 127 (command not found): /bin/sh: 1: ./no-such-check.sh: not found"
+    )
 
 
 # --- deploy windows ------------------------------------------------------------------------------

@@ -1,42 +1,86 @@
 """Rule activities: one generic ``evaluate_rule`` dispatching on the rule's kind.
 
-Adding a rule kind means a model in ``config/rules.py``, an evaluator module
-here and one line in :meth:`RuleActivities.evaluators`.
+Adding a rule kind: a ``RuleSpec`` model and its field in ``config/rules.py``,
+an evaluator module here (a ``RuleEvaluator`` subclass naming that model as
+``spec_type``), its instance in :class:`RuleActivities` below, and the README.
+``tests/test_kinds.py`` fails while any of these is missing. Kinds that people
+decide (``PEOPLE_KINDS``) have no evaluator: the workflow waits for their
+decisions itself.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
-from prodline.contracts import EVALUATE_RULE
+from prodline.config.rules import rule_kinds
+from prodline.contracts import EVALUATE_RULE, NON_RETRYABLE_CONFIG
 
 from .alerts import AlertsEvaluator
-from .base import Outcome, RuleEvaluator, RuleResult, RuleRun
+from .base import Clock, Outcome, RuleEvaluator, RuleResult, RuleRun, utc_now
 from .command import CommandEvaluator
 from .http import HttpEvaluator
 from .prometheus import PrometheusEvaluator
 from .stable import StableEvaluator
 from .window import WindowEvaluator
 
+# Rule kinds decided by people, by signal, in the workflow (workflows/gates.py): no activity
+# evaluates them, so they have no evaluator, and one declaring their model is refused.
+PEOPLE_KINDS = frozenset({"approval"})
+
+
+def by_kind(evaluators: list[RuleEvaluator[Any]]) -> dict[str, RuleEvaluator[Any]]:
+    """Key each evaluator by the rule kind whose model it declares; refuse one no kind has."""
+    kind_of = {model: kind for kind, model in rule_kinds().items()}
+    registry = {}
+    for evaluator in evaluators:
+        kind = kind_of.get(evaluator.spec_type)
+        name = f"{type(evaluator).__name__}.spec_type {evaluator.spec_type.__name__}"
+        if kind is None:
+            raise TypeError(f"{name} is no rule kind")
+        if kind in PEOPLE_KINDS:
+            raise TypeError(f"{name}: {kind} rules are decided by people in the workflow, not evaluated")
+        registry[kind] = evaluator
+    return registry
+
 
 class RuleActivities:
-    """Holds what evaluators need (a Temporal client for the ledger)."""
+    """The rule activity, with what its evaluators need from the world injected.
 
-    def __init__(self, client: Client):
-        self.evaluators: dict[str, RuleEvaluator] = {
-            "command": CommandEvaluator(),
-            "alerts": AlertsEvaluator(),
-            "prometheus": PrometheusEvaluator(),
-            "http": HttpEvaluator(),
-            "window": WindowEvaluator(),
-            "stable": StableEvaluator(client),
-        }
+    ``client`` reads the deployment ledger (``stable``); ``transport`` carries the
+    HTTP-based evaluators' requests (``None``: the network; tests pass an
+    ``httpx.MockTransport``); ``clock`` is "now" for windows and soak times.
+    """
+
+    def __init__(self, client: Client, transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None):
+        clock = clock or utc_now
+        self.evaluators = by_kind(
+            [
+                CommandEvaluator(),
+                AlertsEvaluator(transport),
+                PrometheusEvaluator(transport),
+                HttpEvaluator(transport),
+                WindowEvaluator(clock),
+                StableEvaluator(client, clock),
+            ]
+        )
 
     @activity.defn(name=EVALUATE_RULE)
     async def evaluate_rule(self, run: RuleRun) -> RuleResult:
         """Evaluate a precondition or check once."""
-        return await self.evaluators[run.rule.kind].evaluate(run)
+        kind = run.rule.kind
+        evaluator = self.evaluators.get(kind)
+        if evaluator is None:  # the workflow never sends these; say so if one arrives anyway
+            raise ApplicationError(
+                f"{kind} rules are not evaluated by an activity (rule {run.rule.label})",
+                type=NON_RETRYABLE_CONFIG,
+                non_retryable=True,
+            )
+        return await evaluator.evaluate(run, run.rule.spec)
 
 
-__all__ = ["Outcome", "RuleActivities", "RuleResult", "RuleRun"]
+__all__ = ["PEOPLE_KINDS", "Outcome", "RuleActivities", "RuleResult", "RuleRun", "by_kind"]

@@ -6,23 +6,22 @@ from prodline.config.rules import AlertsRule
 
 from ..context import WorkerContext
 from .base import Outcome, RuleResult, RuleRun
-from .http_api import get_json
+from .http_api import HttpClientEvaluator
 
 
-class AlertsEvaluator:
-    def __init__(self, transport=None):
-        self._transport = transport
+class AlertsEvaluator(HttpClientEvaluator[AlertsRule]):
+    spec_type = AlertsRule
 
-    async def evaluate(self, run: RuleRun) -> RuleResult:
-        spec: AlertsRule = run.rule.alerts  # type: ignore[assignment]
+    async def evaluate(self, run: RuleRun, spec: AlertsRule) -> RuleResult:
         ctx = WorkerContext(run.context)
         url = ctx.render(spec.url).rstrip("/") + "/api/v2/alerts"
         params = [("active", "true")]
         if not spec.include_silenced:
             params += [("silenced", "false"), ("inhibited", "false")]
+        # The validator turned a {label: value} mapping into matchers already.
         matchers = [ctx.render(m) for m in spec.matchers]
         params += [("filter", m) for m in matchers]
-        alerts = await get_json(url, params, spec.timeout, what="Alertmanager", transport=self._transport)
+        alerts = await self.get_json(url, params, spec.timeout, what="Alertmanager")
         if not alerts:
             return RuleResult(outcome=Outcome.passed, reason=f"no alerts firing for {', '.join(matchers)}")
         names = sorted({a.get("labels", {}).get("alertname", "?") for a in alerts})

@@ -6,19 +6,21 @@ from prodline.config.rules import CommandRule
 
 from ..context import WorkerContext
 from ..process import run_process
-from .base import Outcome, RuleResult, RuleRun
+from ..steps.command import failure_message
+from .base import Outcome, RuleEvaluator, RuleResult, RuleRun
 
 
-class CommandEvaluator:
-    async def evaluate(self, run: RuleRun) -> RuleResult:
-        spec: CommandRule = run.rule.command  # type: ignore[assignment]
+class CommandEvaluator(RuleEvaluator[CommandRule]):
+    spec_type = CommandRule
+
+    async def evaluate(self, run: RuleRun, spec: CommandRule) -> RuleResult:
         ctx = WorkerContext(run.context)
+        masked = list(ctx.sensitive_values().values())
         command = ctx.render(spec.run)
-        result = await run_process(command, cwd=ctx.workdir(spec.workdir), env=ctx.process_env(spec.env, {}))
+        result = await run_process(
+            command, cwd=ctx.workdir(spec.workdir), env=ctx.process_env(spec.env, {}), secrets=masked
+        )
         if result.exit_code == 0:
             return RuleResult(outcome=Outcome.passed, reason=result.tail(3))
-        tail = result.tail(10)
-        return RuleResult(
-            outcome=Outcome.failed,
-            reason=f"`{command}` exited with code {result.exit_code}{': ' + tail if tail else ''}",
-        )
+        # Reported as a failed command step is: a multi-line script named by its first line.
+        return RuleResult(outcome=Outcome.failed, reason=failure_message(command, result, masked))

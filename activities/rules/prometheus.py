@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import operator
 import re
+from collections.abc import Callable
 
 from prodline.config.rules import PrometheusRule
 
 from ..context import WorkerContext
 from .base import Outcome, RuleResult, RuleRun
-from .http_api import get_json
+from .http_api import HttpClientEvaluator
 
 _OPERATORS = {
     "<": operator.lt,
@@ -22,21 +23,22 @@ _OPERATORS = {
 }
 
 
-def parse_condition(condition: str):
-    op, number = re.fullmatch(r"\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*", condition).groups()  # type: ignore[union-attr]
+def parse_condition(condition: str) -> tuple[Callable[[float, float], bool], float]:
+    match = re.fullmatch(r"\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*", condition)
+    if match is None:  # the config's pattern lets only conditions through, but say so if one slips by
+        raise ValueError(f"{condition!r} is not a condition like '< 0.01'")
+    op, number = match.groups()
     return _OPERATORS[op], float(number)
 
 
-class PrometheusEvaluator:
-    def __init__(self, transport=None):
-        self._transport = transport
+class PrometheusEvaluator(HttpClientEvaluator[PrometheusRule]):
+    spec_type = PrometheusRule
 
-    async def evaluate(self, run: RuleRun) -> RuleResult:
-        spec: PrometheusRule = run.rule.prometheus  # type: ignore[assignment]
+    async def evaluate(self, run: RuleRun, spec: PrometheusRule) -> RuleResult:
         ctx = WorkerContext(run.context)
         query = ctx.render(spec.query)
         url = ctx.render(spec.url).rstrip("/") + "/api/v1/query"
-        body = await get_json(url, [("query", query)], spec.timeout, what="Prometheus", transport=self._transport)
+        body = await self.get_json(url, [("query", query)], spec.timeout, what="Prometheus")
         data = body.get("data", {})
         if data.get("resultType") == "scalar":
             samples = [("scalar", data["result"][1])]

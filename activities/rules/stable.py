@@ -8,8 +8,6 @@ once they have).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from temporalio.client import Client
 
 from prodline.config.durations import format_duration
@@ -17,16 +15,17 @@ from prodline.config.rules import StableRule
 from prodline.contracts import DeploymentState
 
 from ..ledger import read_ledger
-from .base import Outcome, RuleResult, RuleRun
+from .base import Clock, Outcome, RuleEvaluator, RuleResult, RuleRun, utc_now
 
 
-class StableEvaluator:
-    def __init__(self, client: Client, clock=lambda: datetime.now(UTC)):
+class StableEvaluator(RuleEvaluator[StableRule]):
+    spec_type = StableRule
+
+    def __init__(self, client: Client, clock: Clock = utc_now):
         self._client = client
         self._clock = clock
 
-    async def evaluate(self, run: RuleRun) -> RuleResult:
-        spec: StableRule = run.rule.stable  # type: ignore[assignment]
+    async def evaluate(self, run: RuleRun, spec: StableRule) -> RuleResult:
         ctx = run.context
         records = await read_ledger(self._client, ctx.application, ctx.service, spec.environment)
         live = next((r for r in reversed(records) if r.state is DeploymentState.succeeded), None)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from prodline.config.rules import DAYS, WindowRule
 
-from .base import Outcome, RuleResult, RuleRun
+from .base import Clock, Outcome, RuleEvaluator, RuleResult, RuleRun, utc_now
 
 
 def _bounds(spec: WindowRule) -> tuple[time, time | None]:
@@ -34,12 +34,13 @@ def next_opening(spec: WindowRule, now: datetime) -> datetime | None:
     raise AssertionError("a window with at least one day opens within a week")
 
 
-class WindowEvaluator:
-    def __init__(self, clock=lambda: datetime.now(UTC)):
+class WindowEvaluator(RuleEvaluator[WindowRule]):
+    spec_type = WindowRule
+
+    def __init__(self, clock: Clock = utc_now):
         self._clock = clock
 
-    async def evaluate(self, run: RuleRun) -> RuleResult:
-        spec: WindowRule = run.rule.window  # type: ignore[assignment]
+    async def evaluate(self, run: RuleRun, spec: WindowRule) -> RuleResult:
         described = f"{','.join(spec.days)} {spec.hours} {spec.timezone}"
         opening = next_opening(spec, self._clock())
         if opening is None:
