@@ -167,6 +167,8 @@ def worker(args) -> int:
 
 
 async def _work(args) -> int:
+    import structlog
+
     from prodline.workers import logs
     from prodline.workers.connect import connect, task_queue
     from prodline.workers.worker import build_worker, run_until
@@ -175,10 +177,9 @@ async def _work(args) -> int:
     client = await connect(args.address, args.namespace)
     queue = task_queue(args.task_queue)
     stop = stop_event()
-    print(
-        f"prodline worker on task queue {queue!r} at {client.service_client.config.target_host}",
-        file=sys.stderr,
-        flush=True,
+    # A log line like every other one on stderr (JSON when that is not a terminal).
+    structlog.get_logger("prodline.worker").info(
+        "worker.started", task_queue=queue, address=client.service_client.config.target_host
     )
     await run_until(build_worker(client, queue), stop)
     return exit_codes.SUCCEEDED
