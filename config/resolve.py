@@ -191,8 +191,12 @@ def _inline_protection(rule: RuleT, app: Application) -> RuleT:
         return rule
     protection = app.protections[rule.use]
     args = {k: v for k, v in protection.args.items() if v is not None} | dict(rule.args)
+    update = {protection.kind: protection.spec, "args": args, "name": rule.label, "use": None}
+    if protection.http is not None and protection.http.failures_allowed_from_attempts is not None:
+        if "failures_allowed" not in rule.model_fields_set:  # the deprecated `attempts` of the protection
+            update["failures_allowed"] = protection.http.failures_allowed_from_attempts
     # model_copy, not validation: a resolved rule has both a kind and arguments.
-    return rule.model_copy(update={protection.kind: protection.spec, "args": args, "name": rule.label, "use": None})
+    return rule.model_copy(update=update)
 
 
 def _deep_merge(base: Any, patch: Any) -> Any:

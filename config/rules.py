@@ -34,7 +34,7 @@ import re
 from abc import abstractmethod
 from datetime import timedelta
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -132,14 +132,30 @@ class HttpRule(RuleSpec):
     url: str = Url
     status: int = Field(default=200, ge=100, le=599)
     body: str | None = Field(default=None, description="Regular expression the body must contain.")
-    attempts: int = Field(default=3, ge=1, le=20, description="Tries within one evaluation.")
-    retry_interval: Duration = Field(default=timedelta(seconds=1))
-    timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout per try.")
+    # Deprecated: each evaluation makes one request; blips are the rule's `failures_allowed`
+    # (the engine's one retry layer). A given `attempts: N` counts as `failures_allowed: N-1`.
+    attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Deprecated: use the rule's failures_allowed (attempts: N counts as failures_allowed: N-1).",
+        json_schema_extra={"deprecated": True},
+    )
+    retry_interval: Duration = Field(
+        default=timedelta(seconds=1),
+        description="Deprecated and ignored: evaluations are the rule's `interval` apart.",
+        json_schema_extra={"deprecated": True},
+    )
+    timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="HTTP timeout of the request.")
 
     @property
     def evaluation_budget(self) -> timedelta:
-        """Every try timing out, with the waits between."""
-        return self.attempts * self.timeout + (self.attempts - 1) * self.retry_interval
+        return self.timeout
+
+    @property
+    def failures_allowed_from_attempts(self) -> int | None:
+        """What a deprecated `attempts` given in the file means today, if it was given."""
+        return self.attempts - 1 if "attempts" in self.model_fields_set else None
 
     @field_validator("body")
     @classmethod
@@ -291,6 +307,15 @@ class RuleRef(RuleKinds):
     failures_allowed: int = Field(
         default=0, ge=0, le=100, description="Consecutive failures tolerated before acting on one."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _attempts_as_failures_allowed(cls, data: Any) -> Any:
+        """The http rule's deprecated `attempts: N` tolerates N-1 failures, unless failures_allowed is given."""
+        http = data.get("http") if isinstance(data, dict) else None
+        if isinstance(http, dict) and isinstance(http.get("attempts"), int) and "failures_allowed" not in data:
+            return {**data, "failures_allowed": max(http["attempts"] - 1, 0)}
+        return data
 
     @model_validator(mode="after")
     def _kind_or_use(self) -> RuleRef:

@@ -405,7 +405,7 @@ def test_each_rule_kind_declares_its_evaluation_budget_and_recheck(tmp_path):
     rules = [*production.checks[1:], *production.preconditions]
     declared = {r.kind: (r.spec.evaluation_budget, r.spec.recheck_before_deploy) for r in rules}
     assert declared == {
-        "http": (timedelta(seconds=34), False),  # 3 tries of 10s and 2 waits of 2s
+        "http": (timedelta(seconds=10), False),  # one request per evaluation
         "command": (timedelta(minutes=2), False),
         "prometheus": (timedelta(seconds=20), False),
         "alerts": (timedelta(seconds=10), False),
@@ -508,3 +508,19 @@ def test_an_approval_others_can_pass_starts(tmp_path, approval, initiator):
     app = APP + f"    preconditions:\n      - approval: {approval}\n"
     request = load_request(write(tmp_path, app=app), "1.0.0", {"image": "nginx"}, initiator)
     assert request.environments[1].preconditions[0].approval is not None
+
+
+def test_the_http_rules_deprecated_attempts_count_as_failures_allowed(tmp_path):
+    """`attempts: N` used to retry inside one evaluation; the engine's one retry layer is failures_allowed."""
+    app = APP.replace(
+        "    args: {url: null, retries: 3}\n",
+        "    args: {url: null, retries: 3}\n  health:\n    http: {url: 'https://x.test', attempts: 4}\n",
+    ) + (
+        "      - http: {url: 'https://x.test', attempts: 3}\n"
+        "      - http: {url: 'https://x.test', attempts: 3}\n"
+        "        failures_allowed: 0\n"
+        "      - http: {url: 'https://x.test'}\n"
+        "      - use: health\n"
+    )
+    checks = load_project(write(tmp_path, app=app)).environments[1].checks[1:]
+    assert [c.failures_allowed for c in checks] == [2, 0, 0, 3]
