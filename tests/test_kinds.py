@@ -60,7 +60,7 @@ def test_a_runner_for_a_model_that_is_no_step_kind_is_refused():
         async def fetch(self, run: StepRun, spec: Orphan) -> StepResult:
             return StepResult()
 
-    with pytest.raises(TypeError, match="Orphan is no field of Step"):
+    with pytest.raises(TypeError, match="Orphan is no step kind"):
         by_kind([OrphanRunner()])
 
 

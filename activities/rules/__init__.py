@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from prodline.config.rules import rule_kinds
 from prodline.contracts import EVALUATE_RULE, NON_RETRYABLE_CONFIG
 
+from ..registry import by_declared_model
 from .alerts import AlertsEvaluator
 from .base import Clock, Outcome, RuleEvaluator, RuleResult, RuleRun, utc_now
 from .command import CommandEvaluator
@@ -35,17 +36,8 @@ PEOPLE_KINDS = frozenset({"approval"})
 
 def by_kind(evaluators: list[RuleEvaluator[Any]]) -> dict[str, RuleEvaluator[Any]]:
     """Key each evaluator by the rule kind whose model it declares; refuse one no kind has."""
-    kind_of = {model: kind for kind, model in rule_kinds().items()}
-    registry = {}
-    for evaluator in evaluators:
-        kind = kind_of.get(evaluator.spec_type)
-        name = f"{type(evaluator).__name__}.spec_type {evaluator.spec_type.__name__}"
-        if kind is None:
-            raise TypeError(f"{name} is no rule kind")
-        if kind in PEOPLE_KINDS:
-            raise TypeError(f"{name}: {kind} rules are decided by people in the workflow, not evaluated")
-        registry[kind] = evaluator
-    return registry
+    people = {kind: f"{kind} rules are decided by people in the workflow, not evaluated" for kind in PEOPLE_KINDS}
+    return by_declared_model(evaluators, rule_kinds(), "rule kind", refused=people)
 
 
 class RuleActivities:

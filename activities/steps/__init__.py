@@ -16,6 +16,7 @@ from temporalio import activity
 from prodline.config.steps import step_kinds
 from prodline.contracts import APPLY_STEP, FETCH_STEP, PLAN_STEP, StepResult, StepRun
 
+from ..registry import by_declared_model
 from .base import StepRunner
 from .command import CommandRunner
 from .pulumi import PulumiRunner
@@ -24,13 +25,7 @@ from .terraform import TerraformRunner
 
 def by_kind(runners: list[StepRunner[Any]]) -> dict[str, StepRunner[Any]]:
     """Key each runner by the step kind whose model it declares; refuse one no kind has."""
-    kind_of = {model: kind for kind, model in step_kinds().items()}
-    registry = {}
-    for runner in runners:
-        if runner.spec_type not in kind_of:
-            raise TypeError(f"{type(runner).__name__}.spec_type {runner.spec_type.__name__} is no field of Step")
-        registry[kind_of[runner.spec_type]] = runner
-    return registry
+    return by_declared_model(runners, step_kinds(), "step kind (a field of Step)")
 
 
 RUNNERS = by_kind([CommandRunner(), TerraformRunner(), PulumiRunner()])
