@@ -112,6 +112,9 @@ def _running(folder: Path) -> dict | None:
 def _detach(args, folder: Path) -> int:
     info = _running(folder)
     if info is None:
+        stale = _state(folder)
+        if stale is not None:
+            _stop_left_server(stale)
         folder.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "prodline.cli", "dev", "--state-dir", str(folder), "--port", str(args.port)]
         argv += ["--ui-port", str(args.ui_port)] if args.ui_port else []
@@ -146,20 +149,27 @@ def _detach(args, folder: Path) -> int:
 def _stop(folder: Path) -> int:
     """Stop the dev process and return only once its Temporal server is gone too."""
     info = _state(folder)
-    dev = info is not None and _is(info["pid"], b"prodline", b"dev")
-    # A dev process killed without its orderly stop leaves its server running (its own session).
-    server = info is not None and _is(info.get("server_pid"), b"temporal", b"start-dev")
-    if info is None or not (dev or server):
+    if info is None or not (_is(info["pid"], b"prodline", b"dev") or _server_left(info)):
         (folder / READY_FILE).unlink(missing_ok=True)
         print(f"prodline dev is not running (state dir {folder})")
         return exit_codes.SUCCEEDED
-    if dev:
-        terminate(info["pid"], STOP_TIMEOUT)
-    if server and _is(info["server_pid"], b"temporal", b"start-dev"):
-        terminate(info["server_pid"], STOP_TIMEOUT)
+    if _is(info["pid"], b"prodline", b"dev"):
+        terminate(info["pid"], STOP_TIMEOUT)  # it stops its server, then removes the state file
+    _stop_left_server(info)
     (folder / READY_FILE).unlink(missing_ok=True)
     print(f"prodline dev stopped (pid {info['pid']})")
     return exit_codes.SUCCEEDED
+
+
+def _server_left(info: dict) -> bool:
+    return _is(info.get("server_pid"), b"temporal", b"start-dev")
+
+
+def _stop_left_server(info: dict) -> None:
+    """A dev process killed without its orderly stop leaves its server running (in its own
+    session), holding the SQLite file and the port: stop it too."""
+    if _server_left(info):
+        terminate(info["server_pid"], STOP_TIMEOUT)
 
 
 def worker(args) -> int:

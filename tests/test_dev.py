@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,21 @@ def test_stop_returns_once_the_server_is_gone_so_it_can_start_again_at_once(tmp_
     finally:
         prodline(*dev, "--stop")
     assert not port_open("127.0.0.1", port)
+
+
+def test_a_server_left_by_a_killed_dev_process_does_not_block_the_next_start(tmp_path):
+    port = free_port()
+    dev = ["dev", "--state-dir", str(tmp_path / "state"), "--port", str(port), "--headless"]
+    try:
+        started = prodline(*dev, "--detach", "--json")
+        assert started.returncode == 0, started.stdout + started.stderr
+        os.kill(json.loads(started.stdout)["pid"], signal.SIGKILL)  # no orderly stop: its server runs on
+        again = prodline(*dev, "--detach")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert len(servers_of(tmp_path / "state")) == 1
+    finally:
+        prodline(*dev, "--stop")
+    assert servers_of(tmp_path / "state") == []
 
 
 def test_detach_refuses_another_port_for_a_running_state_dir(tmp_path):
