@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from prodline.workers.supervisor import free_port, port_open, process_alive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,68 +40,71 @@ def servers_of(state: Path) -> list[int]:
     return pids
 
 
-def test_stop_returns_once_the_server_is_gone_so_it_can_start_again_at_once(tmp_path):
-    port = free_port()
-    dev = ["dev", "--state-dir", str(tmp_path / "state"), "--port", str(port), "--headless"]
-    try:
-        started = prodline(*dev, "--detach", "--json")
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert json.loads(started.stdout)["state"] == "started"
-        assert json.loads(prodline(*dev, "--detach", "--json").stdout)["state"] == "already running"
+class Dev:
+    """`prodline dev ... ARGS` on a free port with the test's own state dir."""
 
-        assert servers_of(tmp_path / "state")
-        assert prodline(*dev, "--stop").returncode == 0
-        assert servers_of(tmp_path / "state") == [], "--stop returned while the Temporal server still runs"
-        assert not port_open("127.0.0.1", port)
-        again = prodline(*dev, "--detach")  # at once, on the same SQLite file
-        assert again.returncode == 0, again.stdout + again.stderr
-        listed = prodline("release", "list", env=dict(os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{port}"))
-        assert listed.returncode == 0, listed.stdout + listed.stderr
-    finally:
-        prodline(*dev, "--stop")
-    assert not port_open("127.0.0.1", port)
+    def __init__(self, state: Path):
+        self.state, self.port = state, free_port()
+
+    def __call__(self, *args: str, port: int | None = None) -> subprocess.CompletedProcess:
+        port = port or self.port
+        return prodline("dev", "--state-dir", str(self.state), "--port", str(port), "--headless", *args)
 
 
-def test_a_server_left_by_a_killed_dev_process_does_not_block_the_next_start(tmp_path):
-    port = free_port()
-    dev = ["dev", "--state-dir", str(tmp_path / "state"), "--port", str(port), "--headless"]
-    try:
-        started = prodline(*dev, "--detach", "--json")
-        assert started.returncode == 0, started.stdout + started.stderr
-        os.kill(json.loads(started.stdout)["pid"], signal.SIGKILL)  # no orderly stop: its server runs on
-        again = prodline(*dev, "--detach")
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert len(servers_of(tmp_path / "state")) == 1
-    finally:
-        prodline(*dev, "--stop")
-    assert servers_of(tmp_path / "state") == []
+@pytest.fixture
+def dev(tmp_path):
+    command = Dev(tmp_path / "state")
+    yield command
+    command("--stop")
+    assert servers_of(command.state) == []
 
 
-def test_detach_refuses_another_port_for_a_running_state_dir(tmp_path):
-    port = free_port()
-    state = ["dev", "--state-dir", str(tmp_path / "state"), "--headless"]
-    try:
-        assert prodline(*state, "--port", str(port), "--detach").returncode == 0
-        other = prodline(*state, "--port", str(free_port()), "--detach")
-        assert other.returncode == 8
-        assert f"already runs for {tmp_path / 'state'} at 127.0.0.1:{port}" in other.stderr
-        assert "prodline dev --stop" in other.stderr
-    finally:
-        prodline(*state, "--stop")
+def test_stop_returns_once_the_server_is_gone_so_it_can_start_again_at_once(dev):
+    started = dev("--detach", "--json")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert json.loads(started.stdout)["state"] == "started"
+    assert json.loads(dev("--detach", "--json").stdout)["state"] == "already running"
+
+    assert servers_of(dev.state)
+    assert dev("--stop").returncode == 0
+    assert servers_of(dev.state) == [], "--stop returned while the Temporal server still runs"
+    assert not port_open("127.0.0.1", dev.port)
+    again = dev("--detach")  # at once, on the same SQLite file
+    assert again.returncode == 0, again.stdout + again.stderr
+    listed = prodline("release", "list", env=dict(os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{dev.port}"))
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+
+
+def test_a_server_left_by_a_killed_dev_process_does_not_block_the_next_start(dev):
+    started = dev("--detach", "--json")
+    assert started.returncode == 0, started.stdout + started.stderr
+    os.kill(json.loads(started.stdout)["pid"], signal.SIGKILL)  # no orderly stop: its server runs on
+    again = dev("--detach")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(servers_of(dev.state)) == 1
+
+
+def test_detach_refuses_another_port_for_a_running_state_dir(dev):
+    assert dev("--detach").returncode == 0
+    other = dev("--detach", port=free_port())
+    assert other.returncode == 8
+    assert f"already runs for {dev.state} at 127.0.0.1:{dev.port}" in other.stderr
+    assert "prodline dev --stop" in other.stderr
 
 
 def test_make_demo_on_another_port_keeps_what_it_writes_in_the_state_dir(tmp_path):
-    port = free_port()
+    port, ui_port = free_port(), free_port()
     state = tmp_path / "state"
     examples_before = files_under(REPO / "examples")
     # `-o .venv/.installed`: use the installed venv as it is (others may have touched pyproject.toml).
-    make = ["make", "-s", "-C", str(REPO), "-o", ".venv/.installed", f"STATE_DIR={state}", f"PORT={port}"]
+    settings = [f"STATE_DIR={state}", f"PORT={port}", f"UI_PORT={ui_port}"]
+    make = ["make", "-s", "-C", str(REPO), "-o", ".venv/.installed", *settings]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "PRODLINE_"))}
     address = dict(env, TEMPORAL_ADDRESS=f"127.0.0.1:{port}")
     try:
         demo = subprocess.run([*make, "demo"], env=env, capture_output=True, text=True, timeout=300)
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        assert f"http://localhost:{port + 1000}" in demo.stdout
+        assert f"Explore it at http://localhost:{ui_port}" in demo.stdout
         assert f"Temporal at 127.0.0.1:{port}" in demo.stdout
 
         listed = json.loads(prodline("release", "list", "--json", env=address).stdout)
@@ -112,7 +117,7 @@ def test_make_demo_on_another_port_keeps_what_it_writes_in_the_state_dir(tmp_pat
         stop = subprocess.run([*make, "stop"], env=env, capture_output=True, text=True, timeout=120)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert prodline("release", "list", env=address).returncode == 6  # nothing listening any more
-        restarted = prodline("dev", "--state-dir", str(state), "--port", str(port), "--detach", env=env)
+        restarted = prodline("dev", "--state-dir", str(state), "--port", str(port), "--headless", "--detach", env=env)
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         listed = json.loads(prodline("release", "list", "--json", env=address).stdout)
         assert [r["state"] for r in listed] == ["succeeded"]  # the same SQLite file
