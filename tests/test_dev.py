@@ -64,6 +64,10 @@ def test_stop_returns_once_the_server_is_gone_so_it_can_start_again_at_once(dev)
     assert started.returncode == 0, started.stdout + started.stderr
     assert json.loads(started.stdout)["state"] == "started"
     assert json.loads(dev("--detach", "--json").stdout)["state"] == "already running"
+    other = dev("--detach", port=free_port())
+    assert other.returncode == 8, "a second --detach on another port for a running state dir"
+    assert f"already runs for {dev.state} at 127.0.0.1:{dev.port}" in other.stderr
+    assert "prodline dev --stop" in other.stderr
 
     assert servers_of(dev.state)
     assert dev("--stop").returncode == 0
@@ -82,14 +86,6 @@ def test_a_server_left_by_a_killed_dev_process_does_not_block_the_next_start(dev
     again = dev("--detach")
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(servers_of(dev.state)) == 1
-
-
-def test_detach_refuses_another_port_for_a_running_state_dir(dev):
-    assert dev("--detach").returncode == 0
-    other = dev("--detach", port=free_port())
-    assert other.returncode == 8
-    assert f"already runs for {dev.state} at 127.0.0.1:{dev.port}" in other.stderr
-    assert "prodline dev --stop" in other.stderr
 
 
 def test_make_demo_on_another_port_keeps_what_it_writes_in_the_state_dir(tmp_path):
