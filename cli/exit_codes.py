@@ -1,15 +1,24 @@
-"""Exit codes of the ``prodline`` CLI, documented in the README; CI scripts rely on them."""
+"""Exit codes of the ``prodline`` CLI, documented in the README; CI scripts rely on them.
 
-SUCCEEDED = 0
-FAILED = 1  # the release failed (a step or check failed), or an unexpected error
-INVALID = 2  # bad config, bad parameters or bad command-line usage
-REJECTED = 3  # an approver rejected the release
-CANCELLED = 4  # the release was cancelled
-TIMED_OUT = 5  # the release (or a wait inside it, such as an approval) timed out
-UNAVAILABLE = 6  # Temporal could not be reached
-NOT_FOUND = 7  # no release with that ID
-WRONG_STATE = 8  # the release is not in a state that allows this (e.g. cancelling a finished release)
-INTERRUPTED = 130  # Ctrl-C
+The constants live with the error base (:mod:`prodline.errors`), where every
+error type names its code; this module adds what a release's end maps to.
+"""
+
+from prodline.errors import (
+    CANCELLED,
+    FAILED,
+    INTERRUPTED,
+    INVALID,
+    NOT_FOUND,
+    REJECTED,
+    SUCCEEDED,
+    TIMED_OUT,
+    UNAVAILABLE,
+    WRONG_STATE,
+)
+
+# Output closed by its reader (`prodline schema | head`): what a Unix tool killed by SIGPIPE exits with.
+BROKEN_PIPE = 141
 
 BY_STATE = {
     "succeeded": SUCCEEDED,
@@ -18,3 +27,18 @@ BY_STATE = {
     "cancelled": CANCELLED,
     "timed_out": TIMED_OUT,
 }
+
+__all__ = [
+    "BROKEN_PIPE",
+    "BY_STATE",
+    "CANCELLED",
+    "FAILED",
+    "INTERRUPTED",
+    "INVALID",
+    "NOT_FOUND",
+    "REJECTED",
+    "SUCCEEDED",
+    "TIMED_OUT",
+    "UNAVAILABLE",
+    "WRONG_STATE",
+]

@@ -1,35 +1,41 @@
 """``prodline``: the command line CI and people use.
 
-This module only parses arguments; each command lives in its own module and
-is imported when it runs, so ``prodline --help`` never pays for Temporal or
+This module parses arguments and turns errors into one line and an exit code.
+Each command lives in its own module and is imported when it runs (the
+``_run_*`` functions below), so ``prodline --help`` never pays for Temporal or
 pydantic imports.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import typing
 
+from prodline.errors import ProdlineError
+
 from . import exit_codes
 
+if typing.TYPE_CHECKING:
+    from datetime import timedelta
 
-class CliError(Exception):
-    """A failure to report as one line and an exit code."""
+# Kept for callers that still raise it: every CLI error is a ProdlineError(message, exit_code).
+CliError = ProdlineError
 
-    def __init__(self, message: str, code: int = exit_codes.FAILED):
-        super().__init__(message)
-        self.code = code
+
+class Interrupted(ProdlineError):
+    """Ctrl-C while following a release: the CLI stops following, the release goes on."""
+
+    exit_code = exit_codes.INTERRUPTED
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors reported like every other error: one line, exit code 2."""
 
     def error(self, message: str) -> typing.NoReturn:
-        raise CliError(f"{self.prog}: {message} (see `{self.prog} --help`)", exit_codes.INVALID)
+        raise ProdlineError(f"{self.prog}: {message} (see `{self.prog} --help`)", exit_codes.INVALID)
 
 
 def _port(text: str) -> int:
@@ -40,6 +46,15 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
     return port
+
+
+def _duration(text: str) -> timedelta:
+    from prodline.config.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +68,91 @@ def _connection(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _timeout(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help=f"with --wait: stop waiting after this long (e.g. 30m) and exit 5; {what} goes on",
+    )
+
+
+# --- the commands, imported when they run -------------------------------------------------
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from . import validate
+
+    return validate.run(args)
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from . import validate
+
+    return validate.schema(args)
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from . import dev
+
+    return dev.run(args)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from . import dev
+
+    return dev.worker(args)
+
+
+def _run_setup(args: argparse.Namespace) -> int:
+    from . import setup
+
+    return setup.run(args)
+
+
+def _run_approve(args: argparse.Namespace) -> int:
+    from . import approve
+
+    return approve.approve(args)
+
+
+def _run_reject(args: argparse.Namespace) -> int:
+    from . import approve
+
+    return approve.reject(args)
+
+
+def _run_start(args: argparse.Namespace) -> int:
+    from . import release
+
+    return release.start(args)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from . import release
+
+    return release.status(args)
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from . import release
+
+    return release.list_(args)
+
+
+def _run_cancel(args: argparse.Namespace) -> int:
+    from . import release
+
+    return release.cancel(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prodline",
         description="Production orchestration on Temporal: every release is a durable workflow.",
         epilog="Exit codes: 0 succeeded, 1 failed, 2 invalid input, 3 rejected, 4 cancelled, 5 timed out, "
-        "6 Temporal unreachable, 7 not found, 8 wrong state or refused.",
+        "6 Temporal unreachable or not set up, 7 not found, 8 wrong state or refused, "
+        "130 interrupted (the release goes on).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -67,11 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="+", metavar="FILE", help="files, or folders searched for prodline.yaml and prodline.*.yaml"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler="validate:run")
+    p.set_defaults(handler=_run_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the config files")
     p.add_argument("--kind", choices=["application", "service"], help="only this file's schema")
-    p.set_defaults(handler="validate:schema")
+    p.set_defaults(handler=_run_schema)
 
     p = sub.add_parser("dev", help="run the embedded Temporal server and a worker")
     p.add_argument(
@@ -87,15 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--detach", action="store_true", help="run in the background and return once ready")
     mode.add_argument("--stop", action="store_true", help="stop a server started with --detach")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler="dev:run")
+    p.set_defaults(handler=_run_dev)
 
     p = sub.add_parser("worker", help="run a worker against an existing Temporal cluster")
     _connection(p)
-    p.set_defaults(handler="dev:worker")
+    p.set_defaults(handler=_run_worker)
 
-    for verdict, text in (
-        ("approve", "approve a release waiting in an environment (or resume a paused one)"),
-        ("reject", "reject a release waiting in an environment: it ends as rejected"),
+    p = sub.add_parser(
+        "setup",
+        help="register prodline's search attributes on an existing namespace (once; safe to repeat)",
+        description="Register the search attributes releases are started and listed with "
+        "(ProdlineApplication, ProdlineService, ProdlineVersion, ProdlineEnvironment, ProdlineState; Keyword) "
+        "on the namespace, through Temporal's operator service. `prodline dev` needs no setup.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _connection(p)
+    p.set_defaults(handler=_run_setup)
+
+    for verdict, text, handler in (
+        ("approve", "approve a release waiting in an environment (or resume a paused one)", _run_approve),
+        ("reject", "reject a release waiting in an environment: it ends as rejected", _run_reject),
     ):
         p = sub.add_parser(verdict, help=text)
         p.add_argument("release_id", metavar="ID")
@@ -104,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--comment", help="recorded with the decision")
         p.add_argument("--json", action="store_true")
         _connection(p)
-        p.set_defaults(handler=f"approve:{verdict}")
+        p.set_defaults(handler=handler)
 
     release = sub.add_parser("release", help="start and follow releases").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -116,71 +221,90 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", metavar="FILE", help="application file (default: nearest prodline.yaml)")
     p.add_argument("--initiator", help="who starts it (default: $PRODLINE_USER, $GITHUB_ACTOR or $USER)")
     p.add_argument("--wait", action="store_true", help="follow progress and exit with the release's outcome")
+    _timeout(p, "the release")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _connection(p)
-    p.set_defaults(handler="release:start")
+    p.set_defaults(handler=_run_start)
 
     p = release.add_parser("status", help="show a release")
     p.add_argument("release_id", metavar="ID")
     p.add_argument("--json", action="store_true")
     _connection(p)
-    p.set_defaults(handler="release:status")
+    p.set_defaults(handler=_run_status)
 
-    p = release.add_parser("list", help="list releases, newest first")
+    p = release.add_parser("list", help="list releases, newest start first")
     p.add_argument("--application")
     p.add_argument("--service")
-    p.add_argument("--environment")
+    p.add_argument(
+        "--environment",
+        help="releases whose current environment is this one: where a running release is now, "
+        "where an ended one stopped or finished (not environments it passed through earlier)",
+    )
     p.add_argument(
         "--state", choices=["running", "waiting", "succeeded", "failed", "rejected", "cancelled", "timed_out"]
     )
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default 50)")
     p.add_argument("--json", action="store_true")
     _connection(p)
-    p.set_defaults(handler="release:list_")
+    p.set_defaults(handler=_run_list)
 
     p = release.add_parser("cancel", help="cancel a running release (stops its running step)")
     p.add_argument("release_id", metavar="ID")
     p.add_argument("--wait", action="store_true", help="return once the release has stopped")
+    _timeout(p, "the cancellation")
     p.add_argument("--json", action="store_true")
     _connection(p)
-    p.set_defaults(handler="release:cancel")
+    p.set_defaults(handler=_run_cancel)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # The reader went away (`prodline schema | head`): stop quietly, as Unix tools do.
+        _discard_stdout()
+        return exit_codes.BROKEN_PIPE
+
+
+def _dispatch(argv: list[str]) -> int:
     want_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
-        module_name, func_name = args.handler.split(":")
-        module = importlib.import_module(f"prodline.cli.{module_name}")
-        return getattr(module, func_name)(args)
+        return args.handler(args)
     except KeyboardInterrupt:
         return exit_codes.INTERRUPTED
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # one line, never a traceback
         code, message = _classify(exc)
         if want_json:
             print(json.dumps({"error": message, "exit_code": code}))
-        print(f"prodline: error: {message}", file=sys.stderr)
+        label = "" if isinstance(exc, Interrupted) else "error: "
+        print(f"prodline: {label}{message}", file=sys.stderr)
         return code
 
 
 def _classify(exc: Exception) -> tuple[int, str]:
-    if isinstance(exc, CliError):
-        return exc.code, str(exc)
-    name = type(exc).__name__
-    if name == "ConfigError":
-        return exit_codes.INVALID, str(exc)
-    if name == "TemporalUnavailable":
-        return exit_codes.UNAVAILABLE, str(exc)
-    if name == "RPCError":
-        status = getattr(getattr(exc, "status", None), "name", "")
-        if status == "NOT_FOUND":
+    if isinstance(exc, ProdlineError):
+        return exc.exit_code, str(exc)
+    from temporalio.service import RPCError, RPCStatusCode  # only errors pay for this import
+
+    if isinstance(exc, RPCError):
+        if exc.status == RPCStatusCode.NOT_FOUND:
             return exit_codes.NOT_FOUND, f"not found in Temporal: {exc}"
-        if status in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):
+        if exc.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION):
             return exit_codes.INVALID, f"Temporal rejected the request: {exc}"
-        return exit_codes.UNAVAILABLE, f"Temporal refused the request ({status or 'error'}): {exc}"
-    return exit_codes.FAILED, f"{name}: {exc}"
+        return exit_codes.UNAVAILABLE, f"Temporal refused the request ({exc.status.name}): {exc}"
+    return exit_codes.FAILED, f"{type(exc).__name__}: {exc}"
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left cannot fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def entrypoint() -> None:
@@ -191,7 +315,11 @@ def entrypoint() -> None:
     command has already succeeded, which would turn a good exit code bad.
     """
     code = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the last of the output met a reader that had gone
+        _discard_stdout()
+        code = exit_codes.BROKEN_PIPE
     sys.stderr.flush()
     os._exit(code)
 

@@ -14,12 +14,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
+from prodline.errors import Unavailable
+
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_TASK_QUEUE = "prodline"
 
 
-class TemporalUnavailable(Exception):
-    """The Temporal server cannot be reached or refused the connection."""
+class TemporalUnavailable(Unavailable):
+    """The Temporal server cannot be reached or refused the connection (exit code 6)."""
 
 
 def connect_config(address: str | None = None, namespace: str | None = None) -> dict:

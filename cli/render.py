@@ -1,0 +1,76 @@
+"""How releases read on a terminal: progress lines, summaries, plans for approvers, lists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prodline.client import ListedRelease
+from prodline.contracts import EnvironmentStatus, Event, Phase, ReleaseState, ReleaseStatus, Verdict
+
+
+def document(status: ReleaseStatus | None, state: ReleaseState, reason: str, link: str | None) -> dict[str, Any]:
+    """What `--json` prints about a release: one shape for `status` and `start --wait`."""
+    data = status.model_dump(mode="json") if status else {}
+    data.update(state=state.value, reason=reason or data.get("reason", ""), ui_url=link)
+    return data
+
+
+def progress(events: Iterable[Event]) -> list[str]:
+    """Events as `--wait` streams them: time, environment, message (continued lines indented)."""
+    lines = []
+    for event in events:
+        where = f"{event.environment:<12}" if event.environment else " " * 12
+        first, *rest = event.message.splitlines() or [""]
+        lines.append(f"{event.at:%H:%M:%S}  {where} {first}")
+        lines += [f"{'':>22}{line}" for line in rest]
+    return lines
+
+
+def plans(env: EnvironmentStatus, indent: str) -> list[str]:
+    """What would be applied in ``env``, for whoever is asked to approve it."""
+    lines = []
+    for step in env.steps:
+        if step.plan:
+            lines.append(f"{indent}plan of {step.name}" + (f": {step.summary}" if step.summary else ":"))
+            lines += [f"{indent}  {line}" for line in step.plan.splitlines()]
+    return lines
+
+
+def summary(release_id: str, state: ReleaseState, reason: str, status: ReleaseStatus | None, link: str | None) -> str:
+    lines = [""]
+    for env in status.environments if status else []:
+        steps = "  ".join(f"{s.name}:{s.phase.value}" for s in env.steps)
+        waiting = f"  (waiting on {env.waiting_on})" if env.waiting_on else ""
+        lines.append(f"  {env.name:<12} {env.phase.value:<10} {steps}{waiting}")
+        if env.phase is Phase.waiting:
+            lines += plans(env, indent="    ")
+    lines.append(f"release {release_id} {state.value}" + (f": {reason}" if reason else ""))
+    if link:
+        lines.append(f"  {link}")
+    return "\n".join(lines)
+
+
+def recent_events(status: ReleaseStatus, count: int = 10) -> str:
+    return "recent events:\n" + "\n".join(
+        f"  {e.at:%Y-%m-%d %H:%M:%S}  {e.environment or '-':<12} {(e.message.splitlines() or [''])[0]}"
+        for e in status.events[-count:]
+    )
+
+
+def decision_prompt(status: ReleaseStatus, environment: str, verdict: Verdict) -> str:
+    """What an approver sees before the decision is sent."""
+    env = status.environment(environment)
+    lines = [f"{verdict.value} {status.service} {status.version} into {environment} (started by {status.initiator})"]
+    if env.waiting_on:
+        lines.append(f"  waiting on: {env.waiting_on}")
+    lines += plans(env, indent="  ")
+    return "\n".join(lines)
+
+
+def release_table(rows: list[ListedRelease]) -> str:
+    lines = [f"{'RELEASE':<40} {'STATE':<10} {'ENVIRONMENT':<12} STARTED"]
+    for r in rows:
+        started = r.started_at.isoformat()[:19] if r.started_at else ""
+        lines.append(f"{r.release_id:<40} {r.state:<10} {r.environment or '-':<12} {started}")
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The whole status of a release that has ended, read from Temporal alone.
+
+A running release answers its status query through a worker. One that has
+ended must not need a worker to show what happened:
+
+* a succeeded release returns its status as its result;
+* a failed, rejected or timed-out one ends with an ``ApplicationError`` whose
+  details carry the status, when the workflow attaches it;
+* otherwise (a cancelled release, a terminated one, one whose failure carries
+  no status) its history is replayed here with the workflow's own code, and
+  the status is read from the workflow object afterwards: the very answer the
+  status query would give, with no worker and no guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from prodline.contracts import ReleaseStatus
+from prodline.workflows.release import ReleaseWorkflow
+
+
+def status_in_failure(error: ApplicationError) -> ReleaseStatus | None:
+    """The status a failed release attached to its failure, if it did."""
+    try:
+        return ReleaseStatus.model_validate(error.details[0]) if error.details else None
+    except ValueError:
+        return None
+
+
+async def closed_status(client: Client, description: WorkflowExecutionDescription) -> ReleaseStatus | None:
+    """The final status of a release that has ended (None if even a replay cannot tell)."""
+    handle = client.get_workflow_handle_for(ReleaseWorkflow.run, description.id, run_id=description.run_id)
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        try:
+            return await handle.result(follow_runs=False)
+        except (RPCError, ValueError):
+            pass  # an unreadable result: the replay below still knows
+    elif description.status == WorkflowExecutionStatus.FAILED:
+        try:
+            await handle.result(follow_runs=False)
+        except WorkflowFailureError as exc:
+            if isinstance(exc.cause, ApplicationError) and (status := status_in_failure(exc.cause)):
+                return status
+        except RPCError:
+            pass
+    return await replayed_status(client, description)
+
+
+async def replayed_status(client: Client, description: WorkflowExecutionDescription) -> ReleaseStatus | None:
+    """Replay the release's history here and read the status its workflow object holds at the end."""
+    # Imported here: only a closed release that left no status elsewhere pays for the worker package.
+    from temporalio.worker import (
+        ExecuteWorkflowInput,
+        Interceptor,
+        Replayer,
+        UnsandboxedWorkflowRunner,
+        WorkflowInboundInterceptor,
+        WorkflowInterceptorClassInput,
+    )
+
+    instances: list[ReleaseWorkflow] = []
+
+    class _Keep(WorkflowInboundInterceptor):
+        async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+            run: Callable[..., Awaitable[Any]] = input.run_fn  # unbound: the SDK passes the instance first
+
+            async def keeping(instance: ReleaseWorkflow, *args: Any) -> Any:
+                instances.append(instance)
+                return await run(instance, *args)
+
+            input.run_fn = keeping
+            return await super().execute_workflow(input)
+
+    class _KeepInstance(Interceptor):
+        def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
+            return _Keep
+
+    try:
+        history = await client.get_workflow_handle(description.id, run_id=description.run_id).fetch_history()
+        replayer = Replayer(
+            workflows=[ReleaseWorkflow],
+            interceptors=[_KeepInstance()],
+            data_converter=client.data_converter,
+            # Our own deterministic code, read back only: the sandbox would only add start-up time.
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    except Exception:  # best effort: a status that cannot be rebuilt shows as missing, never as a crash
+        return None
+    if result.replay_failure is not None or not instances:
+        return None  # this code cannot replay that history (another version wrote it)
+    return instances[0].status()

@@ -1,0 +1,353 @@
+"""The release client: start or attach, follow, cancel, decide, list and read ledgers.
+
+Everything here speaks to Temporal only; the release workflow is referenced by
+its class (``ReleaseWorkflow.run``), which imports no tool code. Errors are
+:mod:`prodline.errors` types, so every caller (the CLI, tests, benchmarks)
+gets the same message and exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from prodline.activities.ledger import read_ledger
+from prodline.config.release import ReleaseRequest
+from prodline.contracts import (
+    DECIDE_SIGNAL,
+    FAILURE_TYPES,
+    Decision,
+    DecisionRecord,
+    DeploymentRecord,
+    Phase,
+    ReleaseState,
+    ReleaseStatus,
+    Verdict,
+)
+from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
+from prodline.workers.connect import connect, task_queue, ui_url
+from prodline.workflows import search_attributes as sa
+from prodline.workflows.release import ReleaseWorkflow
+
+from . import history, listing, setup, workers
+
+# How long a decision may take to show up in the release's status before the CLI gives up.
+CONFIRM_SECONDS = 15
+
+_STATE_BY_FAILURE_TYPE = {v: k for k, v in FAILURE_TYPES.items()}
+# How a release that Temporal itself ended shows.
+_ENDED = {
+    WorkflowExecutionStatus.COMPLETED: (ReleaseState.succeeded, ""),
+    WorkflowExecutionStatus.CANCELED: (ReleaseState.cancelled, "the release was cancelled"),
+    WorkflowExecutionStatus.TIMED_OUT: (ReleaseState.timed_out, "the release exceeded its execution timeout"),
+    WorkflowExecutionStatus.TERMINATED: (ReleaseState.failed, "the release was terminated in Temporal"),
+}
+
+Handle = WorkflowHandle[ReleaseWorkflow, ReleaseStatus]
+
+
+@dataclass(frozen=True)
+class Started:
+    """What ``start`` did: started the release, attached to it running, or found it released already."""
+
+    release_id: str
+    run_id: str | None
+    how: Literal["started", "attached", "already-released"]
+    task_queue: str
+    config_changed: bool = False  # attached to (or found) a release started with another config
+    closed_at: datetime | None = None  # already-released: when it succeeded
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a release stands, from Temporal alone (no worker needed)."""
+
+    release_id: str
+    state: ReleaseState
+    reason: str
+    description: WorkflowExecutionDescription
+    status: ReleaseStatus | None = None  # the final status, when reading the outcome already gave it
+
+    @property
+    def running(self) -> bool:
+        return self.description.status == WorkflowExecutionStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class View:
+    """A release as ``release status`` shows it: state and reason, and its status if anything told it."""
+
+    outcome: Outcome
+    state: ReleaseState
+    reason: str
+    status: ReleaseStatus | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One look at a release being followed; ``outcome`` is set on the last one, once it has ended."""
+
+    description: WorkflowExecutionDescription
+    status: ReleaseStatus | None
+    outcome: Outcome | None = None
+
+
+@dataclass(frozen=True)
+class DecisionTarget:
+    """A release waiting for a decision in one environment, with the status an approver should see."""
+
+    release_id: str
+    environment: str
+    status: ReleaseStatus = field(repr=False)
+
+
+class ReleaseClient:
+    """prodline's view of a Temporal namespace: releases, their decisions and ledgers."""
+
+    def __init__(self, client: Client, queue: str | None = None):
+        self.temporal = client
+        self.task_queue = task_queue(queue)
+
+    @classmethod
+    async def connect(
+        cls, address: str | None = None, namespace: str | None = None, queue: str | None = None
+    ) -> ReleaseClient:
+        return cls(await connect(address, namespace), queue)
+
+    def ui_url(self, release_id: str | None = None) -> str | None:
+        return ui_url(self.temporal.service_client.config.target_host, self.temporal.namespace, release_id)
+
+    def handle(self, release_id: str, run_id: str | None = None) -> Handle:
+        return self.temporal.get_workflow_handle_for(ReleaseWorkflow.run, release_id, run_id=run_id)
+
+    # --- starting ---------------------------------------------------------------------
+
+    async def start(self, request: ReleaseRequest) -> Started:
+        """Start the release's workflow, or attach to it if it runs already.
+
+        One workflow per service version. A retried CI job attaches to the running
+        release (USE_EXISTING); a new run is allowed only after a failed one
+        (ALLOW_DUPLICATE_FAILED_ONLY), so a succeeded version is not released twice.
+        """
+        envs = " → ".join(e.name for e in request.environments)
+        try:
+            handle = await self.temporal.start_workflow(
+                ReleaseWorkflow.run,
+                request,
+                id=request.release_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.APPLICATION, request.application),
+                        SearchAttributePair(sa.SERVICE, request.service),
+                        SearchAttributePair(sa.VERSION, request.version),
+                        SearchAttributePair(sa.STATE, ReleaseState.running.value),
+                    ]
+                ),
+                memo={"digest": request.digest, "initiator": request.initiator},
+                static_summary=f"{request.service} {request.version}: {envs}"[:200],
+            )
+        except WorkflowAlreadyStartedError:
+            desc = await self.handle(request.release_id).describe()
+            return Started(
+                request.release_id,
+                desc.run_id,
+                "already-released",
+                desc.task_queue,
+                await _config_changed(desc, request),
+                desc.close_time,
+            )
+        except RPCError as exc:
+            await setup.raise_if_not_set_up(self.temporal, exc)
+            raise
+        # The SDK does not expose "started or attached" publicly; its start response does.
+        response = getattr(handle, "_start_workflow_response", None)
+        if getattr(response, "started", True):
+            return Started(request.release_id, handle.result_run_id, "started", self.task_queue)
+        desc = await handle.describe()
+        return Started(
+            request.release_id, handle.result_run_id, "attached", desc.task_queue, await _config_changed(desc, request)
+        )
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def outcome(self, release_id: str) -> Outcome:
+        """The release's state and reason (and, for a failure that carries it, its final status)."""
+        handle = self.handle(release_id)
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND and "namespace" in exc.message.lower():
+                raise InvalidInput(f"Temporal: {exc.message}") from None
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no release with ID {release_id!r}") from None
+            raise
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            state = desc.typed_search_attributes.get(sa.STATE) or ReleaseState.running.value
+            return Outcome(release_id, ReleaseState(state), "", desc)
+        ended = _ENDED.get(desc.status) if desc.status is not None else None
+        if ended is not None:
+            state, reason = ended
+            return Outcome(release_id, state, reason, desc)
+        try:
+            await handle.result(follow_runs=False)
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError):
+                state = _STATE_BY_FAILURE_TYPE.get(cause.type or "", ReleaseState.failed)
+                return Outcome(release_id, state, cause.message, desc, history.status_in_failure(cause))
+            return Outcome(release_id, ReleaseState.failed, str(cause or exc), desc)
+        return Outcome(release_id, ReleaseState.failed, "", desc)
+
+    async def live_status(self, release_id: str) -> ReleaseStatus | None:
+        """The status query's answer; None when no worker answers right now."""
+        try:
+            return await self.handle(release_id).query(ReleaseWorkflow.status, rpc_timeout=timedelta(seconds=2))
+        except Exception:  # no worker right now: progress shows up once one is back
+            return None
+
+    async def view(self, release_id: str) -> View:
+        """What ``release status`` shows: a running release asks its worker, an ended one needs none."""
+        outcome = await self.outcome(release_id)
+        if outcome.running:
+            current = await self.live_status(release_id)
+            if current is not None and not outcome.state.final:
+                # The query ran after describe, so it is the fresher view of a running release
+                # (it may have started waiting, or just finished, between the two calls).
+                return View(outcome, current.state, current.reason, current)
+            return View(outcome, outcome.state, outcome.reason, current)
+        status = outcome.status or await history.closed_status(self.temporal, outcome.description)
+        return View(outcome, outcome.state, outcome.reason or (status.reason if status else ""), status)
+
+    async def watch(self, release_id: str, interval: float) -> AsyncIterator[Progress]:
+        """The release every ``interval`` seconds until it ends; the last look carries its outcome."""
+        handle = self.handle(release_id)
+        status = None
+        while True:
+            desc = await handle.describe()
+            if desc.status != WorkflowExecutionStatus.RUNNING:
+                outcome = await self.outcome(release_id)
+                final = outcome.status or await history.closed_status(self.temporal, outcome.description)
+                yield Progress(outcome.description, final or status, outcome)
+                return
+            status = await self.live_status(release_id) or status
+            yield Progress(desc, status)
+            await asyncio.sleep(interval)
+
+    async def list_releases(
+        self,
+        *,
+        application: str | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+    ) -> list[listing.ListedRelease]:
+        """Releases matching the filters, newest start first (see :mod:`.listing`)."""
+        return await listing.newest(
+            self.temporal, listing.visibility_query(application, service, environment, state), limit
+        )
+
+    async def ledger(self, application: str, service: str, environment: str) -> list[DeploymentRecord]:
+        """What the service's ledger in ``environment`` recorded, oldest first."""
+        return await read_ledger(self.temporal, application, service, environment)
+
+    async def worker_problem(
+        self, queue: str, description: WorkflowExecutionDescription | None = None, stall: timedelta | None = None
+    ) -> str | None:
+        """Why a release on ``queue`` does not move for want of a worker (see :mod:`.workers`), or None."""
+        return await workers.problem(self.temporal, queue, description, stall)
+
+    async def worker_polls(self, queue: str | None = None, *, activities: bool = False) -> bool:
+        """Whether a live worker polls ``queue`` (default: this client's)."""
+        return await workers.polling(self.temporal, queue or self.task_queue, activities=activities)
+
+    # --- steering -------------------------------------------------------------------------
+
+    async def cancel(self, release_id: str) -> Outcome:
+        """Ask the release to stop; raises :class:`WrongState` if it has ended already."""
+        outcome = await self.outcome(release_id)
+        if outcome.state.final:
+            raise WrongState(f"release {release_id} already {outcome.state.value}; nothing to cancel")
+        try:
+            await self.handle(release_id).cancel()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # It closed between the look and the cancel: say how it ended, not "no such release".
+            ended = await self.outcome(release_id)
+            raise WrongState(f"release {release_id} already {ended.state.value}; nothing to cancel") from None
+        return outcome
+
+    async def decision_target(self, release_id: str, environment: str | None = None) -> DecisionTarget:
+        """The environment a decision on the release would be about (default: the one it waits in)."""
+        outcome = await self.outcome(release_id)
+        if outcome.state.final:
+            raise WrongState(f"release {release_id} already {outcome.state.value}; there is nothing to decide")
+        status = await self.live_status(release_id)
+        if status is None:
+            raise Unavailable(f"release {release_id} does not answer (is a worker running?)")
+        environment = environment or next((e.name for e in status.environments if e.phase is Phase.waiting), None)
+        if environment is None:
+            raise WrongState(f"release {release_id} is not waiting for a decision; give --environment")
+        if environment not in {e.name for e in status.environments}:
+            raise InvalidInput(f"release {release_id} has no environment {environment!r}")
+        return DecisionTarget(release_id, environment, status)
+
+    async def decide(self, target: DecisionTarget, verdict: Verdict, by: str, comment: str = "") -> DecisionRecord:
+        """Send the decision and return how the release judged it (accepted, or refused and why).
+
+        The decision is a signal, so it is in the release's history whatever
+        happens; the verdict on that very signal is then read from the status.
+        """
+        decision = Decision(
+            request_id=uuid.uuid4().hex, environment=target.environment, by=by, verdict=verdict, comment=comment
+        )
+        try:
+            await self.handle(target.release_id).signal(DECIDE_SIGNAL, decision)
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise  # Temporal unreachable or refusing: reported as such
+            raise WrongState(f"release {target.release_id} is no longer running: {exc}") from None
+        deadline = time.monotonic() + CONFIRM_SECONDS
+        while time.monotonic() < deadline:
+            status = await self.live_status(target.release_id)
+            record = next(
+                (d for d in (status.decisions if status else []) if d.request_id == decision.request_id), None
+            )
+            if record is not None:
+                return record
+            await asyncio.sleep(0.1)
+        raise Unavailable("the decision was sent but not confirmed in time; check `prodline release status`")
+
+    async def register_search_attributes(self) -> setup.Setup:
+        """Register prodline's search attributes on this namespace (idempotent)."""
+        return await setup.register(self.temporal)
+
+
+async def _config_changed(desc: WorkflowExecutionDescription, request: ReleaseRequest) -> bool:
+    memo = await desc.memo()
+    return memo.get("digest") not in (None, request.digest)
