@@ -6,24 +6,10 @@ import json
 import os
 import signal
 import time
-from datetime import timedelta
 
 import pytest
 
-from prodline.activities.ledger import read_ledger
-from prodline.workflows.gates import poll_interval as _poll_interval
-
-from conftest import APP, client_for, history_text, process_alive, run, service, step, wait_for
-
-
-def ledgers(temporal, project) -> list[list]:
-    """What the staging and production ledgers recorded for the project's service."""
-
-    async def read():
-        client = await client_for(temporal)
-        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
-
-    return run(read())
+from conftest import APP, history_text, ledgers, process_alive, service, step, wait_for
 
 
 def test_release_goes_through_staging_then_production(cli, worker, project, tmp_path, temporal):
@@ -291,14 +277,3 @@ def test_attaching_with_a_changed_config_warns_that_the_running_release_is_kept(
     assert again.returncode == 0 and json.loads(again.stdout)["start"] == "attached"
     assert "was started with a different config; following the existing release" in again.stderr
     assert cli.run("release", "cancel", project.release_id("2.0.9")).returncode == 0
-
-
-def test_a_long_wait_evaluates_its_rule_a_bounded_number_of_times():
-    # Two days at a 30 s interval would be 5,760 evaluations, about 57,600 history events: past
-    # Temporal's limit of 51,200, where the server ends the release. The interval stretches instead.
-    span, interval, elapsed, polls = timedelta(days=2), timedelta(seconds=30), timedelta(0), 0
-    while elapsed < span:
-        polls += 1
-        elapsed += _poll_interval(interval, span, polls)
-    assert 900 < polls <= 1000
-    assert _poll_interval(interval, timedelta(minutes=30), polls=10) == interval  # short waits keep theirs
