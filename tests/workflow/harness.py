@@ -3,8 +3,8 @@
 As temporalio/samples-python tests activities (``tests/hello/hello_activity_test.py``):
 the workflow code and the Temporal server are the real ones; only what would touch the
 world answers from a script the test writes. No shell and no Terraform, so a release takes
-well under a second, and a branch a script can reach (a stale plan three times over, a
-check failing exactly N times) no longer needs a contraption of shell scripts.
+well under a second, and branches that shell scripts reach only by contraption (a plan
+stale three times over, a check failing exactly N times in a row) are one line of script.
 
 The ledger activity is the real one: releases record into real ledger workflows, and the
 tests read back what a user (or the ``stable`` rule) would read.
@@ -21,7 +21,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
@@ -293,7 +293,12 @@ class Releases:
             handle = await self.client.start_workflow(
                 ReleaseWorkflow.run, request, id=request.release_id, task_queue=task_queue
             )
-            yield Running(self.client, handle, request)
+            try:
+                yield Running(self.client, handle, request)
+            finally:
+                # A test that failed midway leaves nothing running on the session's server.
+                if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                    await handle.terminate("the test is over")
 
     async def run(self, request: ReleaseRequest, script: Script) -> Finished:
         """Run a release that needs nobody to its end."""
