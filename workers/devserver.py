@@ -94,6 +94,8 @@ class DevServer:
             "--log-level", "warn",
             # Searches see a new attribute at once instead of after a cache refresh.
             "--dynamic-config-value", "system.forceSearchAttributesCacheRefreshOnRead=true",
+            # Timers fire when due, not up to a second late (short rule intervals, tests).
+            "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"',
         ]  # fmt: skip
         cmd += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
         for key in search_attributes.ALL:

@@ -44,7 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from .outcomes import ReleaseStopped, activity_failure, stop_if_cancelled
     from .status import StatusBoard
 
-# How long a release paused on a failed check waits for someone to decide.
+# How long a release paused on a failed check waits for someone to decide, where the
+# environment has no approval rule (with one, its timeout applies).
 PAUSE_TIMEOUT = timedelta(days=7)
 
 # Evaluations of one rule at its configured interval; after that the interval stretches so
@@ -234,13 +235,10 @@ class Gates:
 
     async def pause(self, stage: EnvironmentRun, label: str, reason: str) -> None:
         """A failed rule with `on_failure: pause`: people resume (approve) or reject."""
-        # Whoever may approve this environment may resume it, under the same rules (anyone, without one).
+        # Whoever may approve this environment may resume it, under the same rules, its
+        # timeout included (anyone, within PAUSE_TIMEOUT, without one).
         approvals = [p.approval for p in stage.preconditions if p.approval is not None]
-        rule = (
-            approvals[0].model_copy(update={"timeout": PAUSE_TIMEOUT})
-            if approvals
-            else ApprovalRule(timeout=PAUSE_TIMEOUT)
-        )
+        rule = approvals[0] if approvals else ApprovalRule(timeout=PAUSE_TIMEOUT)
         self._board.event(
             f"paused: {label} failed: {reason}; `prodline approve` resumes, `prodline reject` stops", stage.name
         )

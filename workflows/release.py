@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         APPLY_STEP,
         DECIDE_SIGNAL,
         FAILURE_TYPES,
-    FINAL_STATUS_MEMO,
+        FINAL_STATUS_MEMO,
         NON_RETRYABLE_CONFIG,
         PLAN_STEP,
         RECORD_DEPLOYMENT,
@@ -156,6 +156,7 @@ class ReleaseWorkflow:
                 break
             except StalePlan as stale:
                 if stale.step.spec.stale_plan_policy == "fail" or attempt == MAX_PLANS:
+                    self._board.step(stage.name, stale.step.name).phase = Phase.failed
                     raise ReleaseStopped(
                         ReleaseState.failed, f"{stage.name}: step {stale.step.name}: {stale.reason}"
                     ) from None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from prodline.contracts import Verdict
 
 from .harness import failed
@@ -115,7 +113,6 @@ environments:
 """
 
 
-@pytest.mark.skip(reason="needs the pause to follow the approval rule's timeout (gates.pause)")
 async def test_a_pause_nobody_resumes_ends_the_release_timed_out(releases, script, request_for):
     script.on("evaluate", "qa-signoff", failed("no sign-off yet"))
     done = await releases.run(request_for(PAUSED, SERVICE), script)

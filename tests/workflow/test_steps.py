@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from prodline.contracts import StepResult
 from prodline.workflows.release import MAX_PLANS
 
@@ -55,7 +53,6 @@ async def test_a_plan_stale_at_every_apply_fails_the_release_after_the_last_plan
     assert done.ledger("staging") == [("1.0.0", "failed")] and done.ledger("production") == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs the step whose stale plan ends the release to show failed (release.py)")
 async def test_the_step_whose_stale_plan_ends_the_release_shows_failed(releases, script, request_for):
     script.on("apply", "infra", stale(STALE))
     done = await releases.run(request_for(APP, service(on_stale_plan="fail")), script)
