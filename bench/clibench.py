@@ -21,8 +21,9 @@ from pathlib import Path
 
 from common import BENCH, VENV_BIN, client_for, dev_server, log, median, ratio, requests_for, unique, write_project
 
-from prodline.contracts import ReleaseState
+from prodline.contracts import RELEASE_WORKFLOW, ReleaseState
 from prodline.workers.devserver import temporal_binary
+from prodline.workflows import search_attributes as sa
 
 TARGET_HELP = 0.3  # seconds
 TARGET_START_RATIO = 1.5  # prodline / temporal CLI
@@ -41,16 +42,16 @@ def _temporal_start_argv(request, address: str, queue: str) -> list[str]:
     """``temporal workflow start`` making the very start ``prodline release start`` makes."""
     envs = " → ".join(e.name for e in request.environments)
     argv = [temporal_binary(), "workflow", "start", "--address", address, "--namespace", "default"]
-    argv += ["--type", "Release", "--task-queue", queue, "--workflow-id", request.release_id]
+    argv += ["--type", RELEASE_WORKFLOW, "--task-queue", queue, "--workflow-id", request.release_id]
     argv += ["--input", request.model_dump_json()]
     argv += ["--id-conflict-policy", "UseExisting", "--id-reuse-policy", "AllowDuplicateFailedOnly"]
     for key, value in (
-        ("ProdlineApplication", request.application),
-        ("ProdlineService", request.service),
-        ("ProdlineVersion", request.version),
-        ("ProdlineState", ReleaseState.running.value),
+        (sa.APPLICATION, request.application),
+        (sa.SERVICE, request.service),
+        (sa.VERSION, request.version),
+        (sa.STATE, ReleaseState.running.value),
     ):
-        argv += ["--search-attribute", f"{key}={json.dumps(value)}"]
+        argv += ["--search-attribute", f"{key.name}={json.dumps(value)}"]
     argv += ["--memo", f"digest={json.dumps(request.digest)}", "--memo", f"initiator={json.dumps(request.initiator)}"]
     argv += ["--static-summary", f"{request.service} {request.version}: {envs}"[:200]]
     return argv
@@ -133,8 +134,11 @@ async def run(quick: bool = False) -> dict:
                     prodline_times.append(p)
                     temporal_times.append(t)
             expected = 2 * (runs + 1)
+            started = 0
             for _ in range(40):  # visibility catches up within moments
-                started = (await client.count_workflows(f"TaskQueue = '{queue}' AND WorkflowType = 'Release'")).count
+                started = (
+                    await client.count_workflows(f"TaskQueue = '{queue}' AND WorkflowType = '{RELEASE_WORKFLOW}'")
+                ).count
                 if started >= expected:
                     break
                 await asyncio.sleep(0.25)

@@ -2,7 +2,8 @@
 
 ``python bench/cliphases.py SERVICE_FILE VERSION ADDRESS QUEUE`` does what the
 CLI does (parse arguments, import the command's module, build the request,
-connect, start the workflow, ask whether a worker polls the queue) and prints
+connect, start the workflow, ask whether a worker polls the queue) through the
+same modules (``prodline.cli.release`` and ``prodline.client``) and prints
 the seconds each phase took as JSON on stdout.
 """
 
@@ -36,26 +37,22 @@ def main() -> None:
         ["release", "start", service_file, "--version", version, "--address", address, "--task-queue", queue]
     )
     lap("import_cli_main_and_parse")
-    import prodline.cli.release as release
+    import prodline.cli.release  # noqa: F401  (the command's module, as the CLI imports it)
+    from prodline.cli.common import initiator
+    from prodline.client import ReleaseClient
+    from prodline.config import load_request
 
     lap("import_release_command")
-    request = release.load_request(Path(args.service_file), args.version, {}, release.initiator(None))
+    request = load_request(Path(args.service_file), args.version, {}, initiator(None))
     lap("load_request")
 
     async def talk() -> None:
-        client = await release.connect(args.address, "default")
+        client = await ReleaseClient.connect(args.address, "default", args.task_queue)
         lap("connect")
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from common import start_release  # the same start as the CLI's (imports not counted)
-
-        mark_start = time.perf_counter()
-        await start_release(client, request, queue)
-        phases["start_workflow"] = time.perf_counter() - mark_start
-        warn = getattr(release, "_warn_without_workers", None)  # private: may move
-        if warn is not None:
-            mark_describe = time.perf_counter()
-            await warn(client, queue)
-            phases["describe_task_queue"] = time.perf_counter() - mark_describe
+        started = await client.start(request)
+        lap("start_workflow")
+        await client.worker_problem(started.task_queue)
+        lap("describe_task_queue")
 
     asyncio.run(talk())
     phases["total_in_process"] = time.perf_counter() - _T0

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from prodline.client.workers import polling
 from prodline.config.loader import Project, load_project
 from prodline.config.release import ReleaseRequest, build_request
 from prodline.workers.connect import connect
@@ -134,15 +133,7 @@ async def wait_for_pollers(client: Client, queue: str, worker: WorkerProcess, ti
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         worker.check_alive()
-        ready = True
-        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
-            response = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
-                )
-            )
-            ready = ready and bool(response.pollers)
-        if ready:
+        if await polling(client, queue, activities=True):
             return
         await asyncio.sleep(0.2)
     raise RuntimeError(f"no worker polls {queue} after {timeout:.0f}s")
@@ -190,13 +181,6 @@ def unique(prefix: str) -> str:
 
 
 # --- starting and waiting --------------------------------------------------------------------
-
-
-async def start_release(client: Client, request: ReleaseRequest, queue: str):
-    """Exactly the start ``prodline release start`` makes."""
-    from prodline.cli.release import start_release as cli_start
-
-    return await cli_start(client, request, queue)
 
 
 async def diagnose(client: Client, query: str, limit: int = 3) -> list[str]:

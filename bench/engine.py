@@ -37,7 +37,6 @@ from common import (
     percentile,
     ratio,
     requests_for,
-    start_release,
     timings,
     unique,
     wait_closed,
@@ -48,6 +47,7 @@ from raw import ACTIVITY, LOCAL, RAW_WORKFLOW, RawWorkflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from prodline.client import ReleaseClient
 from prodline.contracts import ledger_id
 
 TARGET_THROUGHPUT = 0.8  # prodline / raw, at least
@@ -216,6 +216,7 @@ async def run(quick: bool = False) -> dict:
                 requests = requests_for(service_file, [f"1.0.{i}" for i in range(n)])
                 queue = unique("bench-prodline-")
                 worker = bench_worker("prodline", server.address, queue, folder / f"{queue}.log").start()
+                releases = ReleaseClient(client, queue)  # the start `prodline release start` makes
                 try:
                     result = await _batch(
                         client,
@@ -225,8 +226,8 @@ async def run(quick: bool = False) -> dict:
                         "prodline",
                         n,
                         warmup,
-                        lambda: asyncio.gather(*(start_release(client, r, queue) for r in warm_requests)),
-                        lambda: asyncio.gather(*(start_release(client, r, queue) for r in requests)),
+                        lambda: asyncio.gather(*(releases.start(r) for r in warm_requests)),
+                        lambda: asyncio.gather(*(releases.start(r) for r in requests)),
                         f"TaskQueue = '{queue}' AND WorkflowType = 'Release'",
                         f"{app}.",
                         [r.release_id for r in requests[:: max(1, n // SAMPLE)]],

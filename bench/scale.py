@@ -24,7 +24,6 @@ from common import (
     percentile,
     prodline_worker,
     requests_for,
-    start_release,
     timings,
     unique,
     wait_closed,
@@ -33,7 +32,7 @@ from common import (
 )
 from temporalio.client import Client
 
-from prodline.activities.ledger import read_ledger
+from prodline.client import ReleaseClient
 from prodline.contracts import DeploymentState
 
 TARGET_WORKER_MB = 400
@@ -44,10 +43,11 @@ async def _check_ledgers(client: Client, app: str, services: list[str], versions
     """Every service's ledger, in every environment, holds each version once, succeeded."""
     problems: list[str] = []
     gate = asyncio.Semaphore(20)
+    releases = ReleaseClient(client)
 
     async def check(service: str, environment: str) -> None:
         async with gate:
-            records = await read_ledger(client, app, service, environment)
+            records = await releases.ledger(app, service, environment)
         seen = sorted(r.version for r in records if r.state is DeploymentState.succeeded)
         if seen != sorted(versions) or len(records) != len(versions):
             problems.append(f"{service}/{environment}: {[(r.version, r.state.value) for r in records]}")
@@ -81,7 +81,8 @@ async def run(quick: bool = False) -> dict:
                     f"scale: {total} releases of {n_services} services x {n_versions} versions, worker pid {worker.pid}"
                 )
                 began = time.perf_counter()
-                await asyncio.gather(*(start_release(client, r, queue) for r in requests))
+                releases = ReleaseClient(client, queue)  # the start `prodline release start` makes
+                await asyncio.gather(*(releases.start(r) for r in requests))
                 start_phase = time.perf_counter() - began
                 log(f"all {total} started in {start_phase:.1f}s")
                 closed = await wait_closed(
