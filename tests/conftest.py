@@ -173,8 +173,8 @@ class Cli:
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prodline.cli", *args]
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout)
+    def run(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
     def spawn(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(

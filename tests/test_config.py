@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,8 @@ import pytest
 
 from prodline.config import ConfigError, load_project, load_request, validate_files
 from prodline.config.durations import format_duration, parse_duration
+
+from conftest import Cli
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO / "examples/shop/prodline.yaml"
@@ -51,9 +54,8 @@ environments:
 
 
 def prodline(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "prodline.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60
-    )
+    """The CLI as conftest's Cli runs it, from ``cwd`` and with no Temporal needed."""
+    return Cli(dict(os.environ)).run(*args, cwd=cwd, timeout=60)
 
 
 def write(tmp_path: Path, app: str = APP, service: str = SERVICE) -> Path:
