@@ -1,8 +1,8 @@
 """``prodline``: the command line CI and people use.
 
 This module parses arguments and turns errors into one line and an exit code.
-Each command lives in its own module and is imported when it runs (the
-``_run_*`` functions below), so ``prodline --help`` never pays for Temporal or
+Each command lives in its own module, imported only when one of its commands
+runs (the loaders below), so ``prodline --help`` never pays for Temporal or
 pydantic imports.
 """
 
@@ -77,73 +77,37 @@ def _timeout(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-# --- the commands, imported when they run -------------------------------------------------
+# --- the command modules, imported when a command runs ----------------------------------------
 
 
-def _run_validate(args: argparse.Namespace) -> int:
+def _validate():
     from . import validate
 
-    return validate.run(args)
+    return validate
 
 
-def _run_schema(args: argparse.Namespace) -> int:
-    from . import validate
-
-    return validate.schema(args)
-
-
-def _run_dev(args: argparse.Namespace) -> int:
+def _dev():
     from . import dev
 
-    return dev.run(args)
+    return dev
 
 
-def _run_worker(args: argparse.Namespace) -> int:
-    from . import dev
-
-    return dev.worker(args)
-
-
-def _run_setup(args: argparse.Namespace) -> int:
+def _setup():
     from . import setup
 
-    return setup.run(args)
+    return setup
 
 
-def _run_approve(args: argparse.Namespace) -> int:
+def _approve():
     from . import approve
 
-    return approve.approve(args)
+    return approve
 
 
-def _run_reject(args: argparse.Namespace) -> int:
-    from . import approve
-
-    return approve.reject(args)
-
-
-def _run_start(args: argparse.Namespace) -> int:
+def _release():
     from . import release
 
-    return release.start(args)
-
-
-def _run_status(args: argparse.Namespace) -> int:
-    from . import release
-
-    return release.status(args)
-
-
-def _run_list(args: argparse.Namespace) -> int:
-    from . import release
-
-    return release.list_(args)
-
-
-def _run_cancel(args: argparse.Namespace) -> int:
-    from . import release
-
-    return release.cancel(args)
+    return release
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,11 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="+", metavar="FILE", help="files, or folders searched for prodline.yaml and prodline.*.yaml"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=_run_validate)
+    p.set_defaults(handler=lambda args: _validate().run(args))
 
     p = sub.add_parser("schema", help="print the JSON Schema of the config files")
     p.add_argument("--kind", choices=["application", "service"], help="only this file's schema")
-    p.set_defaults(handler=_run_schema)
+    p.set_defaults(handler=lambda args: _validate().schema(args))
 
     p = sub.add_parser("dev", help="run the embedded Temporal server and a worker")
     p.add_argument(
@@ -181,11 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--detach", action="store_true", help="run in the background and return once ready")
     mode.add_argument("--stop", action="store_true", help="stop a server started with --detach")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=_run_dev)
+    p.set_defaults(handler=lambda args: _dev().run(args))
 
     p = sub.add_parser("worker", help="run a worker against an existing Temporal cluster")
     _connection(p)
-    p.set_defaults(handler=_run_worker)
+    p.set_defaults(handler=lambda args: _dev().worker(args))
 
     p = sub.add_parser(
         "setup",
@@ -196,11 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _connection(p)
-    p.set_defaults(handler=_run_setup)
+    p.set_defaults(handler=lambda args: _setup().run(args))
 
     for verdict, text, handler in (
-        ("approve", "approve a release waiting in an environment (or resume a paused one)", _run_approve),
-        ("reject", "reject a release waiting in an environment: it ends as rejected", _run_reject),
+        (
+            "approve",
+            "approve a release waiting in an environment (or resume a paused one)",
+            lambda a: _approve().approve(a),
+        ),
+        ("reject", "reject a release waiting in an environment: it ends as rejected", lambda a: _approve().reject(a)),
     ):
         p = sub.add_parser(verdict, help=text)
         p.add_argument("release_id", metavar="ID")
@@ -224,13 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout(p, "the release")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _connection(p)
-    p.set_defaults(handler=_run_start)
+    p.set_defaults(handler=lambda args: _release().start(args))
 
     p = release.add_parser("status", help="show a release")
     p.add_argument("release_id", metavar="ID")
     p.add_argument("--json", action="store_true")
     _connection(p)
-    p.set_defaults(handler=_run_status)
+    p.set_defaults(handler=lambda args: _release().status(args))
 
     p = release.add_parser("list", help="list releases, newest start first")
     p.add_argument("--application")
@@ -246,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default 50)")
     p.add_argument("--json", action="store_true")
     _connection(p)
-    p.set_defaults(handler=_run_list)
+    p.set_defaults(handler=lambda args: _release().list_(args))
 
     p = release.add_parser("cancel", help="cancel a running release (stops its running step)")
     p.add_argument("release_id", metavar="ID")
@@ -254,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout(p, "the cancellation")
     p.add_argument("--json", action="store_true")
     _connection(p)
-    p.set_defaults(handler=_run_cancel)
+    p.set_defaults(handler=lambda args: _release().cancel(args))
     return parser
 
 
