@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from prodline.activities.ledger import read_ledger
-
-from conftest import approval_app, client_for, run, service, step, waiting_in
+from conftest import approval_app, client_for, ledgers, run, service, step, waiting_in
 
 
 def test_approvals_need_distinct_allowed_people_and_refusals_are_recorded(cli, worker, project, tmp_path, temporal):
@@ -102,29 +102,27 @@ environments:
     assert "3.0.3 live in staging since" in json.dumps(status)
     assert waiting.wait(60) == 0
 
-    async def ledgers():
-        client = await client_for(temporal)
-        return [await read_ledger(client, project.application, "checkout", env) for env in ("staging", "production")]
-
-    staging, production = run(ledgers())
+    staging, production = ledgers(temporal, project)
     # Production went live only after staging had been live for the soak time.
     assert (production[0].finished_at - staging[0].finished_at).total_seconds() >= 3
 
 
 def test_outside_the_deploy_window_the_release_waits_and_says_until_when(cli, worker, project):
-    app = """
+    # Open only on a day three days away in Auckland: closed now, whatever the clock says.
+    day = (datetime.now(ZoneInfo("Pacific/Auckland")) + timedelta(days=3)).strftime("%a")
+    app = f"""
 application: shop
 environments:
   - name: staging
     preconditions:
-      - window: {days: [mon], hours: "03:00-03:01", timezone: Pacific/Auckland}
+      - window: {{days: [{day.lower()}], hours: "03:00-03:01", timezone: Pacific/Auckland}}
 """
     service_file = project(service(step("deploy", "touch ../deployed")), app=app)
     release = project.release_id("3.0.4")
     cli.run("release", "start", str(service_file), "--version", "3.0.4")
     status = waiting_in(cli, release, "staging", "outside the deploy window")
     env = status["environments"][0]
-    assert "opens Mon" in env["waiting_on"] and "03:00 Pacific/Auckland" in env["waiting_on"]
+    assert f"opens {day}" in env["waiting_on"] and "03:00 Pacific/Auckland" in env["waiting_on"]
     assert env["steps"][0]["phase"] == "pending"
     assert cli.run("release", "cancel", release, "--wait").returncode == 0
 
