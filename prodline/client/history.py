@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -34,21 +34,17 @@ def status_in_failure(error: ApplicationError) -> ReleaseStatus | None:
 
 
 async def closed_status(client: Client, description: WorkflowExecutionDescription) -> ReleaseStatus | None:
-    """The final status of a release that has ended (None if even a replay cannot tell)."""
-    handle = client.get_workflow_handle_for(ReleaseWorkflow.run, description.id, run_id=description.run_id)
+    """The final status of a release that has ended (None if even a replay cannot tell).
+
+    A failure's details are read with its outcome (:func:`status_in_failure`); this is
+    for the rest.
+    """
     if description.status == WorkflowExecutionStatus.COMPLETED:
+        handle = client.get_workflow_handle_for(ReleaseWorkflow.run, description.id, run_id=description.run_id)
         try:
             return await handle.result(follow_runs=False)
         except (RPCError, ValueError):
             pass  # an unreadable result: the replay below still knows
-    elif description.status == WorkflowExecutionStatus.FAILED:
-        try:
-            await handle.result(follow_runs=False)
-        except WorkflowFailureError as exc:
-            if isinstance(exc.cause, ApplicationError) and (status := status_in_failure(exc.cause)):
-                return status
-        except RPCError:
-            pass
     return await replayed_status(client, description)
 
 
