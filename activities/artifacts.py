@@ -8,7 +8,9 @@ activity can refuse anything but the plan that was shown and approved.
 The default store is a local directory (``PRODLINE_ARTIFACT_DIR``, else
 ``~/.local/state/prodline/artifacts``), files readable by the worker's user
 only. It works when plan and apply run on the same machine or a shared
-volume; the interface is two methods so an object store can replace it.
+volume; the interface is two methods so an object store can replace it, and
+runners take a store (``TerraformRunner(store=...)``), :func:`default_store`
+when given none.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from typing import Protocol
 class ArtifactStore(Protocol):
     def put(self, key: str, data: bytes) -> str:
         """Store ``data`` under ``key``; return its SHA-256."""
+        ...
 
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str) -> bytes:
+        """The data stored under ``key``; :class:`ArtifactMissing` if there is none."""
+        ...
 
 
 class ArtifactMissing(Exception):

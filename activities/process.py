@@ -1,17 +1,27 @@
-"""Run a child process from an activity: heartbeat while it runs, kill it when cancelled.
+"""Run a child process from an activity: heartbeat while it runs, stop it when cancelled.
 
-Every kind of step and rule that shells out (commands today, Terraform
-tomorrow) goes through :func:`run_process`, so the rules live in one place:
+Every step and rule kind that runs a process (command steps and rules, every
+Terraform command) goes through :func:`run_process`, so the rules live in one
+place:
 
-* the child gets its own process group, so cancelling the release stops the
-  command *and* whatever it spawned (``sh -c "sleep 600"`` included);
+* the child runs under a small guard (:mod:`.process_guard`) that leads its own
+  process group, so stopping it stops the command *and* whatever it spawned
+  (``sh -c "sleep 600"`` included), and the guard stops the group by itself when
+  the worker dies, even of SIGKILL: no tool outlives its worker, holding a state
+  lock or running provisioners nobody waits for;
 * while it runs the activity heartbeats, which is how Temporal notices a dead
   worker and how a cancellation reaches us at all;
-* on cancellation the group gets ``cancel_signal`` (SIGTERM for scripts,
-  SIGINT for tools like Terraform that unwind on Ctrl-C), then SIGKILL after
-  ``grace``, and only then does the activity report itself cancelled;
+* on cancellation the group gets ``cancel_signal`` (SIGTERM for scripts, SIGINT
+  for tools like Terraform that unwind on Ctrl-C), once more soon after, then
+  SIGKILL after ``grace``; the activity keeps heartbeating meanwhile and reports
+  itself cancelled only once the group is gone. A dead worker's children get the
+  same treatment from their guard;
 * output is kept as a bounded tail with secret values masked, for failure
-  reasons; it is never logged wholesale.
+  reasons; it is never logged wholesale. A tool whose stdout is data (JSON)
+  can have it whole and unmasked (``capture_stdout``): it is parsed, never shown.
+
+Blocking library calls that cannot be given to a process (Pulumi's Automation
+API) heartbeat through :func:`heartbeat_while` instead.
 """
 
 from __future__ import annotations
@@ -20,23 +30,36 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
 
 log = structlog.get_logger("prodline.process")
 
+T = TypeVar("T")
+
 TAIL_LINES = 200
+# Output lines longer than this are cut (the rest is dropped, not waited on).
+MAX_LINE = 16 * 1024
+READ_CHUNK = 64 * 1024
+# After the guard's own SIGKILL step: how long more the worker waits before it kills the group itself.
+_BACKSTOP = 10.0
+
+_GUARD = str(Path(__file__).with_name("process_guard.py"))
 
 
 @dataclass
 class ProcessResult:
     exit_code: int
-    output: str
+    output: str  # the tail of what it printed (stdout and stderr, or stderr alone with capture_stdout), masked
+    stdout: str = ""  # with capture_stdout: all of stdout, not masked
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
@@ -54,11 +77,6 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-# Output lines longer than this are cut (the rest is dropped, not waited on).
-MAX_LINE = 16 * 1024
-READ_CHUNK = 64 * 1024
-
-
 def _heartbeat_interval() -> float:
     """A third of the heartbeat timeout (one lost heartbeat is not fatal), and at most 2 s:
     a heartbeat's answer is how a running step hears that the release was cancelled."""
@@ -68,13 +86,13 @@ def _heartbeat_interval() -> float:
     return max(0.2, min(2.0, timeout.total_seconds() / 3)) if timeout else 2.0
 
 
-def _heartbeat(details: dict) -> None:
+def _heartbeat(details: dict[str, Any]) -> None:
     if activity.in_activity():
         activity.heartbeat(details)
 
 
 @contextlib.asynccontextmanager
-async def _heartbeating(details: dict) -> AsyncIterator[None]:
+async def _heartbeating(details: dict[str, Any]) -> AsyncIterator[None]:
     """Heartbeat in the background while a cancelled activity winds down: it is alive, and
     stopping a tool (Terraform writing its state after Ctrl-C) may take longer than the
     heartbeat timeout, which must not turn a clean cancel into a timeout."""
@@ -91,6 +109,36 @@ async def _heartbeating(details: dict) -> AsyncIterator[None]:
         beating.cancel()
 
 
+class _Lines:
+    """Splits a stream into masked lines: a bounded tail, a count, and a callback per line."""
+
+    def __init__(self, secrets: list[str], on_line: Callable[[str], None] | None):
+        self.secrets, self.on_line = secrets, on_line
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.count = 0
+
+    def emit(self, raw: bytes) -> None:
+        line = redact(raw[:MAX_LINE].decode(errors="replace"), self.secrets)
+        self.tail.append(line)
+        self.count += 1
+        if self.on_line is not None:
+            self.on_line(line)
+
+    async def pump(self, stream: asyncio.StreamReader) -> None:
+        # Chunks, not readline(): a line longer than asyncio's 64 KiB limit must not
+        # stop the reading, or the child blocks on a full pipe and the step hangs.
+        pending = b""
+        while chunk := await stream.read(READ_CHUNK):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                self.emit(raw)
+            if len(pending) > MAX_LINE:
+                self.emit(pending)
+                pending = b""
+        if pending:
+            self.emit(pending)
+
+
 async def run_process(
     command: str | list[str],
     *,
@@ -100,98 +148,94 @@ async def run_process(
     cancel_signal: int = signal.SIGTERM,
     grace: timedelta = timedelta(seconds=10),
     on_line: Callable[[str], None] | None = None,
-    progress: Callable[[], dict] | None = None,
+    progress: Callable[[], dict[str, Any]] | None = None,
+    capture_stdout: bool = False,
 ) -> ProcessResult:
     """Run ``command`` (a shell string, or an argv list run as is) and return its exit code and output tail.
 
     ``on_line`` sees every output line (secrets masked); ``progress`` adds details
     to each heartbeat (e.g. resources applied so far), so they show in Temporal.
+    ``capture_stdout`` keeps stdout whole and apart (``result.stdout``); the tail
+    is then stderr's.
     """
-    secrets = [s for s in secrets if s]
-    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    counter = {"lines": 0}
-
-    def emit(raw: bytes) -> None:
-        line = redact(raw[:MAX_LINE].decode(errors="replace"), secrets)
-        tail.append(line)
-        counter["lines"] += 1
-        if on_line is not None:
-            on_line(line)
-
-    async def pump() -> None:
-        # Chunks, not readline(): a line longer than asyncio's 64 KiB limit must not
-        # stop the reading, or the child blocks on a full pipe and the step hangs.
-        assert proc.stdout is not None
-        pending = b""
-        while chunk := await proc.stdout.read(READ_CHUNK):
-            *lines, pending = (pending + chunk).split(b"\n")
-            for raw in lines:
-                emit(raw)
-            if len(pending) > MAX_LINE:
-                emit(pending)
-                pending = b""
-        if pending:
-            emit(pending)
-
-    pumping = asyncio.create_task(pump())
+    masked = [s for s in secrets if s]
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    # The guard stops the group when this end closes: on cancel below, or when the worker dies.
+    control, keep = os.pipe()
+    guarded = [sys.executable, "-I", "-S", _GUARD, str(control), str(int(cancel_signal)), str(grace.total_seconds())]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *guarded,
+            "--",
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(control,),
+        )
+    except BaseException:
+        os.close(keep)
+        raise
+    finally:
+        os.close(control)
+    assert proc.stdout is not None
+    lines = _Lines(masked, on_line)
+    if capture_stdout:
+        assert proc.stderr is not None
+        reading = asyncio.create_task(proc.stdout.read())
+        pumping = asyncio.create_task(lines.pump(proc.stderr))
+    else:
+        reading, pumping = None, asyncio.create_task(lines.pump(proc.stdout))
     waiting = asyncio.create_task(proc.wait())
     interval = _heartbeat_interval()
     try:
         while not waiting.done():
-            _heartbeat({"pid": proc.pid, "output_lines": counter["lines"], **(progress() if progress else {})})
+            _heartbeat({"pid": proc.pid, "output_lines": lines.count, **(progress() if progress else {})})
             await asyncio.wait({waiting}, timeout=interval)
+        stdout = (await reading).decode(errors="replace") if reading is not None else ""
         with contextlib.suppress(asyncio.TimeoutError):
-            # The leader exited; a grandchild holding stdout open must not hang us.
+            # The leader exited; a grandchild holding the pipe open must not hang us.
             await asyncio.wait_for(asyncio.shield(pumping), timeout=5)
     except BaseException:
-        await _terminate(proc, cancel_signal, grace)
-        pumping.cancel()
+        fd, keep = keep, -1
+        await _stop(proc, fd, cancel_signal, grace)
+        for task in (reading, pumping):
+            if task is not None:
+                task.cancel()
         raise
-    return ProcessResult(exit_code=waiting.result(), output="\n".join(tail))
+    finally:
+        if keep >= 0:
+            os.close(keep)
+    return ProcessResult(exit_code=waiting.result(), output="\n".join(lines.tail), stdout=stdout)
 
 
-async def _terminate(proc: asyncio.subprocess.Process, first: int, grace: timedelta) -> None:
-    """Signal the whole process group, once more after a moment, then SIGKILL; reap the child.
+async def _stop(proc: asyncio.subprocess.Process, keep: int, first: int, grace: timedelta) -> None:
+    """Close the guard's pipe, so it stops the group (its policy, the only one); wait while heartbeating.
 
-    The repeat covers tools that miss a signal while starting up (seen with the
-    embedded Terraform); a second Ctrl-C is also how people ask twice.
+    Kill the group here only if the guard itself does not finish: it cannot hang, but a
+    cancel must not wait forever on anything.
     """
     log.info("process.cancel", pid=proc.pid, signal=signal.Signals(first).name)
-    soon = min(2.0, grace.total_seconds() / 2)
-    steps = ((first, soon), (first, grace.total_seconds() - soon), (signal.SIGKILL, 5.0))
+    os.close(keep)
     async with _heartbeating({"pid": proc.pid, "cancelling": True}):
-        await _signal_until_gone(proc, steps)
-
-
-async def _signal_until_gone(proc: asyncio.subprocess.Process, steps) -> None:
-    for sig, wait in steps:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=wait)
-            # The leader is gone; make sure nothing it started survives it.
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=grace.total_seconds() + _BACKSTOP)
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            return
-        except TimeoutError:
-            continue
+            await proc.wait()
 
 
-async def heartbeat_while(awaitable, details: dict, on_cancel: Callable[[], None] | None = None):
+async def heartbeat_while(
+    awaitable: Awaitable[T], details: dict[str, Any], on_cancel: Callable[[], None] | None = None
+) -> T:
     """Await blocking work (a thread) while heartbeating; when cancelled, let it finish first.
 
     A thread cannot be killed: reporting "cancelled" while its tool still runs
-    (and holds, say, Terraform's lock) would be a lie, so the cancellation waits.
+    (and holds, say, a state lock) would be a lie, so the cancellation waits.
     """
     task = asyncio.ensure_future(awaitable)
     try:

@@ -6,7 +6,7 @@ backend, the embedded Terraform), each on a fresh copy, medians over N runs:
 
 * **direct**: the calls prodline's runner makes (init, workspace, plan -out +
   show, init, workspace, apply of the saved plan, output), through
-  ``activities/terraform_tool.py`` with nothing around them: the baseline;
+  ``activities/terraform/`` with nothing around them: the baseline;
 * **runner**: ``TerraformRunner.plan`` then ``.apply`` (artifact store, plan
   checksum, output handling): prodline's own overhead on the tool calls;
 * **release**: a whole release of a one-step service in one environment through
@@ -33,10 +33,11 @@ from pathlib import Path
 
 from temporalio.common import WorkflowIDConflictPolicy
 
-from prodline.activities import terraform_tool as tf
 from prodline.activities.steps.terraform import TerraformRunner
+from prodline.activities.terraform import TerraformCli, embedded_terraform_binary
 from prodline.config import Step, load_request
-from prodline.contracts import RunContext, StepRun
+from prodline.config.steps import TerraformStep
+from prodline.contracts import RELEASE_WORKFLOW, RunContext, StepRun
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer, free_port
 from prodline.workers.worker import build_worker
@@ -57,41 +58,31 @@ def fresh_module(root: Path, name: str) -> Path:
     return folder
 
 
-def direct(binary: str, folder: Path, data_dir: Path) -> None:
-    env = tf.terraform_env({"TF_DATA_DIR": str(data_dir)})
-    variables = {"app_version": "1.0.0"}
-    tf.init(binary, folder, env)
-    tf.select_workspace(binary, folder, env, "staging")
-    planned = tf.plan(binary, folder, env, variables, out=folder / "release.tfplan", with_text=False)
-    tf.init(binary, folder, env)
-    tf.select_workspace(binary, folder, env, "staging")
-    tf.apply_plan(binary, folder, env, planfile=Path(planned.planfile))
-    tf.outputs(binary, folder, env)
+async def direct(binary: str, folder: Path, data_dir: Path) -> None:
+    cli = TerraformCli(binary, str(folder), {"TF_DATA_DIR": str(data_dir)})
+    await cli.init()
+    await cli.select_workspace("staging")
+    planned = await cli.plan(folder / "release.tfplan", {"app_version": "1.0.0"})
+    await cli.init()
+    await cli.select_workspace("staging")
+    await cli.apply(planned.planfile)
+    await cli.outputs()
 
 
-def runner_run(binary: str, folder: Path) -> StepRun:
-    step = Step.model_validate(
-        {
-            "name": "infra",
-            "terraform": {
-                "dir": str(folder),
-                "binary": binary,
-                "workspace": "staging",
-                "variables": {"app_version": "1.0.0"},
-            },
-        }
-    )
+def runner_run(binary: str, folder: Path) -> tuple[StepRun, TerraformStep]:
+    spec = TerraformStep(dir=str(folder), binary=binary, workspace="staging", variables={"app_version": "1.0.0"})
+    step = Step(name="infra", terraform=spec)
     context = RunContext(
         release_id=f"bench.tf@{folder.parent.name}", application="bench", service="tf", version="1.0.0",
         environment="staging", base_dir="/", run_id="bench",
     )  # fmt: skip
-    return StepRun(context=context, step=step)
+    return StepRun(context=context, step=step), spec
 
 
 async def through_runner(binary: str, folder: Path) -> None:
-    runner, run = TerraformRunner(), runner_run(binary, folder)
-    planned = await runner.plan(run)
-    await runner.apply(run.model_copy(update={"plan": planned}))
+    runner, (run, spec) = TerraformRunner(), runner_run(binary, folder)
+    planned = await runner.plan(run, spec)
+    await runner.apply(run.model_copy(update={"plan": planned}), spec)
 
 
 SERVICE = """\
@@ -110,7 +101,7 @@ async def through_release(client, queue: str, binary: str, folder: Path, index: 
     service_file.write_text(SERVICE.format(app=app, binary=binary))
     request = load_request(service_file, "1.0.0", {}, "bench", folder.parent / "prodline.yaml")
     handle = await client.start_workflow(
-        "Release",
+        RELEASE_WORKFLOW,
         request,
         id=request.release_id,
         task_queue=queue,
@@ -123,7 +114,7 @@ async def measure(runs: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="prodline-bench-tf-"))
     os.environ["PRODLINE_ARTIFACT_DIR"] = str(root / "artifacts")
     os.environ["PRODLINE_TERRAFORM_DATA_DIR"] = str(root / "tfdata")
-    binary = tf.embedded_terraform_binary()
+    binary = embedded_terraform_binary()
     server = DevServer(root / "temporal", port=free_port(), ui=False)
     await server.start()
     times: dict[str, list[float]] = {"direct": [], "runner": [], "release": []}
@@ -136,7 +127,7 @@ async def measure(runs: int) -> dict:
                     folder = fresh_module(root, f"{kind}-{i}")
                     began = time.perf_counter()
                     if kind == "direct":
-                        await asyncio.to_thread(direct, binary, folder, root / "direct-data" / str(i))
+                        await direct(binary, folder, root / "direct-data" / str(i))
                     elif kind == "runner":
                         await through_runner(binary, folder)
                     else:
@@ -188,7 +179,7 @@ def save(text: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()

@@ -30,7 +30,7 @@ import pytest
 
 from prodline.workers.devserver import DevServer, free_port
 
-from conftest import Cli, WorkerThread, client_for, run, wait_for
+from conftest import Cli, WorkerThread, client_for, process_alive, run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -221,15 +221,19 @@ variable "app_version" { type = string }
 resource "terraform_data" "app" {
   input = var.app_version
   provisioner "local-exec" {
-    command = "sleep 3"
+    command = "echo start >> ../provisioned; sleep 3; echo done >> ../provisioned"
   }
 }
 """
 
 
-def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
-    """A Terraform apply cut off with its worker: Terraform's state stays usable and the release completes."""
-    from prodline.activities import terraform_tool as tf
+@pytest.mark.parametrize("kill", ["with its children", "alone"])
+def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path, kill):
+    """A Terraform apply cut off with its worker: Terraform's state stays usable and the release completes.
+
+    Killed alone (the OOM killer, `kill -9`), the worker takes its Terraform with it: interrupted
+    like Ctrl-C, so the cut-off provisioner never finishes, and the retry waits for the lock."""
+    from prodline.activities.terraform import embedded_terraform_binary
 
     app_name = f"crash-tf-{uuid.uuid4().hex[:6]}"
     (tmp_path / "prodline.yaml").write_text(
@@ -240,7 +244,7 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
     (svc / "infra" / "main.tf").write_text(TERRAFORM_MODULE)
     (svc / "prodline.service.yaml").write_text(
         f"service: checkout\napplication: {app_name}\nsteps:\n"
-        f"  - name: infra\n    terraform: {{dir: infra, binary: {tf.embedded_terraform_binary()}, variables: {{app_version: '{{{{ version }}}}'}}}}\n"
+        f"  - name: infra\n    terraform: {{dir: infra, binary: {embedded_terraform_binary()}, variables: {{app_version: '{{{{ version }}}}'}}}}\n"
         "    heartbeat_timeout: 3s\n    retry: {initial_interval: 100ms}\n"
         "  - name: announce\n    command: {apply: 'echo \"$PRODLINE_ENVIRONMENT\" >> ../announced'}\n"
     )
@@ -254,7 +258,13 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
             timeout=90,
             what="terraform's provisioner to run",
         )
-        kill_worker_and_children(worker)
+        if kill == "alone":
+            tools = _processes_under(worker.pid)
+            worker.kill()
+            worker.wait()
+            wait_for(lambda: not any(process_alive(p.pid) for p in tools), timeout=10, what="the tools to stop")
+        else:
+            kill_worker_and_children(worker)
         worker = cli.worker(env)
         result = Cli(env).run(
             "release",
@@ -276,6 +286,8 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path):
         assert app["instances"][0]["attributes"]["input"]["value"] == "7.0.0"
         assert "status" not in app["instances"][0]  # not left tainted
     assert (tmp_path / "announced").read_text().split() == ["staging", "production"]
+    provisioned = (svc / "provisioned").read_text().split()
+    assert provisioned.count("done") == provisioned.count("start") - 1  # all but the cut-off one finished
 
 
 class _Proc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import subprocess
 import textwrap
-import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,13 @@ import structlog
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from prodline.activities import terraform_tool as tf
 from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
+from prodline.activities.steps.terraform import TerraformRunner
+from prodline.activities.terraform import TerraformCli, embedded_terraform_binary, terraform_env
 from prodline.config.release import load_request
-from prodline.contracts import STALE_PLAN, RunContext
+from prodline.contracts import STALE_PLAN
 
-from conftest import approval_app, client_for, history_text, run, wait_for, waiting_in
+from conftest import approval_app, client_for, history_text, run, run_context, wait_for, waiting_in
 
 MODULE = """
 variable "app_version" { type = string }
@@ -76,7 +79,7 @@ SECRET = "pw-7f3a-not-for-history"
 @pytest.fixture
 def terraform_project(project, tmp_path, monkeypatch):
     monkeypatch.setenv("CHECKOUT_DB_PASSWORD", SECRET)
-    binary = tf.embedded_terraform_binary()
+    binary = embedded_terraform_binary()
 
     def write(service: str = SERVICE, app: str = approval_app(), module: str = MODULE) -> Path:
         service_file = project(service.replace("BINARY", binary), app=app)
@@ -84,7 +87,6 @@ def terraform_project(project, tmp_path, monkeypatch):
         (service_file.parent / "infra" / "main.tf").write_text(textwrap.dedent(module))
         return service_file
 
-    write.binary = binary
     return write
 
 
@@ -133,12 +135,12 @@ def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, 
     waiting = cli.spawn("release", "start", str(service_file), "--version", "5.0.1", "--wait")
     waiting_in(cli, release, "production", "approvals")
     # Someone applies to production by hand while the plan awaits approval.
-    infra = str(service_file.parent / "infra")
-    env = {"TF_DATA_DIR": str(service_file.parent / "by-hand"), "TF_VAR_app_version": "hotfix"}
-    tf.init(terraform_project.binary, infra, env)
-    tf.select_workspace(terraform_project.binary, infra, env, "production")
-    by_hand = tf.plan(terraform_project.binary, infra, env, out=Path(infra) / "by-hand.tfplan")
-    tf.apply_plan(terraform_project.binary, infra, env, planfile=Path(by_hand.planfile))
+    by_hand = by_hand_in(service_file, "production", {"TF_VAR_app_version": "hotfix"})
+
+    async def apply_by_hand() -> None:
+        await by_hand.apply((await by_hand.plan("by-hand.tfplan")).planfile)
+
+    run(apply_by_hand())
 
     assert cli.run("approve", release, "--as", "alice").returncode == 0
     status = waiting_in(cli, release, "production", "0/1 approvals")  # asked again, with a new plan
@@ -153,18 +155,31 @@ def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, 
     assert app["instances"][0]["attributes"]["input"]["value"] == "5.0.1"
 
 
+def by_hand_in(service_file: Path, workspace: str, env: dict[str, str]) -> TerraformCli:
+    """Terraform as a person at a terminal would run it on the step's module and workspace."""
+    infra = str(service_file.parent / "infra")
+    cli = TerraformCli(embedded_terraform_binary(), infra, {"TF_DATA_DIR": str(service_file.parent / "by-hand"), **env})
+
+    async def prepare() -> None:
+        await cli.init()
+        await cli.select_workspace(workspace)
+
+    run(prepare())
+    return cli
+
+
+def infra_step(service_file: Path, version: str) -> StepRun:
+    """The infra step of the service in staging, as the workflow would hand it to an activity."""
+    request = load_request(service_file, version, {}, "ci-bot")
+    return StepRun(context=run_context(request, run_id="run-1"), step=request.environments[0].steps[0])
+
+
 def test_a_retried_apply_of_a_plan_an_earlier_attempt_applied_succeeds(terraform_project):
     """The worker died after Terraform applied the approved plan but before the step reported
     success. Temporal runs the apply again; Terraform calls the saved plan stale (the state moved
     on, to just what was approved). That must not ask for approval again."""
-    request = load_request(terraform_project(), "5.0.4", {}, "ci-bot")
-    staging = request.environments[0]
-    context = RunContext(
-        release_id=request.release_id, application=request.application, service=request.service,
-        version=request.version, environment=staging.name, base_dir=request.service_dir,
-        parameters=staging.parameters, secrets=request.secrets, env=staging.env, run_id="run-1",
-    )  # fmt: skip
-    infra = StepRun(context=context, step=staging.steps[0])
+    service_file = terraform_project()
+    infra = infra_step(service_file, "5.0.4")
 
     def attempt(number: int, activity, step_run: StepRun) -> StepResult:
         environment = ActivityEnvironment()
@@ -180,7 +195,7 @@ def test_a_retried_apply_of_a_plan_an_earlier_attempt_applied_succeeds(terraform
     # Stale on a first attempt is a change since approval, and so is a retry with changes left.
     with pytest.raises(ApplicationError) as stale_first:
         attempt(1, apply_step, approved)
-    infra_dir = Path(request.service_dir) / "infra"
+    infra_dir = service_file.parent / "infra"
     (infra_dir / "more.tf").write_text('resource "terraform_data" "cache" {\n  input = "x"\n}\n')
     with pytest.raises(ApplicationError) as stale_retry:
         attempt(2, apply_step, approved)
@@ -232,16 +247,12 @@ def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(
         timeout=30,
         what="terraform to take its lock",
     )
-    done = threading.Event()
     result = cli.run("release", "cancel", release, "--wait", "--json")
-    done.set()
     assert result.returncode == 0 and json.loads(result.stdout)["state"] == "cancelled"
-    assert not (infra / ".terraform.tfstate.lock.info").exists()
-    # The state is unlocked: a plain plan (with locking) works at once.
-    env = {"TF_DATA_DIR": str(service_file.parent / "after"), "TF_VAR_app_version": "x"}
-    tf.init(terraform_project.binary, str(infra), env)
-    tf.select_workspace(terraform_project.binary, str(infra), env, "staging")
-    tf.plan(terraform_project.binary, str(infra), env, out=infra / "after.tfplan", lock_timeout="0s")
+    assert not (infra / "terraform.tfstate.d/staging/.terraform.tfstate.lock.info").exists()
+    # The state is unlocked: a plain plan (with locking, not waiting for the lock) works at once.
+    after = by_hand_in(service_file, "staging", {"TF_VAR_app_version": "x"})
+    run(dataclasses.replace(after, lock_timeout=timedelta(0)).plan("after.tfplan"))
 
 
 def test_cancelling_a_slow_plan_interrupts_terraform(cli, worker, project, terraform_project, tmp_path):
@@ -254,7 +265,7 @@ def test_cancelling_a_slow_plan_interrupts_terraform(cli, worker, project, terra
         f"  touch {tmp_path}/planning\n"
         "  sleep 30 >/dev/null 2>&1 & wait $!\n"
         "fi\n"
-        f'exec {terraform_project.binary} "$@"\n'
+        f'exec {embedded_terraform_binary()} "$@"\n'
     )
     wrapper.chmod(0o755)
     service_file = terraform_project(SERVICE.replace("BINARY", str(wrapper)))
@@ -264,3 +275,39 @@ def test_cancelling_a_slow_plan_interrupts_terraform(cli, worker, project, terra
     result = cli.run("release", "cancel", release, "--wait", "--json")
     assert result.returncode == 0 and json.loads(result.stdout)["state"] == "cancelled"
     assert (tmp_path / "plan-interrupted").exists()  # stopped like Ctrl-C, not waited out
+
+
+def test_a_plan_waits_for_a_state_lock_being_released(terraform_project):
+    """A retry after a worker died finds the state locked while the old Terraform unwinds: the
+    step waits for the lock (up to the lock timeout) instead of failing."""
+    service_file = terraform_project()
+    infra = infra_step(service_file, "5.0.6")
+    spec = infra.step.terraform
+    assert spec is not None
+    holder = by_hand_in(service_file, "staging", {"TF_VAR_app_version": "hand", "TF_VAR_delay": "2"})
+    lock = service_file.parent / "infra/terraform.tfstate.d/staging/.terraform.tfstate.lock.info"
+
+    async def plan_while_locked(runner: TerraformRunner) -> StepResult | ApplicationError:
+        """Plan the step while a slow apply (a provisioner sleeping 2 s) holds the state lock."""
+        applying = asyncio.create_task(holder.apply((await holder.plan("held.tfplan")).planfile))
+        deadline = time.monotonic() + 20
+        while not lock.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert lock.exists(), "the apply took no lock"
+        try:
+            return await ActivityEnvironment().run(runner.plan, infra, spec)
+        except ApplicationError as exc:
+            return exc
+        finally:
+            await applying
+
+    impatient = run(plan_while_locked(TerraformRunner(lock_timeout=timedelta(0))))
+    assert isinstance(impatient, ApplicationError) and impatient.type == "TerraformTransient"
+    assert "Error acquiring the state lock" in str(impatient)
+
+    # Replacing "db" runs its slow provisioner again, under the lock.
+    subprocess.run([holder.binary, "taint", "terraform_data.db"], cwd=holder.workdir, env=terraform_env(holder.env))
+    planned = run(plan_while_locked(TerraformRunner()))  # the default lock timeout
+    assert isinstance(planned, StepResult), planned
+    # Planned on the state the apply left (app "hand" -> "5.0.6", db replaced): it waited for it.
+    assert planned.summary == "0 to add, 1 to change, 0 to destroy"

@@ -5,12 +5,22 @@ joins them with the release-safety work). Runners are thin adapters: they
 translate a step's config into calls to a real tool and its results back
 into :class:`StepResult`; retries, timeouts and ordering belong to Temporal
 and the workflow.
+
+The helpers below are what kinds with saved plans share: the plan file goes
+to an artifact store (:func:`saved_plan`), apply gets back exactly the
+approved one (:func:`approved_plan_file`), and outputs are published with the
+sensitive ones kept out of history (:func:`applied`). A store of ``None``
+means :func:`~prodline.activities.artifacts.default_store`, looked up at use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from temporalio.exceptions import ApplicationError
@@ -18,7 +28,8 @@ from temporalio.exceptions import ApplicationError
 from prodline.config.steps import StepSpec
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from ..artifacts import ArtifactMissing, default_store, sha256
+from ..artifacts import ArtifactMissing, ArtifactStore, default_store, sha256
+from ..process import redact
 
 SpecT = TypeVar("SpecT", bound=StepSpec)
 
@@ -51,7 +62,7 @@ class StepRunner(ABC, Generic[SpecT]):
         )
 
 
-def approved_plan(run: StepRun) -> bytes:
+def approved_plan(run: StepRun, store: ArtifactStore | None = None) -> bytes:
     """The saved plan that was shown and approved, or an error saying why it cannot be applied."""
     planned = run.plan
     if planned is None or not planned.artifact or not planned.digest:
@@ -61,7 +72,7 @@ def approved_plan(run: StepRun) -> bytes:
             non_retryable=True,
         )
     try:
-        data = default_store().get(planned.artifact)
+        data = (store or default_store()).get(planned.artifact)
     except ArtifactMissing as exc:
         # Plans live where they were made (local store): treat as stale, so the workflow plans again.
         raise ApplicationError(
@@ -74,19 +85,67 @@ def approved_plan(run: StepRun) -> bytes:
     return data
 
 
+@contextlib.contextmanager
+def scratch_file(name: str) -> Iterator[Path]:
+    """A path in a fresh folder only the worker's user can read, removed afterwards: plans can hold secrets."""
+    with tempfile.TemporaryDirectory(prefix="prodline-") as folder:
+        yield Path(folder) / name
+
+
+def saved_plan(
+    run: StepRun, store: ArtifactStore | None, planfile: Path, *, summary: str, output: str, changed: bool
+) -> StepResult:
+    """The result of a plan: the tool's plan file goes to the store (it can hold secrets), the
+    result carries its key and SHA-256, so apply can refuse any other file."""
+    key = run.artifact_key(planfile.name)
+    digest = (store or default_store()).put(key, planfile.read_bytes())
+    return StepResult(summary=summary, output=output, changed=changed, artifact=key, digest=digest)
+
+
+@contextlib.contextmanager
+def approved_plan_file(run: StepRun, store: ArtifactStore | None, name: str) -> Iterator[Path]:
+    """The approved plan (checked against its SHA-256) in a scratch file, for the tool to apply."""
+    data = approved_plan(run, store)
+    with scratch_file(name) as path:
+        path.write_bytes(data)
+        yield path
+
+
 def as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def publish_outputs(
-    run: StepRun, values: dict[str, Any], sensitive: set[str]
-) -> tuple[dict, list[str], str, list[str]]:
+    run: StepRun, values: dict[str, Any], sensitive: set[str], store: ArtifactStore | None = None
+) -> tuple[dict[str, str], list[str], str, list[str]]:
     """Store every output (for later steps), return (visible, sensitive names, store key, strings to mask)."""
     key = run.artifact_key("outputs.json")
-    default_store().put(key, json.dumps(values, default=str).encode())
+    (store or default_store()).put(key, json.dumps(values, default=str).encode())
     visible = {name: as_text(v) for name, v in values.items() if name not in sensitive}
     masks = [as_text(values[name]) for name in sensitive]
     masks += [
         v for name in sensitive if isinstance(values[name], dict) for v in values[name].values() if isinstance(v, str)
     ]
     return visible, sorted(sensitive), key, masks
+
+
+def applied(
+    run: StepRun,
+    store: ArtifactStore | None,
+    *,
+    summary: str,
+    output: str,
+    values: dict[str, Any],
+    sensitive: set[str],
+    masked: list[str],
+) -> StepResult:
+    """The result of an apply: every output stored for later steps, the non-sensitive ones in the
+    result, and the sensitive values masked in ``output`` along with the step's own secrets."""
+    visible, names, key, masks = publish_outputs(run, values, sensitive, store)
+    return StepResult(
+        summary=summary,
+        output=redact(output, [*masked, *masks]),
+        outputs=visible,
+        sensitive_outputs=names,
+        outputs_key=key,
+    )

@@ -16,36 +16,39 @@ needs ``pip install prodline[pulumi]`` and the ``pulumi`` CLI on the worker.
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import PulumiStep
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from ..artifacts import default_store
+from ..artifacts import ArtifactStore
 from ..context import WorkerContext
 from ..process import heartbeat_while, redact
-from .base import StepRunner, approved_plan, publish_outputs
+from .base import StepRunner, applied, approved_plan_file, saved_plan, scratch_file
 
 
-def _automation():
+def _automation() -> ModuleType:
+    """``pulumi.automation``, an optional dependency: imported by name when a pulumi step runs, so
+    workers without it start (and type-check) fine; its API is used untyped."""
     try:
-        from pulumi import automation
+        return importlib.import_module("pulumi.automation")
     except ImportError:
         raise ApplicationError(
             "the pulumi step needs the Pulumi SDK (`pip install prodline[pulumi]`) and the pulumi CLI on the worker",
             type=NON_RETRYABLE_CONFIG,
             non_retryable=True,
         ) from None
-    return automation
 
 
 class _Stack:
-    def __init__(self, run: StepRun, spec: PulumiStep):
+    def __init__(self, run: StepRun, spec: PulumiStep, store: ArtifactStore | None):
         auto = _automation()
-        ctx = WorkerContext(run.context)
+        ctx = WorkerContext(run.context, store)
         secrets = ctx.secret_values()
         self.masked = [*secrets.values(), *ctx.sensitive_values().values()]
         env = ctx.process_env(spec.env, secrets)
@@ -73,7 +76,7 @@ class _Stack:
                 redact(str(exc), self.masked), type=NON_RETRYABLE_CONFIG, non_retryable=True
             ) from None
 
-    async def call(self, method, **kwargs):
+    async def call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
         """Run a blocking Automation API call in a thread; heartbeat; cancel the stack's update when asked."""
         auto = _automation()
         try:
@@ -97,43 +100,39 @@ def _summary(changes: dict) -> str:
 class PulumiRunner(StepRunner[PulumiStep]):
     spec_type = PulumiStep
 
+    def __init__(self, store: ArtifactStore | None = None):
+        self.store = store  # None: the default store, looked up when a step runs
+
     async def plan(self, run: StepRun, spec: PulumiStep) -> StepResult:
-        stack = await asyncio.to_thread(_Stack, run, spec)
-        with tempfile.TemporaryDirectory(prefix="prodline-pulumi-") as folder:
-            planfile = Path(folder) / "plan.json"
+        stack = await asyncio.to_thread(_Stack, run, spec, self.store)
+        with scratch_file("pulumi-plan.json") as planfile:
             result = await stack.call(stack.stack.preview, plan=str(planfile))
-            key = run.artifact_key("pulumi-plan.json")
-            digest = default_store().put(key, planfile.read_bytes())
-        summary = _summary(result.change_summary)
-        return StepResult(
-            summary=summary,
-            output=redact(result.stdout[-4000:], stack.masked),
-            changed=summary != "no changes",
-            artifact=key,
-            digest=digest,
-        )
+            summary = _summary(result.change_summary)
+            return saved_plan(
+                run,
+                self.store,
+                planfile,
+                summary=summary,
+                output=redact(result.stdout[-4000:], stack.masked),
+                changed=summary != "no changes",
+            )
 
     async def apply(self, run: StepRun, spec: PulumiStep) -> StepResult:
-        data = approved_plan(run)
-        stack = await asyncio.to_thread(_Stack, run, spec)
-        with tempfile.TemporaryDirectory(prefix="prodline-pulumi-") as folder:
-            planfile = Path(folder) / "plan.json"
-            planfile.write_bytes(data)
+        with approved_plan_file(run, self.store, "pulumi-plan.json") as planfile:
+            stack = await asyncio.to_thread(_Stack, run, spec, self.store)
             result = await stack.call(stack.stack.up, plan=str(planfile))
-        values = {name: out.value for name, out in result.outputs.items()}
-        visible, secret, key, masks = publish_outputs(
-            run, values, {n for n, out in result.outputs.items() if out.secret}
-        )
-        return StepResult(
+        return applied(
+            run,
+            self.store,
             summary=f"up: {_summary(result.summary.resource_changes)}",
-            output=redact(result.stdout[-4000:], stack.masked + masks),
-            outputs=visible,
-            sensitive_outputs=secret,
-            outputs_key=key,
+            output=result.stdout[-4000:],
+            values={name: out.value for name, out in result.outputs.items()},
+            sensitive={name for name, out in result.outputs.items() if out.secret},
+            masked=stack.masked,
         )
 
     async def fetch(self, run: StepRun, spec: PulumiStep) -> StepResult:
-        stack = await asyncio.to_thread(_Stack, run, spec)
+        stack = await asyncio.to_thread(_Stack, run, spec, self.store)
         result = await stack.call(stack.stack.preview)
         summary = _summary(result.change_summary)
         drifted = summary != "no changes"
