@@ -15,9 +15,8 @@ import pytest
 from prodline.config import ConfigError, load_project, load_request, validate_files
 from prodline.config.durations import format_duration, parse_duration
 
-from conftest import Cli
+from conftest import REPO, Cli
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO / "examples/shop/prodline.yaml"
 EXAMPLE_SERVICE = REPO / "examples/shop/checkout/prodline.service.yaml"
 

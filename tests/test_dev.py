@@ -14,7 +14,7 @@ import pytest
 
 from prodline.workers.supervisor import free_port, port_open, process_alive
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
 
 
 def prodline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

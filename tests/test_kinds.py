@@ -27,15 +27,13 @@ from prodline.config.steps import CommandStep, Step, StepSpec, step_kinds
 from prodline.contracts import (
     NON_RETRYABLE_CONFIG,
     Outcome,
-    ReleaseRef,
     RuleResult,
     RuleRun,
-    RunContext,
     StepResult,
     StepRun,
 )
 
-from conftest import FAST_STEP, service
+from conftest import FAST_STEP, run_context, service
 
 
 def test_every_step_kind_has_a_runner_for_its_own_model():
@@ -123,7 +121,7 @@ def test_an_evaluator_for_a_kind_people_decide_is_refused():
 
 def test_a_people_kind_sent_to_the_rule_activity_fails_without_retries():
     approval = Precondition.model_validate({"approval": {"approvers": ["alice"]}})
-    context = RunContext(**ReleaseRef.of("shop", "checkout", "1.0.0"), environment="production", base_dir=".")
+    context = run_context()
     with pytest.raises(ApplicationError) as caught:
         asyncio.run(rule_activities().evaluate_rule(RuleRun(context=context, rule=approval)))
     assert caught.value.non_retryable and caught.value.type == NON_RETRYABLE_CONFIG
@@ -160,10 +158,9 @@ def test_a_secret_in_a_failed_command_line_is_masked_before_the_line_is_cut(tmp_
     secret = "pw-" + "x7" * 30
     key = "test-kinds/masking/outputs.json"
     default_store().put(key, json.dumps({"password": secret}).encode())
-    context = RunContext(
-        **ReleaseRef.of("shop", "checkout", "1.0.0"), environment="staging", base_dir=str(tmp_path),
-        sensitive_outputs={"steps.infra.outputs.password": key},
-    )  # fmt: skip
+    context = run_context(
+        environment="staging", base_dir=str(tmp_path), sensitive_outputs={"steps.infra.outputs.password": key}
+    )
     spec = CommandStep(apply="false --password {{ steps.infra.outputs.password }} --host db || exit 4\n./deploy.sh")
     with pytest.raises(ApplicationError) as caught:
         asyncio.run(CommandRunner().apply(StepRun(context=context, step=Step(name="deploy", command=spec)), spec))

@@ -27,19 +27,16 @@ from prodline.activities.rules.http import HttpEvaluator
 from prodline.activities.rules.prometheus import PrometheusEvaluator
 from prodline.activities.rules.window import next_opening
 from prodline.config.rules import Check, WindowRule
-from prodline.contracts import NON_RETRYABLE_CONFIG, RunContext
+from prodline.contracts import NON_RETRYABLE_CONFIG
 
-from conftest import service, step, wait_for, waiting_in
+from conftest import run_context, service, step, wait_for, waiting_in
 
 
 def unique(prefix: str = "checkout") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-CONTEXT = RunContext(
-    release_id="shop.checkout@1.0.0", application="shop", service="checkout", version="1.0.0",
-    environment="production", base_dir=".",
-)  # fmt: skip
+CONTEXT = run_context()
 
 
 def rule_run(rule: dict) -> RuleRun:

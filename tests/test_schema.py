@@ -16,7 +16,6 @@ import sys
 import time
 from datetime import timedelta
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,8 @@ from prodline.config.durations import parse_duration
 from prodline.config.rules import Check, Precondition, Protection
 from prodline.config.steps import Step
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 _TYPES = {"object": dict, "string": str}
 
 
