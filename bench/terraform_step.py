@@ -39,7 +39,8 @@ from prodline.config import Step, load_request
 from prodline.config.steps import TerraformStep
 from prodline.contracts import RELEASE_WORKFLOW, RunContext, StepRun
 from prodline.workers.connect import connect
-from prodline.workers.devserver import DevServer, free_port
+from prodline.workers.devserver import DevServer
+from prodline.workers.supervisor import free_port
 from prodline.workers.worker import build_worker
 
 BENCH = Path(__file__).resolve().parent

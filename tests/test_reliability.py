@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from prodline.workers.devserver import DevServer, free_port
+from prodline.workers.devserver import DevServer
+from prodline.workers.supervisor import free_port
 
 from conftest import Cli, WorkerThread, client_for, process_alive, run, wait_for
 

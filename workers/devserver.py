@@ -17,9 +17,9 @@ from pathlib import Path
 
 from prodline.workflows import search_attributes
 
-from .supervisor import ManagedProcess, ProcessFailed, free_port, port_open
+from .supervisor import ManagedProcess, ProcessFailed, port_open
 
-__all__ = ["DevServer", "free_port", "temporal_binary"]
+__all__ = ["DevServer", "temporal_binary"]
 
 _SA_TYPES = {
     "KEYWORD": "Keyword",

@@ -25,7 +25,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from prodline.config import load_request
 from prodline.contracts import Decision, Verdict
 from prodline.workers.connect import connect
-from prodline.workers.devserver import DevServer, free_port
+from prodline.workers.devserver import DevServer
+from prodline.workers.supervisor import free_port
 from prodline.workers.worker import build_worker
 from prodline.workflows.release import ReleaseWorkflow
 
