@@ -91,6 +91,8 @@ class WorkerThread:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+        if not self._thread.is_alive():
+            self._loop.close()
         if self.error:
             raise self.error
 

@@ -17,7 +17,7 @@ import pytest
 from prodline.workers.devserver import DevServer
 from prodline.workers.supervisor import free_port
 
-from conftest import REPO, WorkerThread, approval_app, service, step, wait_for, waiting_in
+from conftest import REPO, WorkerThread, approval_app, client_for, service, step, wait_for, waiting_in
 
 
 @pytest.mark.parametrize(
@@ -148,6 +148,26 @@ def test_an_ended_release_shows_its_whole_status_with_no_worker(cli, project, te
     shown = cli.run("release", "status", release)
     assert shown.returncode == 0 and shown.stderr == ""
     assert "staging" in shown.stdout and "recent events:" in shown.stdout
+
+
+def test_a_terminated_release_shows_where_it_stood_with_no_worker(cli, project, temporal, task_queue, tmp_path):
+    """Terminated, a release never wrote its final status: its history is replayed to read it."""
+    worker = WorkerThread(temporal.address, task_queue).start()
+    try:
+        service_file = project(service(step("deploy", "touch ../started; sleep 60")))
+        release = project.release_id("9.0.0")
+        assert cli.run("release", "start", str(service_file), "--version", "9.0.0").returncode == 0
+        wait_for(lambda: (tmp_path / "started").exists(), what="the step to start")
+
+        async def terminate() -> None:
+            await (await client_for(temporal)).get_workflow_handle(release).terminate("operator pulled the plug")
+
+        asyncio.run(terminate())
+    finally:
+        worker.stop()
+    status = cli.json("release", "status", release)
+    assert {e["name"]: e["phase"] for e in status["environments"]} == {"staging": "running", "production": "pending"}
+    assert [s["phase"] for s in status["environments"][0]["steps"]] == ["running"]
 
 
 # --- release list -----------------------------------------------------------------------------

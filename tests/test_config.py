@@ -333,7 +333,7 @@ def test_help_lists_every_command_and_loads_no_engine():
         [sys.executable, "-X", "importtime", "-m", "prodline.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    for command in ("validate", "schema", "dev", "worker", "release", "approve", "reject"):
+    for command in ("validate", "schema", "setup", "dev", "worker", "release", "approve", "reject"):
         assert command in result.stdout
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     heavy = sorted(m for m in imported if m.split(".")[0] in {"temporalio", "pydantic", "httpx", "python_terraform"})

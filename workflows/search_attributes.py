@@ -1,7 +1,7 @@
 """Search attributes: how releases are found in Temporal visibility and the UI.
 
-Registered by ``prodline dev`` on the embedded server; on a real cluster run
-``temporal operator search-attribute create`` for each (see README).
+Registered by ``prodline dev`` on the embedded server; on a cluster of your own,
+``prodline setup`` registers them once per namespace (see README).
 """
 
 from temporalio.common import SearchAttributeKey

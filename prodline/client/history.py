@@ -3,13 +3,14 @@
 A running release answers its status query through a worker. One that has
 ended must not need a worker to show what happened:
 
-* a succeeded release returns its status as its result;
-* a failed, rejected or timed-out one ends with an ``ApplicationError`` whose
-  details carry the status, when the workflow attaches it;
-* otherwise (a cancelled release, a terminated one, one whose failure carries
-  no status) its history is replayed here with the workflow's own code, and
-  the status is read from the workflow object afterwards: the very answer the
-  status query would give, with no worker and no guessing.
+* a release keeps its final status in its memo (``FINAL_STATUS_MEMO``) when
+  it ends, whatever the ending: one ``describe`` reads it;
+* a succeeded release also returns its status as its result, and a failed one
+  may carry it in its ``ApplicationError`` details;
+* otherwise (a release that ended before the memo existed, or was terminated)
+  its history is replayed here with the workflow's own code, and the status is
+  read from the workflow object afterwards: the very answer the status query
+  would give, with no worker and no guessing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from prodline.contracts import ReleaseStatus
+from prodline.contracts import FINAL_STATUS_MEMO, ReleaseStatus
 from prodline.workflows.release import ReleaseWorkflow
 
 
@@ -39,6 +40,9 @@ async def closed_status(client: Client, description: WorkflowExecutionDescriptio
     A failure's details are read with its outcome (:func:`status_in_failure`); this is
     for the rest.
     """
+    memo = await description.memo_value(FINAL_STATUS_MEMO, None, type_hint=ReleaseStatus)
+    if memo is not None:
+        return memo
     if description.status == WorkflowExecutionStatus.COMPLETED:
         handle = client.get_workflow_handle_for(ReleaseWorkflow.run, description.id, run_id=description.run_id)
         try:
