@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,6 +171,7 @@ class Cli:
 
     def __init__(self, env: dict[str, str]):
         self.env = env
+        self.spawned: list[subprocess.Popen] = []
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prodline.cli", *args]
@@ -179,9 +180,18 @@ class Cli:
         return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
     def spawn(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(
+        """A CLI left running (``--wait``); the fixture reaps it and closes its pipes afterwards."""
+        process = subprocess.Popen(
             self.argv(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        self.spawned.append(process)
+        return process
+
+    def reap(self) -> None:
+        for process in self.spawned:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()  # waits, drains and closes the pipes
 
     def worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         """`prodline worker` as its own process (in its own session), so a test can kill it."""
@@ -197,8 +207,10 @@ class Cli:
 
 
 @pytest.fixture
-def cli(cli_env) -> Cli:
-    return Cli(cli_env)
+def cli(cli_env) -> Iterator[Cli]:
+    runner = Cli(cli_env)
+    yield runner
+    runner.reap()
 
 
 APP = """
