@@ -8,14 +8,6 @@ import pytest
 
 from .harness import CANCEL_REQUESTED, Call, passed
 
-SERVICE = """
-service: checkout
-application: shop
-steps:
-  - name: deploy
-    command: {apply: ./deploy.sh}
-"""
-
 
 def app(when: str) -> str:
     return f"""
@@ -52,7 +44,7 @@ async def test_a_cancel_during_a_rule_evaluation_starts_nothing_after_it(
         return passed()
 
     script.on("evaluate", "smoke", evaluation_that_never_hears_of_the_cancel, environment="staging")
-    async with releases.running(request_for(app(when), SERVICE), script) as run:
+    async with releases.running(request_for(app(when)), script) as run:
         await asyncio.wait_for(evaluating.wait(), 10)
         await run.handle.cancel()
         await run.saw(CANCEL_REQUESTED)

@@ -4,14 +4,6 @@ from __future__ import annotations
 
 from .harness import failed, inconclusive, passed
 
-SERVICE = """
-service: checkout
-application: shop
-steps:
-  - name: deploy
-    command: {apply: ./deploy.sh}
-"""
-
 
 def app(check: str) -> str:
     """Staging with one check (YAML lines at check level), then production."""
@@ -27,7 +19,7 @@ BEFORE_DEPLOY = app("when: [before_deploy]\non_failure: fail\nfailures_allowed: 
 
 async def test_a_check_failing_failures_allowed_times_in_a_row_then_passing_is_tolerated(releases, script, request_for):
     script.on("evaluate", "smoke", failed(), passed("error rate 0.1%"))
-    done = await releases.run(request_for(BEFORE_DEPLOY, SERVICE), script)
+    done = await releases.run(request_for(BEFORE_DEPLOY), script)
     assert done.state == "succeeded", done.reason
     assert script.count("evaluate", "smoke", "staging") == 2
     assert "check smoke (before deploy) passed: error rate 0.1%" in done.events
@@ -37,7 +29,7 @@ async def test_a_check_failing_failures_allowed_times_in_a_row_then_passing_is_t
 
 async def test_one_failure_more_than_allowed_fails_the_release_before_deploying(releases, script, request_for):
     script.on("evaluate", "smoke", failed(), failed("error rate 7%"), passed())
-    done = await releases.run(request_for(BEFORE_DEPLOY, SERVICE), script)
+    done = await releases.run(request_for(BEFORE_DEPLOY), script)
     assert done.state == "failed"
     assert done.reason == "staging: check smoke (before deploy) failed: error rate 7%"
     assert script.count("evaluate", "smoke") == 2  # the second failure in a row is acted on
@@ -50,7 +42,7 @@ async def test_one_failure_more_than_allowed_fails_the_release_before_deploying(
 async def test_a_watch_tolerates_failures_that_never_come_twice_in_a_row(releases, script, request_for):
     watch = app("when: [after_deploy]\nfor: 2s\ninterval: 100ms\nfailures_allowed: 1")
     script.on("evaluate", "smoke", *[failed(), passed()] * 30, environment="staging")
-    done = await releases.run(request_for(watch, SERVICE), script)
+    done = await releases.run(request_for(watch), script)
     assert done.state == "succeeded", done.reason
     assert script.count("evaluate", "smoke", "staging") >= 3  # failed, passed, failed at least
     assert "check smoke (after deploy) passed for 2s" in done.events
@@ -59,7 +51,7 @@ async def test_a_watch_tolerates_failures_that_never_come_twice_in_a_row(release
 async def test_a_watch_fails_the_release_on_one_failure_more_than_allowed_in_a_row(releases, script, request_for):
     watch = app("when: [after_deploy]\nfor: 1m\ninterval: 100ms\nfailures_allowed: 1")
     script.on("evaluate", "smoke", failed(), failed("error rate 9%"), passed())
-    done = await releases.run(request_for(watch, SERVICE), script)
+    done = await releases.run(request_for(watch), script)
     assert done.state == "failed"
     assert done.reason == "staging: check smoke (after deploy) failed: error rate 9%"
     assert script.count("evaluate", "smoke") == 2  # the watch stops at the failure it acts on
@@ -73,7 +65,7 @@ async def test_a_watch_fails_the_release_on_one_failure_more_than_allowed_in_a_r
 async def test_a_watch_that_never_sees_a_pass_fails_after_deploying(releases, script, request_for):
     watch = app("when: [after_deploy]\nfor: 1s\ninterval: 200ms")
     script.on("evaluate", "smoke", inconclusive("no data for job:errors:ratio5m"))
-    done = await releases.run(request_for(watch, SERVICE), script)
+    done = await releases.run(request_for(watch), script)
     assert done.state == "failed"
     assert done.reason == (
         "staging: check smoke (after deploy) failed: no conclusive result in 1s: no data for job:errors:ratio5m"

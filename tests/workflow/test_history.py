@@ -29,14 +29,6 @@ environments:
         interval: 1s
 """
 
-SERVICE = """
-service: checkout
-application: shop
-steps:
-  - name: deploy
-    command: {apply: ./deploy.sh}
-"""
-
 
 def evaluations_in_wait(interval: timedelta, timeout: timedelta, stretch: bool = True) -> int:
     """How many times a rule that never passes is evaluated before its wait times out.
@@ -55,7 +47,7 @@ def evaluations_in_wait(interval: timedelta, timeout: timedelta, stretch: bool =
 
 async def test_a_three_day_wait_at_a_30s_interval_stays_under_the_history_limit(releases, script, request_for):
     script.on("evaluate", "smoke", failed(), failed(), failed(), passed())
-    async with releases.running(request_for(APP, SERVICE), script) as run:
+    async with releases.running(request_for(APP), script) as run:
         done = await run.finish()
         history = (await run.handle.fetch_history()).events
     assert done.state == "succeeded", done.reason

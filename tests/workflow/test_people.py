@@ -6,14 +6,6 @@ from prodline.contracts import Verdict
 
 from .harness import failed
 
-SERVICE = """
-service: checkout
-application: shop
-steps:
-  - name: deploy
-    command: {apply: ./deploy.sh}
-"""
-
 
 def approval_app(rule: str) -> str:
     """Staging, then production behind an approval rule."""
@@ -30,7 +22,7 @@ environments:
 async def test_two_distinct_approvers_are_needed_and_every_refusal_is_recorded_with_its_reason(
     releases, script, request_for
 ):
-    request = request_for(approval_app("{approvers: [alice, bob, carol], min_approvers: 2}"), SERVICE)
+    request = request_for(approval_app("{approvers: [alice, bob, carol], min_approvers: 2}"))
     async with releases.running(request, script) as run:
         await run.waiting_on("production", "0/2 approvals")
         assert (await run.decide("alice", comment="dashboards green")).accepted
@@ -58,7 +50,7 @@ async def test_two_distinct_approvers_are_needed_and_every_refusal_is_recorded_w
 
 
 async def test_the_initiator_may_not_approve_when_the_rule_forbids_it(releases, script, request_for):
-    request = request_for(approval_app("{forbid_initiator: true}"), SERVICE, initiator="dana")
+    request = request_for(approval_app("{forbid_initiator: true}"), initiator="dana")
     async with releases.running(request, script) as run:
         await run.waiting_on("production", "0/1 approvals")
         refused = await run.decide("dana")
@@ -72,7 +64,7 @@ async def test_the_initiator_may_not_approve_when_the_rule_forbids_it(releases, 
 
 
 async def test_a_rejected_release_shows_and_records_rejected_not_failed(releases, script, request_for):
-    request = request_for(approval_app("{approvers: [alice]}"), SERVICE)
+    request = request_for(approval_app("{approvers: [alice]}"))
     async with releases.running(request, script) as run:
         await run.waiting_on("production", "approvals")
         assert (await run.decide("alice", Verdict.reject, comment="error budget spent")).accepted
@@ -88,7 +80,7 @@ async def test_a_rejected_release_shows_and_records_rejected_not_failed(releases
 
 
 async def test_an_approval_nobody_gives_in_time_shows_and_records_timed_out(releases, script, request_for):
-    request = request_for(approval_app("{approvers: [alice], timeout: 1s}"), SERVICE)
+    request = request_for(approval_app("{approvers: [alice], timeout: 1s}"))
     done = await releases.run(request, script)
     assert done.state == "timed_out"
     assert done.reason == "production: precondition approval: 0/1 approvals; approvers: alice: timed out after 1s"
@@ -115,7 +107,7 @@ environments:
 
 async def test_a_pause_nobody_resumes_ends_the_release_timed_out(releases, script, request_for):
     script.on("evaluate", "qa-signoff", failed("no sign-off yet"))
-    done = await releases.run(request_for(PAUSED, SERVICE), script)
+    done = await releases.run(request_for(PAUSED), script)
     assert done.state == "timed_out"
     assert done.reason == (
         "staging: paused on check qa-signoff (before approval): 0/1 approvals; approvers: alice: timed out after 1s"
