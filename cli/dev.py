@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from prodline.errors import InvalidInput, ProdlineError, WrongState
 from prodline.workers.supervisor import ManagedProcess, ProcessFailed, process_alive, stop_event, terminate
 
 from . import exit_codes
-from .main import CliError
 
 READY_FILE = "dev.json"
 LOG_FILE = "dev.log"
@@ -27,9 +27,9 @@ def state_dir(args) -> Path:
 def run(args) -> int:
     folder = state_dir(args)
     if folder.exists() and not folder.is_dir():
-        raise CliError(f"--state-dir {folder} is a file, not a folder", exit_codes.INVALID)
+        raise InvalidInput(f"--state-dir {folder} is a file, not a folder")
     if not args.headless and args.ui_port is None and args.port + 1000 > 65535:
-        raise CliError(f"the Web UI port would be {args.port + 1000}: give --ui-port or --headless", exit_codes.INVALID)
+        raise InvalidInput(f"the Web UI port would be {args.port + 1000}: give --ui-port or --headless")
     if args.stop:
         return _stop(folder)
     if args.detach:
@@ -53,7 +53,7 @@ async def _serve(args, folder: Path) -> int:
     try:
         await server.start()
     except (ProcessFailed, FileNotFoundError) as exc:
-        raise CliError(str(exc)) from None
+        raise ProdlineError(str(exc)) from None
     try:
         client = await connect(server.address, "default")
         queue = task_queue(args.task_queue)
@@ -126,16 +126,15 @@ def _detach(args, folder: Path) -> int:
         try:
             dev.start(timeout=90)
         except ProcessFailed as exc:
-            raise CliError(f"prodline dev did not start: {exc}") from None
+            raise ProdlineError(f"prodline dev did not start: {exc}") from None
         info = _running(folder)
         assert info is not None  # its readiness check has just seen it
         state = "started"
     else:
         if info["address"].rsplit(":", 1)[-1] != str(args.port):
-            raise CliError(
+            raise WrongState(
                 f"prodline dev already runs for {folder} at {info['address']}, not on port {args.port}; "
-                f"stop it first (prodline dev --stop --state-dir {folder}) or use another --state-dir",
-                exit_codes.WRONG_STATE,
+                f"stop it first (prodline dev --stop --state-dir {folder}) or use another --state-dir"
             )
         state = "already running"
     if args.json:

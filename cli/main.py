@@ -21,9 +21,6 @@ from . import exit_codes
 if typing.TYPE_CHECKING:
     from datetime import timedelta
 
-# Kept for callers that still raise it: every CLI error is a ProdlineError(message, exit_code).
-CliError = ProdlineError
-
 
 class Interrupted(ProdlineError):
     """Ctrl-C while following a release: the CLI stops following, the release goes on."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -38,12 +39,16 @@ def _source_modules() -> list[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # setuptools builds in REPO/build and never prunes it: a stale copy of a deleted module would
+    # end up in the wheel and hide what this test looks for.
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
         check=True,
         capture_output=True,
         cwd=out,
     )
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     (built,) = out.glob("prodline-*.whl")
     return built
 
