@@ -51,9 +51,12 @@ def what_happens_in(events: list[HistoryEvent]) -> Iterator[str]:
     for event in events:
         if event.HasField("activity_task_scheduled_event_attributes"):
             yield f"activity {event.activity_task_scheduled_event_attributes.activity_type.name}"
-        elif event.HasField("marker_recorded_event_attributes"):  # a local activity
-            details = event.marker_recorded_event_attributes.details["data"].payloads[0].data
-            yield f"local activity {json.loads(details)['activity_type']}"
+        elif event.HasField("marker_recorded_event_attributes"):
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == "core_patch":  # workflow.patched(...)
+                yield f"patch {json.loads(marker.details['patch-data'].payloads[0].data)['id']}"
+            else:  # a local activity
+                yield f"local activity {json.loads(marker.details['data'].payloads[0].data)['activity_type']}"
         elif event.HasField("workflow_execution_signaled_event_attributes"):
             yield f"signal {event.workflow_execution_signaled_event_attributes.signal_name}"
         elif event.HasField("timer_fired_event_attributes"):
@@ -84,6 +87,7 @@ def test_the_recorded_histories_exercise_everything_a_release_does():
         f"{RELEASE_WORKFLOW} failed: {FAILURE_TYPES[ReleaseState.failed]}",
         f"{RELEASE_WORKFLOW} failed: {FAILURE_TYPES[ReleaseState.rejected]}",
         f"{RELEASE_WORKFLOW} cancelled",
+        "patch final-status-memo",
     }
     assert expected - seen == set(), f"no recorded history has {sorted(expected - seen)}"
 
