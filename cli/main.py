@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Production orchestration on Temporal: every release is a durable workflow.",
         epilog="Exit codes: 0 succeeded, 1 failed, 2 invalid input, 3 rejected, 4 cancelled, 5 timed out, "
         "6 Temporal unreachable or not set up, 7 not found, 8 wrong state or refused, "
-        "130 interrupted (the release goes on).",
+        "130 interrupted (the release goes on), 141 output reader gone (a closed pipe).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -257,6 +257,9 @@ def _classify(exc: Exception) -> tuple[int, str]:
     from temporalio.service import RPCError, RPCStatusCode  # only errors pay for this import
 
     if isinstance(exc, RPCError):
+        if exc.status == RPCStatusCode.NOT_FOUND and "namespace" in exc.message.lower():
+            # A wrong namespace is bad input (as `release status` says it), not a missing release.
+            return exit_codes.INVALID, f"Temporal: {exc.message} (check --namespace or TEMPORAL_NAMESPACE)"
         if exc.status == RPCStatusCode.NOT_FOUND:
             return exit_codes.NOT_FOUND, f"not found in Temporal: {exc}"
         if exc.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION):

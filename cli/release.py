@@ -75,7 +75,8 @@ async def _start(args: argparse.Namespace, client: ReleaseClient, request: Relea
     if problem:
         warn(problem)
     if not (args.wait and args.json):
-        words = "started" if started.how == "started" else "is already running; following it"
+        words = "started" if started.how == "started" else "is already running"
+        words += "; following it" if args.wait else ""
         emit(args, shown, f"release {release_id} {words}{where}")
     if not args.wait:
         return exit_codes.SUCCEEDED
@@ -121,7 +122,7 @@ async def status(args: argparse.Namespace, client: ReleaseClient) -> int:
     else:
         text = render.summary(args.release_id, view.state, view.reason, view.status, link)
         if view.status is not None:
-            text += "\n" + render.recent_events(view.status)
+            text += "\n" + render.details(view.status)
         print(text.lstrip("\n"))
     return exit_codes.SUCCEEDED
 

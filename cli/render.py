@@ -51,11 +51,32 @@ def summary(release_id: str, state: ReleaseState, reason: str, status: ReleaseSt
     return "\n".join(lines)
 
 
-def recent_events(status: ReleaseStatus, count: int = 10) -> str:
-    return "recent events:\n" + "\n".join(
+def details(status: ReleaseStatus, events: int = 10, output_lines: int = 5) -> str:
+    """What `release status` shows below the summary: plans and output tails of the steps
+    that ran, every decision, and the recent events."""
+    lines = []
+    for env in status.environments:
+        for step in env.steps:
+            if step.plan and env.phase is not Phase.waiting:  # a waiting environment's plans are in the summary
+                lines.append(f"plan of {env.name}/{step.name}" + (f": {step.summary}" if step.summary else ":"))
+                lines += [f"  {line}" for line in step.plan.splitlines()]
+            if step.output:
+                lines.append(f"output of {env.name}/{step.name} (last lines):")
+                lines += [f"  {line}" for line in step.output.splitlines()[-output_lines:]]
+    if status.decisions:
+        lines.append("decisions:")
+        for d in status.decisions:
+            verdict = "counted" if d.accepted else f"refused: {d.reason}"
+            comment = f' "{d.comment}"' if d.comment else ""
+            lines.append(
+                f"  {d.at:%Y-%m-%d %H:%M:%S}  {d.environment:<12} {d.by} {d.verdict.value}{comment}: {verdict}"
+            )
+    lines.append("recent events:")
+    lines += [
         f"  {e.at:%Y-%m-%d %H:%M:%S}  {e.environment or '-':<12} {(e.message.splitlines() or [''])[0]}"
-        for e in status.events[-count:]
-    )
+        for e in status.events[-events:]
+    ]
+    return "\n".join(lines)
 
 
 def decision_prompt(status: ReleaseStatus, environment: str, verdict: Verdict) -> str:

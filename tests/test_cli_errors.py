@@ -71,9 +71,10 @@ def test_usage_errors_are_one_line_and_json_when_asked(cli, tmp_path):
     assert state_is_a_file.returncode == 2 and "is a file, not a folder" in state_is_a_file.stderr
 
 
-def test_an_unknown_namespace_is_named_not_mistaken_for_an_unknown_release(cli):
-    result = cli.run("release", "status", "shop.checkout@1.0.0", "--namespace", "no-such-namespace")
-    assert result.returncode == 2
+@pytest.mark.parametrize("command", [("release", "status", "shop.checkout@1.0.0"), ("release", "list"), ("setup",)])
+def test_an_unknown_namespace_is_named_not_mistaken_for_an_unknown_release(cli, command):
+    result = cli.run(*command, "--namespace", "no-such-namespace")
+    assert result.returncode == 2, result.stderr
     assert "no-such-namespace" in result.stderr and "not found" in result.stderr
 
 
@@ -116,7 +117,7 @@ def _ended(cli, project, temporal, task_queue, tmp_path, how: str) -> str:
             wait_for(lambda: (tmp_path / "started").exists(), what="the step to start")
             assert cli.run("release", "cancel", release, "--wait").returncode == 0
         else:
-            service_file = project(service(step("deploy", "exit 3" if how == "failed" else "true")))
+            service_file = project(service(step("deploy", "exit 3" if how == "failed" else "echo deployed-ok")))
             release = project.release_id("9.0.0")
             cli.run("release", "start", str(service_file), "--version", "9.0.0", "--wait")
         wait_for(lambda: cli.json("release", "status", release)["state"] == how, what=f"the release to end {how}")
@@ -148,6 +149,10 @@ def test_an_ended_release_shows_its_whole_status_with_no_worker(cli, project, te
     shown = cli.run("release", "status", release)
     assert shown.returncode == 0 and shown.stderr == ""
     assert "staging" in shown.stdout and "recent events:" in shown.stdout
+    if how == "succeeded":  # what the step printed, in text too
+        assert "output of production/deploy (last lines):\n  deployed-ok" in shown.stdout
+    if how == "rejected":
+        assert 'alice reject "not today": counted' in shown.stdout.split("decisions:")[1]
 
 
 def test_a_terminated_release_shows_where_it_stood_with_no_worker(cli, project, temporal, task_queue, tmp_path):
