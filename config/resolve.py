@@ -193,7 +193,7 @@ def _inline_protection(rule: RuleT, app: Application) -> RuleT:
     args = {k: v for k, v in protection.args.items() if v is not None} | dict(rule.args)
     update = {protection.kind: protection.spec, "args": args, "name": rule.label, "use": None}
     # The protection's deprecated `attempts`, unless the rule sets failures_allowed itself.
-    from_attempts = protection.http.failures_allowed_from_attempts if protection.http else None
+    from_attempts = protection.http.failures_allowed_from_attempts if protection.http else None  # deprecated
     if from_attempts is not None and "failures_allowed" not in rule.model_fields_set:
         update["failures_allowed"] = from_attempts
     # model_copy, not validation: a resolved rule has both a kind and arguments.

@@ -133,7 +133,8 @@ class HttpRule(RuleSpec):
     status: int = Field(default=200, ge=100, le=599)
     body: str | None = Field(default=None, description="Regular expression the body must contain.")
     # Deprecated: each evaluation makes one request; blips are the rule's `failures_allowed`
-    # (the engine's one retry layer). A given `attempts: N` counts as `failures_allowed: N-1`.
+    # (the engine's one retry layer). `attempts: N` (3 when not given, as it always was) counts as
+    # `failures_allowed: N-1` unless the rule sets failures_allowed itself.
     attempts: int = Field(
         default=3,
         ge=1,
@@ -153,9 +154,9 @@ class HttpRule(RuleSpec):
         return self.timeout
 
     @property
-    def failures_allowed_from_attempts(self) -> int | None:
-        """What a deprecated `attempts` given in the file means today, if it was given."""
-        return self.attempts - 1 if "attempts" in self.model_fields_set else None
+    def failures_allowed_from_attempts(self) -> int:
+        """The failures the deprecated `attempts` tolerated: all tries of one evaluation but the last."""
+        return self.attempts - 1
 
     @field_validator("body")
     @classmethod
@@ -299,7 +300,8 @@ class RuleRef(RuleKinds):
     )
     timeout: PositiveDuration = Field(
         default=timedelta(minutes=30),
-        description="How long `on_failure: wait` keeps waiting before the release times out.",
+        description="How long `on_failure: wait` keeps waiting before the release times out; "
+        "with `on_failure: pause`, how long people have to resume or reject (unset: 7 days).",
     )
     interval: PositiveDuration = Field(
         default=timedelta(seconds=30), description="Time between evaluations while waiting or watching."
@@ -311,10 +313,12 @@ class RuleRef(RuleKinds):
     @model_validator(mode="before")
     @classmethod
     def _attempts_as_failures_allowed(cls, data: Any) -> Any:
-        """The http rule's deprecated `attempts: N` tolerates N-1 failures, unless failures_allowed is given."""
+        """The http rule's deprecated `attempts: N` (default 3) tolerates N-1 failures, unless failures_allowed is given."""
         http = data.get("http") if isinstance(data, dict) else None
-        if isinstance(http, dict) and isinstance(http.get("attempts"), int) and "failures_allowed" not in data:
-            return {**data, "failures_allowed": max(http["attempts"] - 1, 0)}
+        if isinstance(http, dict) and "failures_allowed" not in data:
+            attempts = http.get("attempts", 3)
+            if isinstance(attempts, int):
+                return {**data, "failures_allowed": max(attempts - 1, 0)}
         return data
 
     @model_validator(mode="after")

@@ -44,8 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from .outcomes import ReleaseStopped, activity_failure, stop_if_cancelled
     from .status import StatusBoard
 
-# How long a release paused on a failed check waits for someone to decide, where the
-# environment has no approval rule (with one, its timeout applies).
+# How long a release paused on a failed rule waits for someone to decide, unless the rule
+# sets its own `timeout`.
 PAUSE_TIMEOUT = timedelta(days=7)
 
 # Evaluations of one rule at its configured interval; after that the interval stretches so
@@ -156,7 +156,7 @@ class Gates:
                 if behaviour is OnFailure.fail:
                     raise ReleaseStopped(ReleaseState.failed, f"{stage.name}: {label} failed: {result.reason}")
                 if behaviour is OnFailure.pause:
-                    await self.pause(stage, label, result.reason)
+                    await self.pause(stage, rule, label, result.reason)
                     break
             interval = poll_interval(rule.interval, rule.timeout, polls)
             if workflow.now() + interval > deadline:
@@ -207,7 +207,7 @@ class Gates:
         # Automatic rollback (release safety) hooks in here.
         if check.failure_behaviour(Lifecycle.after_deploy) is not OnFailure.pause:
             raise ReleaseStopped(ReleaseState.failed, f"{stage.name}: {label} failed: {reason}")
-        await self.pause(stage, label, reason)
+        await self.pause(stage, check, label, reason)
 
     async def evaluate(self, stage: EnvironmentRun, rule: Check | Precondition, label: str) -> RuleResult:
         ctx = self._context(stage).model_copy(update={"args": {k: str(v) for k, v in rule.args.items()}})
@@ -233,12 +233,13 @@ class Gates:
 
     # --- people -----------------------------------------------------------------------
 
-    async def pause(self, stage: EnvironmentRun, label: str, reason: str) -> None:
+    async def pause(self, stage: EnvironmentRun, failed: Check | Precondition, label: str, reason: str) -> None:
         """A failed rule with `on_failure: pause`: people resume (approve) or reject."""
-        # Whoever may approve this environment may resume it, under the same rules, its
-        # timeout included (anyone, within PAUSE_TIMEOUT, without one).
+        # People have the failed rule's own `timeout` when it sets one, else PAUSE_TIMEOUT.
+        timeout = failed.timeout if "timeout" in failed.model_fields_set else PAUSE_TIMEOUT
+        # Whoever may approve this environment may resume it, under the same rules (anyone, without one).
         approvals = [p.approval for p in stage.preconditions if p.approval is not None]
-        rule = approvals[0] if approvals else ApprovalRule(timeout=PAUSE_TIMEOUT)
+        rule = approvals[0].model_copy(update={"timeout": timeout}) if approvals else ApprovalRule(timeout=timeout)
         self._board.event(
             f"paused: {label} failed: {reason}; `prodline approve` resumes, `prodline reject` stops", stage.name
         )

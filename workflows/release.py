@@ -62,6 +62,9 @@ with workflow.unsafe.imports_passed_through():
 # Plans made per environment before a stale plan fails the release.
 MAX_PLANS = 3
 
+# Events kept in a closed release's final-status memo (the history holds them all).
+_EVENTS_IN_MEMO = 50
+
 # How a release's end shows on the environment it was in, and in that environment's ledger.
 _PHASE_AT_END = {
     ReleaseState.cancelled: Phase.cancelled,
@@ -286,5 +289,7 @@ class ReleaseWorkflow:
         workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
         if workflow.patched("final-status-memo"):
             # Queries need a worker; a closed release's status must be readable without one.
-            workflow.upsert_memo({FINAL_STATUS_MEMO: status})
+            # The memo travels with every visibility row: the last events are enough there.
+            kept = status.model_copy(update={"events": status.events[-_EVENTS_IN_MEMO:]})
+            workflow.upsert_memo({FINAL_STATUS_MEMO: kept})
         workflow.set_current_details(markdown(status))

@@ -5,8 +5,7 @@ ended must not need a worker to show what happened:
 
 * a release keeps its final status in its memo (``FINAL_STATUS_MEMO``) when
   it ends, whatever the ending: one ``describe`` reads it;
-* a succeeded release also returns its status as its result, and a failed one
-  may carry it in its ``ApplicationError`` details;
+* a succeeded release also returns its status as its result;
 * otherwise (a release that ended before the memo existed, or was terminated)
   its history is replayed here with the workflow's own code, and the status is
   read from the workflow object afterwards: the very answer the status query
@@ -19,27 +18,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from prodline.contracts import FINAL_STATUS_MEMO, ReleaseStatus
 from prodline.workflows.release import ReleaseWorkflow
 
 
-def status_in_failure(error: ApplicationError) -> ReleaseStatus | None:
-    """The status a failed release attached to its failure, if it did."""
-    try:
-        return ReleaseStatus.model_validate(error.details[0]) if error.details else None
-    except ValueError:
-        return None
-
-
 async def closed_status(client: Client, description: WorkflowExecutionDescription) -> ReleaseStatus | None:
-    """The final status of a release that has ended (None if even a replay cannot tell).
-
-    A failure's details are read with its outcome (:func:`status_in_failure`); this is
-    for the rest.
-    """
+    """The final status of a release that has ended (None if even a replay cannot tell)."""
     memo = await description.memo_value(FINAL_STATUS_MEMO, None, type_hint=ReleaseStatus)
     if memo is not None:
         return memo

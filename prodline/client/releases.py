@@ -87,7 +87,6 @@ class Outcome:
     state: ReleaseState
     reason: str
     description: WorkflowExecutionDescription
-    status: ReleaseStatus | None = None  # the final status, when reading the outcome already gave it
 
     @property
     def running(self) -> bool:
@@ -218,7 +217,7 @@ class ReleaseClient:
             cause = exc.cause
             if isinstance(cause, ApplicationError):
                 state = _STATE_BY_FAILURE_TYPE.get(cause.type or "", ReleaseState.failed)
-                return Outcome(release_id, state, cause.message, desc, history.status_in_failure(cause))
+                return Outcome(release_id, state, cause.message, desc)
             return Outcome(release_id, ReleaseState.failed, str(cause or exc), desc)
         return Outcome(release_id, ReleaseState.failed, "", desc)
 
@@ -239,7 +238,7 @@ class ReleaseClient:
                 # (it may have started waiting, or just finished, between the two calls).
                 return View(outcome, current.state, current.reason, current)
             return View(outcome, outcome.state, outcome.reason, current)
-        status = outcome.status or await history.closed_status(self.temporal, outcome.description)
+        status = await history.closed_status(self.temporal, outcome.description)
         return View(outcome, outcome.state, outcome.reason or (status.reason if status else ""), status)
 
     async def watch(self, release_id: str, interval: float) -> AsyncIterator[Progress]:
@@ -250,7 +249,7 @@ class ReleaseClient:
             desc = await handle.describe()
             if desc.status != WorkflowExecutionStatus.RUNNING:
                 outcome = await self.outcome(release_id)
-                final = outcome.status or await history.closed_status(self.temporal, outcome.description)
+                final = await history.closed_status(self.temporal, outcome.description)
                 yield Progress(outcome.description, final or status, outcome)
                 return
             status = await self.live_status(release_id) or status
@@ -280,10 +279,6 @@ class ReleaseClient:
     ) -> str | None:
         """Why a release on ``queue`` does not move for want of a worker (see :mod:`.workers`), or None."""
         return await workers.problem(self.temporal, queue, description, stall)
-
-    async def worker_polls(self, queue: str | None = None, *, activities: bool = False) -> bool:
-        """Whether a live worker polls ``queue`` (default: this client's)."""
-        return await workers.polling(self.temporal, queue or self.task_queue, activities=activities)
 
     # --- steering -------------------------------------------------------------------------
 

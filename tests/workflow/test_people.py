@@ -95,12 +95,13 @@ application: shop
 environments:
   - name: staging
     preconditions:
-      - approval: {approvers: [alice], timeout: 1s}
+      - approval: {approvers: [alice]}
     checks:
       - name: qa-signoff
         command: {run: ./qa.sh}
         when: [before_approval]
         on_failure: pause
+        timeout: 1s  # how long people have to resume or reject
   - name: production
 """
 
