@@ -77,6 +77,35 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+# `sh` answers 126/127 when a command cannot run at all: retrying won't help. In a script
+# that may be any of its lines, so the reason says what the code means, and the output which.
+_CANNOT_RUN = {126: " (not executable)", 127: " (command not found)"}
+# How much of a failed command its failure reason shows.
+BRIEF_WIDTH = 60
+
+
+def failure_message(command: str, result: ProcessResult, masked: Iterable[str]) -> str:
+    """Why a command failed, in one reason: the command named briefly, its exit code, its output's tail.
+
+    A multi-line script would bury the error under itself, so only its first line is shown.
+    The command line may hold rendered secrets (an earlier step's sensitive output), so it is
+    masked before it is cut: a secret split by the cut would escape the mask.
+    """
+    shown = brief(redact(command, masked))
+    message = f"`{shown}` exited with code {result.exit_code}{_CANNOT_RUN.get(result.exit_code, '')}"
+    tail = result.tail(10)
+    return f"{message}: {tail}" if tail else message
+
+
+def brief(command: str, width: int = BRIEF_WIDTH) -> str:
+    """The command's first line, at most ``width`` characters, ending in "…" when anything was left out."""
+    lines = command.strip().splitlines() or [""]
+    first = lines[0].strip()
+    if len(lines) == 1 and len(first) <= width:
+        return first
+    return first[:width].rstrip() + "…"
+
+
 def _heartbeat_interval() -> float:
     """A third of the heartbeat timeout (one lost heartbeat is not fatal), and at most 2 s:
     a heartbeat's answer is how a running step hears that the release was cancelled."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 from prodline.config.rules import CommandRule
 
 from ..context import WorkerContext
-from ..process import run_process
-from ..steps.command import failure_message
+from ..process import failure_message, run_process
 from .base import Outcome, RuleEvaluator, RuleResult, RuleRun
 
 

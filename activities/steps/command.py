@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import structlog
 from temporalio.exceptions import ApplicationError
 
@@ -11,17 +9,12 @@ from prodline.config.steps import CommandStep
 from prodline.contracts import StepResult, StepRun
 
 from ..context import WorkerContext
-from ..process import ProcessResult, redact, run_process
+from ..process import failure_message, run_process
 from .base import StepRunner
 
 log = structlog.get_logger("prodline.steps.command")
 
-# `sh` answers 126/127 when a command cannot run at all: retrying won't help. In a script
-# that may be any of its lines, so the reason says what the code means, and the output which.
-_CANNOT_RUN = {126: " (not executable)", 127: " (command not found)"}
 FETCH_DRIFT = 2
-# How much of a failed command its failure reason shows.
-BRIEF_WIDTH = 60
 
 
 class CommandRunner(StepRunner[CommandStep]):
@@ -71,25 +64,3 @@ class CommandRunner(StepRunner[CommandStep]):
             type="CommandFailed",
             non_retryable=result.exit_code not in spec.retryable_exit_codes,
         )
-
-
-def failure_message(command: str, result: ProcessResult, masked: Iterable[str]) -> str:
-    """Why a command failed, in one reason: the command named briefly, its exit code, its output's tail.
-
-    A multi-line script would bury the error under itself, so only its first line is shown.
-    The command line may hold rendered secrets (an earlier step's sensitive output), so it is
-    masked before it is cut: a secret split by the cut would escape the mask.
-    """
-    shown = brief(redact(command, masked))
-    message = f"`{shown}` exited with code {result.exit_code}{_CANNOT_RUN.get(result.exit_code, '')}"
-    tail = result.tail(10)
-    return f"{message}: {tail}" if tail else message
-
-
-def brief(command: str, width: int = BRIEF_WIDTH) -> str:
-    """The command's first line, at most ``width`` characters, ending in "…" when anything was left out."""
-    lines = command.strip().splitlines() or [""]
-    first = lines[0].strip()
-    if len(lines) == 1 and len(first) <= width:
-        return first
-    return first[:width].rstrip() + "…"
