@@ -12,6 +12,7 @@ environment and working directory. Every runner and evaluator starts with
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -36,6 +37,12 @@ class WorkerContext:
         if self._store is None:
             self._store = default_store()
         return self._store
+
+    @functools.cached_property
+    def _values(self) -> dict[str, str]:
+        # Read once per activity: it includes sensitive outputs from the artifact store, and a
+        # step renders many strings (every variable, env entry and path).
+        return self.template_values()
 
     def template_values(self) -> dict[str, str]:
         r = self.run
@@ -68,7 +75,7 @@ class WorkerContext:
     def render(self, value: Any) -> Any:
         """Render templates in a string or nested value; unknown names are config errors."""
         try:
-            values = self.template_values()
+            values = self._values
             return render(value, values) if isinstance(value, str) else render_all(value, values)
         except TemplateError as exc:
             raise ApplicationError(str(exc), type=NON_RETRYABLE_CONFIG, non_retryable=True) from None

@@ -18,8 +18,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from prodline.client.workers import polling
-from prodline.config.loader import Project, load_project
+from prodline.config.loader import load_project
 from prodline.config.release import ReleaseRequest, build_request
+from prodline.config.resolve import Project
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer
 from prodline.workers.supervisor import ManagedProcess, free_port

@@ -12,8 +12,9 @@
 
 from .application import Application, Environment
 from .errors import ConfigError, Problem
-from .loader import Project, load_project, validate_files
+from .loader import load_project, validate_files
 from .release import EnvironmentRun, ReleaseRequest, build_request, load_request, release_id
+from .resolve import Project
 from .rules import Check, Lifecycle, OnFailure, Precondition, Protection, RuleSpec, rule_kinds
 from .service import Parameter, Service
 from .steps import CommandStep, Step, StepSpec, step_kinds

@@ -18,7 +18,7 @@ from pathlib import Path
 from .application import Application
 from .errors import ConfigError, Problem
 from .problems import dedupe, known_hint, parse_model
-from .resolve import EnvironmentConfig, Project, combine
+from .resolve import Project, combine
 from .rules import Protection, RuleRef
 from .service import Service
 from .templates import BUILTIN_NAMES, unknown_names
@@ -26,15 +26,11 @@ from .yamlsource import Document, PathKey, read_yaml
 
 __all__ = [
     "APPLICATION_FILE",
-    "EnvironmentConfig",
-    "Project",
-    "combine",
     "file_kind",
     "find_application_file",
     "load_application",
     "load_project",
     "load_service",
-    "parse_model",
     "validate_files",
 ]
 

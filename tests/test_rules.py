@@ -19,7 +19,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from prodline.activities.rules import RuleActivities, RuleResult, RuleRun
+from prodline.activities.rules import RuleActivities
 from prodline.activities.rules.alerts import AlertsEvaluator
 from prodline.activities.rules.base import RuleEvaluator
 from prodline.activities.rules.command import CommandEvaluator
@@ -27,7 +27,7 @@ from prodline.activities.rules.http import HttpEvaluator
 from prodline.activities.rules.prometheus import PrometheusEvaluator
 from prodline.activities.rules.window import next_opening
 from prodline.config.rules import Check, WindowRule
-from prodline.contracts import NON_RETRYABLE_CONFIG
+from prodline.contracts import NON_RETRYABLE_CONFIG, RuleResult, RuleRun
 
 from conftest import run_context, service, step, wait_for, waiting_in
 

@@ -16,11 +16,11 @@ import structlog
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from prodline.activities.steps import StepResult, StepRun, apply_step, plan_step
+from prodline.activities.steps import apply_step, plan_step
 from prodline.activities.steps.terraform import TerraformRunner
 from prodline.activities.terraform import TerraformCli, embedded_terraform_binary, terraform_env
 from prodline.config.release import load_request
-from prodline.contracts import STALE_PLAN
+from prodline.contracts import STALE_PLAN, StepResult, StepRun
 
 from conftest import approval_app, client_for, history_text, run, run_context, wait_for, waiting_in
 

@@ -18,11 +18,11 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.rules import rule_kinds
-from prodline.contracts import EVALUATE_RULE, NON_RETRYABLE_CONFIG
+from prodline.contracts import EVALUATE_RULE, NON_RETRYABLE_CONFIG, RuleResult, RuleRun
 
 from ..registry import by_declared_model
 from .alerts import AlertsEvaluator
-from .base import Clock, Outcome, RuleEvaluator, RuleResult, RuleRun, utc_now
+from .base import Clock, RuleEvaluator, utc_now
 from .command import CommandEvaluator
 from .http import HttpEvaluator
 from .prometheus import PrometheusEvaluator
@@ -75,4 +75,4 @@ class RuleActivities:
         return await evaluator.evaluate(run, run.rule.spec)
 
 
-__all__ = ["PEOPLE_KINDS", "Outcome", "RuleActivities", "RuleResult", "RuleRun", "by_kind"]
+__all__ = ["PEOPLE_KINDS", "RuleActivities", "by_kind"]

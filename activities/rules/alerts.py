@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from prodline.config.rules import AlertsRule
+from prodline.contracts import Outcome, RuleResult, RuleRun
 
 from ..context import WorkerContext
-from .base import Outcome, RuleResult, RuleRun
 from .http_api import HttpClientEvaluator
 
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import ClassVar, Generic, TypeVar
 
 from prodline.config.rules import RuleSpec
-from prodline.contracts import Outcome, RuleResult, RuleRun
+from prodline.contracts import RuleResult, RuleRun
 
 SpecT = TypeVar("SpecT", bound=RuleSpec)
 
@@ -46,4 +46,4 @@ class RuleEvaluator(ABC, Generic[SpecT]):
     async def evaluate(self, run: RuleRun, spec: SpecT) -> RuleResult: ...
 
 
-__all__ = ["Clock", "Outcome", "RuleEvaluator", "RuleResult", "RuleRun", "utc_now"]
+__all__ = ["Clock", "RuleEvaluator", "utc_now"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from prodline.config.rules import CommandRule
+from prodline.contracts import Outcome, RuleResult, RuleRun
 
 from ..context import WorkerContext
 from ..process import failure_message, run_process
-from .base import Outcome, RuleEvaluator, RuleResult, RuleRun
+from .base import RuleEvaluator
 
 
 class CommandEvaluator(RuleEvaluator[CommandRule]):

@@ -16,9 +16,9 @@ import re
 import httpx
 
 from prodline.config.rules import HttpRule
+from prodline.contracts import Outcome, RuleResult, RuleRun
 
 from ..context import WorkerContext
-from .base import Outcome, RuleResult, RuleRun
 from .http_api import HttpClientEvaluator
 
 

@@ -8,9 +8,9 @@ import re
 from collections.abc import Callable
 
 from prodline.config.rules import PrometheusRule
+from prodline.contracts import Outcome, RuleResult, RuleRun
 
 from ..context import WorkerContext
-from .base import Outcome, RuleResult, RuleRun
 from .http_api import HttpClientEvaluator
 
 _OPERATORS = {

@@ -12,10 +12,10 @@ from temporalio.client import Client
 
 from prodline.config.durations import format_duration
 from prodline.config.rules import StableRule
-from prodline.contracts import DeploymentState
+from prodline.contracts import DeploymentState, Outcome, RuleResult, RuleRun
 
 from ..ledger import read_ledger
-from .base import Clock, Outcome, RuleEvaluator, RuleResult, RuleRun, utc_now
+from .base import Clock, RuleEvaluator, utc_now
 
 
 class StableEvaluator(RuleEvaluator[StableRule]):

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from prodline.config.rules import DAYS, WindowRule
+from prodline.contracts import Outcome, RuleResult, RuleRun
 
-from .base import Clock, Outcome, RuleEvaluator, RuleResult, RuleRun, utc_now
+from .base import Clock, RuleEvaluator, utc_now
 
 
 def _bounds(spec: WindowRule) -> tuple[time, time | None]:

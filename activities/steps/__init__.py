@@ -55,4 +55,4 @@ async def fetch_step(run: StepRun) -> StepResult:
 
 ACTIVITIES = [plan_step, apply_step, fetch_step]
 
-__all__ = ["ACTIVITIES", "RUNNERS", "StepResult", "StepRun", "apply_step", "fetch_step", "plan_step"]
+__all__ = ["ACTIVITIES", "RUNNERS", "apply_step", "by_kind", "fetch_step", "plan_step"]

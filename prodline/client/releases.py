@@ -199,9 +199,8 @@ class ReleaseClient:
         try:
             desc = await handle.describe()
         except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND and "namespace" in exc.message.lower():
-                raise InvalidInput(f"Temporal: {exc.message}") from None
-            if exc.status == RPCStatusCode.NOT_FOUND:
+            # An unknown namespace is NOT_FOUND too: it goes on as it is, for the CLI to name.
+            if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
                 raise NotFound(f"no release with ID {release_id!r}") from None
             raise
         if desc.status == WorkflowExecutionStatus.RUNNING:
