@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from prodline.config.templates import TemplateError, render, render_all
 from prodline.contracts import NON_RETRYABLE_CONFIG, RunContext
 
-from .artifacts import ArtifactStore, default_store
+from prodline.artifacts.store import ArtifactStore, default_store
 
 
 class WorkerContext:

@@ -7,13 +7,13 @@
 * :mod:`.loader` -- reading files, and the checks one file allows on its own
 * :mod:`.problems` -- pydantic's errors as located problems (``file:line: field: message``)
 * :mod:`.resolve` -- a service against its application: overrides, protections, templates
-* :mod:`.release` -- the resolved request a release workflow runs
+* :mod:`.release` -- a release's request (no policy) and the plan it resolves to
 """
 
 from .application import Application, Environment
 from .errors import ConfigError, Problem
 from .loader import load_project, validate_files
-from .release import EnvironmentRun, ReleaseRequest, build_request, load_request, release_id
+from .release import BundleRef, EnvironmentRun, ReleasePlan, ReleaseRequest, build_plan, load_plan, release_id
 from .resolve import Project
 from .rules import Check, Lifecycle, OnFailure, Precondition, Protection, RuleSpec, rule_kinds
 from .service import Parameter, Service
@@ -21,6 +21,7 @@ from .steps import CommandStep, Step, StepSpec, step_kinds
 
 __all__ = [
     "Application",
+    "BundleRef",
     "Check",
     "CommandStep",
     "ConfigError",
@@ -33,14 +34,15 @@ __all__ = [
     "Problem",
     "Project",
     "Protection",
+    "ReleasePlan",
     "ReleaseRequest",
     "RuleSpec",
     "Service",
     "Step",
     "StepSpec",
-    "build_request",
+    "build_plan",
     "load_project",
-    "load_request",
+    "load_plan",
     "release_id",
     "rule_kinds",
     "step_kinds",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from .base import Model, Name, unique_names
+from .base import BundleSpec, Model, Name, unique_names
 from .rules import Check, Precondition, Protection
 
 
@@ -24,6 +24,12 @@ class Environment(Model):
     name: Name
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment variables for every step and rule run in this environment."
+    )
+    task_queue: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        description="Task queue this environment's steps and rules run on: workers inside its network, with its "
+        "credentials (`prodline worker --task-queue Q`). Unset: the control queue, with the release workflow.",
     )
     preconditions: list[Precondition] = Field(default_factory=list, description="One-shot gates before deploying.")
     checks: list[Check] = Field(default_factory=list, description="Checks before and after deploying.")
@@ -35,6 +41,9 @@ class Application(Model):
     application: Name = Field(description="Application name; services refer to it.")
     description: str = ""
     environments: list[Environment] = Field(min_length=1, description="Environments in promotion order.")
+    bundle: BundleSpec = Field(
+        default_factory=BundleSpec, description="The files this application's rules run, registered with it."
+    )
     protections: dict[Name, Protection] = Field(
         default_factory=dict, description="Reusable checks, referenced from environments with `use:`."
     )

@@ -6,7 +6,7 @@ import types
 import typing
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import Field, BaseModel, ConfigDict, StringConstraints, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # Names end up in workflow IDs, search attributes, Kubernetes labels and
@@ -106,3 +106,14 @@ def unique_names(items: list, what: str) -> list:
             )
         seen.add(item.name)
     return items
+
+
+class BundleSpec(Model):
+    """Which folder a file's bundle packs (``bundle:`` in either config file)."""
+
+    root: str = Field(
+        default=".",
+        description="Folder packed into the bundle, relative to this file's folder; `..` takes in shared "
+        "modules next to it. Inside a git work tree: tracked and untracked-but-not-ignored files; "
+        "otherwise every file but those a `.prodlineignore` names.",
+    )

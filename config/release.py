@@ -1,9 +1,20 @@
-"""The release request: one service version, resolved for every environment.
+"""A release: what the releaser asks for, and what the platform's config resolves it to.
 
-The CLI builds it from the two config files and hands it to the release
-workflow as its input, so the workflow never reads a file and the history
-holds exactly what was asked for. Secret *values* are never in it: only the
-name of the worker's environment variable that holds each one.
+Two payloads, on either side of the trust boundary:
+
+* :class:`ReleaseRequest` is the release workflow's input, sent by whoever starts
+  the release (CI, a person). It names the service version, the parameter values
+  given on the command line and the *bundle* (content-addressed archive of the
+  service's folder, by digest) -- and nothing else. No rule, no environment.
+* :class:`ReleasePlan` is what the workflow runs. An activity on the control
+  worker builds it (``activities/resolve.py``): the application's rules from the
+  revision registered in Temporal (``prodline app apply``), the steps from the
+  service file *inside the bundle*, parameters checked and resolved per
+  environment. It is recorded in history as that activity's result, so the
+  release keeps the revision it started with for its whole life.
+
+Secret *values* are in neither: only the name of the worker's environment
+variable that holds each one.
 """
 
 from __future__ import annotations
@@ -23,32 +34,34 @@ from .rules import Check, Precondition
 from .steps import Step
 
 
-class EnvironmentRun(Model):
-    """What the release does in one environment."""
+class BundleRef(Model):
+    """A bundle in the artifact store, named by its content."""
 
-    name: Name
-    env: dict[str, str] = Field(default_factory=dict)
-    parameters: dict[str, str] = Field(default_factory=dict)
-    steps: list[Step]
-    preconditions: list[Precondition] = Field(default_factory=list)
-    checks: list[Check] = Field(default_factory=list)
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="SHA-256 of the canonical tar.")
+    size: int = Field(ge=0, description="Bytes of the canonical tar.")
+    files: int = Field(default=0, ge=0)
+
+    @property
+    def short(self) -> str:
+        return self.digest.removeprefix("sha256:")[:12]
 
 
 class ReleaseRequest(Model):
-    """Input of the release workflow."""
+    """Input of the release workflow: what the releaser asks for, no policy."""
 
     application: Name
     service: Name
     version: Version
     initiator: str = "unknown"
-    service_dir: str = Field(description="Absolute folder of the service file; step workdirs are relative to it.")
-    application_dir: str = Field(
-        description="Absolute folder of the application file; rule workdirs are relative to it."
-    )
-    secrets: dict[str, str] = Field(
-        default_factory=dict, description="Secret parameter -> worker environment variable."
-    )
-    environments: list[EnvironmentRun]
+    bundle: BundleRef | None = Field(default=None, description="The service's code; the only code the release runs.")
+    service_file: str = Field(default="", description="Path of the service file inside the bundle.")
+    parameters: dict[str, str] = Field(default_factory=dict, description="Values given with --param.")
+    # Releases started before applications were registered carried their resolved config
+    # here. Only their replays read these fields; a new run ignores them (workflows/release.py).
+    service_dir: str = ""
+    application_dir: str = ""
+    secrets: dict[str, str] = Field(default_factory=dict)
+    environments: list[EnvironmentRun] = Field(default_factory=list)
 
     @property
     def release_id(self) -> str:
@@ -56,9 +69,44 @@ class ReleaseRequest(Model):
 
     @property
     def digest(self) -> str:
-        """Fingerprint of what would run; tells a retried start whether the config changed."""
+        """Fingerprint of what was asked; tells a retried start whether the code or values changed."""
         payload = self.model_dump(mode="json", exclude={"initiator"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class EnvironmentRun(Model):
+    """What the release does in one environment."""
+
+    name: Name
+    task_queue: str = Field(default="", description="Where its steps and rules run; empty: the control queue.")
+    env: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, str] = Field(default_factory=dict)
+    steps: list[Step]
+    preconditions: list[Precondition] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+
+
+class ReleasePlan(Model):
+    """What a release runs: the registered revision's rules with the bundle's steps."""
+
+    revision: int = Field(default=0, description="Registered revision of the application; 0: none (old releases).")
+    revision_digest: str = ""
+    service_bundle: BundleRef | None = None
+    service_dir: str = Field(description="Folder of the service file: inside the service bundle, or absolute.")
+    application_bundle: BundleRef | None = None
+    application_dir: str = Field(description="Folder of the application file: inside its bundle, or absolute.")
+    secrets: dict[str, str] = Field(default_factory=dict, description="Secret parameter -> worker variable.")
+    environments: list[EnvironmentRun]
+
+    @classmethod
+    def carried_by(cls, request: ReleaseRequest) -> ReleasePlan:
+        """The plan a release started before registered applications carried in its input."""
+        return cls(
+            service_dir=request.service_dir,
+            application_dir=request.application_dir,
+            secrets=request.secrets,
+            environments=request.environments,
+        )
 
 
 def release_id(application: str, service: str, version: str) -> str:
@@ -66,8 +114,37 @@ def release_id(application: str, service: str, version: str) -> str:
     return f"{application}.{service}@{version}"
 
 
-def build_request(project: Project, version: str, values: dict[str, str], initiator: str) -> ReleaseRequest:
-    """Resolve parameters for every environment; raise ConfigError for bad values."""
+def check_version(version: str) -> list[Problem]:
+    try:
+        ReleaseRequest(application="a", service="s", version=version)
+    except ValidationError as exc:
+        return [
+            Problem(
+                "--version",
+                0,
+                (),
+                f"{version!r} is not a valid version: {exc.errors()[0]['msg']}",
+                "use letters, digits, dots, dashes, plus and underscores, like 1.4.2",
+            )
+        ]
+    return []
+
+
+def build_plan(
+    project: Project,
+    values: dict[str, str],
+    initiator: str,
+    *,
+    service_dir: str | None = None,
+    application_dir: str | None = None,
+    **pinned: object,
+) -> ReleasePlan:
+    """Resolve parameters for every environment; raise ConfigError for bad values.
+
+    ``service_dir``/``application_dir`` default to the files' absolute folders (local
+    runs and tests); the resolve activity passes the folders inside the bundles, and the
+    revision and bundles as ``pinned``.
+    """
     service = project.service
     where = str(project.service_file)
     given, problems = check_values(
@@ -99,6 +176,7 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
         plans.append(
             EnvironmentRun(
                 name=env.environment.name,
+                task_queue=env.environment.task_queue or "",
                 env=dict(env.environment.env),
                 parameters=params,
                 steps=env.steps,
@@ -106,32 +184,19 @@ def build_request(project: Project, version: str, values: dict[str, str], initia
                 checks=env.checks,
             )
         )
-    try:
-        request = ReleaseRequest(
-            application=project.application.application,
-            service=service.service,
-            version=version,
-            initiator=initiator,
-            service_dir=str(project.service_file.resolve().parent),
-            application_dir=str(project.application_file.resolve().parent),
-            secrets={n: p.from_env for n, p in service.parameters.items() if p.type == "secret" and p.from_env},
-            environments=plans,
-        )
-    except ValidationError as exc:
-        problems.append(
-            Problem(
-                "--version",
-                0,
-                (),
-                f"{version!r} is not a valid version: {exc.errors()[0]['msg']}",
-                "use letters, digits, dots, dashes, plus and underscores, like 1.4.2",
-            )
-        )
-        request = None
     if problems:
         raise ConfigError(dedupe(problems))
-    assert request is not None
-    return request
+    return ReleasePlan.model_validate(
+        {
+            "service_dir": service_dir if service_dir is not None else str(project.service_file.resolve().parent),
+            "application_dir": application_dir
+            if application_dir is not None
+            else str(project.application_file.resolve().parent),
+            "secrets": {n: p.from_env for n, p in service.parameters.items() if p.type == "secret" and p.from_env},
+            "environments": plans,
+            **pinned,
+        }
+    )
 
 
 def _unmeetable_approvals(project: Project, initiator: str) -> list[Problem]:
@@ -155,7 +220,11 @@ def _unmeetable_approvals(project: Project, initiator: str) -> list[Problem]:
     return problems
 
 
-def load_request(
-    service_file: Path, version: str, values: dict[str, str], initiator: str, application_file: Path | None = None
-) -> ReleaseRequest:
-    return build_request(load_project(service_file, application_file), version, values, initiator)
+def load_plan(
+    service_file: Path, values: dict[str, str], initiator: str, application_file: Path | None = None
+) -> ReleasePlan:
+    """The plan of local files, folders absolute: for `prodline validate`-like checks and tests."""
+    return build_plan(load_project(service_file, application_file), values, initiator)
+
+
+ReleaseRequest.model_rebuild()

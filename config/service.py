@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Model, Name, ParamName, unique_names
+from .base import BundleSpec, Model, Name, ParamName, unique_names
 from .steps import Step
 
 ParamType = Literal["string", "int", "image", "secret"]
@@ -90,6 +90,9 @@ class Service(Model):
     service: Name = Field(description="Service name.")
     application: Name = Field(description="The application (in its application file) this service belongs to.")
     description: str = ""
+    bundle: BundleSpec = Field(
+        default_factory=BundleSpec, description="What `release start` packs: the code every step runs."
+    )
     parameters: dict[ParamName, Parameter] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1, description="Deploy steps, run in order in every environment.")
     environments: dict[Name, Override] = Field(default_factory=dict, description="Per-environment overrides.")

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from prodline.config.release import release_id
+from prodline.config.release import BundleRef, release_id
 from prodline.config.rules import Check, Precondition
 from prodline.config.steps import Step
 
@@ -38,6 +38,13 @@ LEDGER_WORKFLOW = "DeploymentLedger"
 RECORD_SIGNAL = "record"
 RECORDS_QUERY = "records"
 
+# The registered application: one long-lived workflow per application holds its revisions.
+APPLICATION_WORKFLOW = "Application"
+APPLY_UPDATE = "apply"  # ApplicationChange -> Applied
+REVISION_QUERY = "revision"  # revision number (0: the current one) -> Revision | None
+REVISIONS_QUERY = "revisions"  # -> list[Revision], oldest first, without their sources
+
+RESOLVE_RELEASE = "prodline.resolve_release"  # ReleaseRequest -> ReleasePlan
 PLAN_STEP = "prodline.plan_step"
 APPLY_STEP = "prodline.apply_step"
 FETCH_STEP = "prodline.fetch_step"
@@ -53,6 +60,11 @@ STALE_PLAN = "StalePlan"
 def ledger_id(application: str, service: str, environment: str) -> str:
     """The ledger workflow of one service in one environment."""
     return f"deployments:{application}.{service}:{environment}"
+
+
+def application_id(application: str) -> str:
+    """The workflow that holds an application's registered revisions."""
+    return f"application:{application}"
 
 
 # --- the release's identity, shared by the payloads that name it --------------------------
@@ -91,7 +103,12 @@ class RunContext(ReleaseRef):
 
     environment: str
     initiator: str = "unknown"
-    base_dir: str = Field(description="Folder relative workdirs resolve from.")
+    bundle: BundleRef | None = Field(
+        default=None, description="The code this activity runs; each attempt works in its own copy of it."
+    )
+    base_dir: str = Field(
+        description="Folder relative workdirs resolve from: inside the bundle, or absolute when there is none."
+    )
     parameters: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, description="Parameter -> worker environment variable.")
     env: dict[str, str] = Field(default_factory=dict, description="The environment's own variables.")
@@ -170,6 +187,10 @@ class DeploymentRecord(ReleaseRef):
     started_at: datetime
     finished_at: datetime
     reason: str = ""
+    # What was deployed, so that it can be deployed again exactly (empty on older records).
+    bundle: str = Field(default="", description="Digest of the service bundle.")
+    revision: int = Field(default=0, description="Application revision the release obeyed.")
+    parameters: dict[str, str] = Field(default_factory=dict, description="Resolved non-secret parameters.")
 
 
 class LedgerState(BaseModel):
@@ -177,6 +198,44 @@ class LedgerState(BaseModel):
     service: str
     environment: str
     records: list[DeploymentRecord] = Field(default_factory=list)
+
+
+# --- registered applications -----------------------------------------------------------
+
+
+class ApplicationChange(BaseModel):
+    """Update payload of `prodline app apply`: a new revision, as the platform team wrote it."""
+
+    source: str = Field(description="The application file's text, exactly as applied.")
+    path: str = Field(description="The application file's path inside its bundle (or its name).")
+    bundle: BundleRef | None = Field(default=None, description="The files its rules run.")
+    applied_by: str
+    comment: str = ""
+    # Reserved for signed changes: a signature over `digest` by a key the platform trusts.
+    signature: str = ""
+
+
+class Revision(BaseModel):
+    """One registered revision of an application."""
+
+    application: str
+    number: int
+    digest: str = Field(description="SHA-256 of the canonical config and the bundle digest.")
+    applied_by: str
+    applied_at: datetime
+    changes: list[str] = Field(default_factory=list, description="What changed from the revision before.")
+    comment: str = ""
+    path: str = ""
+    bundle: BundleRef | None = None
+    signature: str = ""
+    source: str = Field(default="", description="The file's text; empty in `revisions` listings.")
+
+
+class Applied(BaseModel):
+    """The answer to an apply: the revision now current, and whether this apply made it."""
+
+    revision: Revision
+    created: bool
 
 
 # --- decisions by people --------------------------------------------------------------------
@@ -251,6 +310,7 @@ class StepStatus(BaseModel):
 
 class EnvironmentStatus(BaseModel):
     name: str
+    task_queue: str = Field(default="", description="Where its steps and rules run; empty: the control queue.")
     phase: Phase = Phase.pending
     waiting_on: str = ""
     steps: list[StepStatus] = Field(default_factory=list)
@@ -266,6 +326,8 @@ class Event(BaseModel):
 
 class ReleaseStatus(ReleaseRef):
     initiator: str
+    revision: int = Field(default=0, description="The application revision this release obeys (0: older release).")
+    bundle: str = Field(default="", description="Digest of the service bundle it deploys.")
     state: ReleaseState = ReleaseState.running
     reason: str = ""
     environments: list[EnvironmentStatus] = Field(default_factory=list)
@@ -277,7 +339,9 @@ class ReleaseStatus(ReleaseRef):
 
 
 __all__ = [
+    "APPLICATION_WORKFLOW",
     "APPLY_STEP",
+    "APPLY_UPDATE",
     "DECIDE_SIGNAL",
     "EVALUATE_RULE",
     "FAILURE_TYPES",
@@ -290,8 +354,13 @@ __all__ = [
     "RECORD_DEPLOYMENT",
     "RECORD_SIGNAL",
     "RELEASE_WORKFLOW",
+    "RESOLVE_RELEASE",
+    "REVISIONS_QUERY",
+    "REVISION_QUERY",
     "STALE_PLAN",
     "STATUS_QUERY",
+    "ApplicationChange",
+    "Applied",
     "Decision",
     "DecisionRecord",
     "DeploymentRecord",
@@ -304,6 +373,7 @@ __all__ = [
     "ReleaseRef",
     "ReleaseState",
     "ReleaseStatus",
+    "Revision",
     "RuleResult",
     "RuleRun",
     "RunContext",
@@ -311,5 +381,6 @@ __all__ = [
     "StepRun",
     "StepStatus",
     "Verdict",
+    "application_id",
     "ledger_id",
 ]

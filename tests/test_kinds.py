@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from prodline.activities.artifacts import default_store
+from prodline.artifacts.store import default_store
 from prodline.activities.rules import PEOPLE_KINDS, RuleActivities
 from prodline.activities.rules import by_kind as evaluators_by_kind
 from prodline.activities.rules.base import RuleEvaluator

@@ -10,7 +10,7 @@ The helpers below are what kinds with saved plans share: the plan file goes
 to an artifact store (:func:`saved_plan`), apply gets back exactly the
 approved one (:func:`approved_plan_file`), and outputs are published with the
 sensitive ones kept out of history (:func:`applied`). A store of ``None``
-means :func:`~prodline.activities.artifacts.default_store`, looked up at use.
+means :func:`~prodline.artifacts.store.open_store`, looked up at use.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from prodline.config.steps import StepSpec
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from ..artifacts import ArtifactMissing, ArtifactStore, default_store, sha256
+from prodline.artifacts.store import ArtifactMissing, ArtifactStore, default_store, sha256
 from ..process import redact
 
 SpecT = TypeVar("SpecT", bound=StepSpec)

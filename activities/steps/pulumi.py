@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 from prodline.config.steps import PulumiStep
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from ..artifacts import ArtifactStore
+from prodline.artifacts.store import ArtifactStore
 from ..context import WorkerContext
 from ..process import heartbeat_while, redact
 from .base import StepRunner, applied, approved_plan_file, saved_plan, scratch_file

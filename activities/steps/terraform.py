@@ -38,7 +38,7 @@ from prodline.config.durations import parse_duration
 from prodline.config.steps import TerraformStep
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from ..artifacts import ArtifactStore
+from prodline.artifacts.store import ArtifactStore
 from ..context import WorkerContext
 from ..process import redact
 from ..terraform import (
