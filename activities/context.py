@@ -6,7 +6,8 @@ worker, at the last moment: it renders templates, reads secret parameters
 from the worker's own environment (they go only into the child process's
 environment and the list of strings masked in its output), reads earlier
 steps' sensitive outputs from the artifact store, and builds the child's
-environment and working directory. Every runner and evaluator starts with
+environment and working directory (inside the attempt's copy of the bundle,
+:mod:`.workspace`). Every runner and evaluator starts with
 ``ctx = WorkerContext(run.context)``.
 """
 
@@ -21,10 +22,11 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from prodline.artifacts.store import ArtifactStore
 from prodline.config.templates import TemplateError, render, render_all
 from prodline.contracts import NON_RETRYABLE_CONFIG, RunContext
 
-from prodline.artifacts.store import ArtifactStore, default_store
+from .workspace import current_workspace, shared_store
 
 
 class WorkerContext:
@@ -35,7 +37,7 @@ class WorkerContext:
     @property
     def store(self) -> ArtifactStore:
         if self._store is None:
-            self._store = default_store()
+            self._store = shared_store()
         return self._store
 
     @functools.cached_property
@@ -118,7 +120,16 @@ class WorkerContext:
         return env
 
     def workdir(self, relative: str) -> str:
-        path = (Path(self.run.base_dir) / self.render(relative)).resolve()
+        """A step's or rule's working directory: inside this attempt's copy of the bundle."""
+        code = current_workspace() if self.run.bundle is not None else None
+        if self.run.bundle is not None and code is None:
+            raise RuntimeError("a bundle's working directory is only known inside attempt_workspace()")
+        base = code / self.run.base_dir if code is not None else Path(self.run.base_dir)
+        path = (base / self.render(relative)).resolve()
+        if code is not None and not path.is_relative_to(code.resolve()):
+            raise ApplicationError(
+                f"working directory {relative!r} leaves the bundle", type=NON_RETRYABLE_CONFIG, non_retryable=True
+            )
         if not path.is_dir():
             raise ApplicationError(
                 f"working directory {path} does not exist on the worker", type=NON_RETRYABLE_CONFIG, non_retryable=True

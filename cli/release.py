@@ -10,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
+from prodline.artifacts.store import ArtifactStore, open_store
 from prodline.client import Progress, ReleaseClient
-from prodline.config import ReleaseRequest, load_request
+from prodline.client.prepare import prepare
 from prodline.contracts import ReleaseState
 from prodline.errors import InvalidInput
 
@@ -40,18 +41,25 @@ def _timeout_needs_wait(args: argparse.Namespace) -> None:
 
 def start(args: argparse.Namespace) -> int:
     _timeout_needs_wait(args)
-    request = load_request(
-        Path(args.service_file),
-        args.version,
-        _params(args.param),
-        initiator(args.initiator),
-        Path(args.app) if args.app else None,
-    )
-    return _start(args, request)
+    values = _params(args.param)
+    store = open_store()
+    return _start(args, values, store)
 
 
 @connected
-async def _start(args: argparse.Namespace, client: ReleaseClient, request: ReleaseRequest) -> int:
+async def _start(args: argparse.Namespace, client: ReleaseClient, values: dict[str, str], store: ArtifactStore) -> int:
+    prepared = await prepare(
+        client.temporal,
+        Path(args.service_file),
+        args.version,
+        values,
+        initiator(args.initiator),
+        store,
+        Path(args.app) if args.app else None,
+    )
+    for note in prepared.notes:
+        warn(note)
+    request = prepared.request
     started = await client.start(request)
     release_id = started.release_id
     if started.config_changed:

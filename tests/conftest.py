@@ -24,7 +24,8 @@ import pytest
 from temporalio.client import Client
 
 from prodline.activities.ledger import read_ledger
-from prodline.config.release import ReleaseRequest
+from prodline.config.loader import find_application_file
+from prodline.config.release import ReleasePlan
 from prodline.contracts import DeploymentRecord, ReleaseRef, RunContext
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer
@@ -97,6 +98,19 @@ class WorkerThread:
             raise self.error
 
 
+# Registered applications live on their own queue in the tests, served all session long: the
+# platform team registers an application once, and every test's worker (on its own queue)
+# resolves releases against it, as a control worker would.
+REGISTRY_QUEUE = "test-registry"
+
+
+@pytest.fixture(scope="session")
+def registry(temporal):
+    running = WorkerThread(temporal.address, REGISTRY_QUEUE).start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture
 def worker(temporal, task_queue):
     running = WorkerThread(temporal.address, task_queue).start()
@@ -167,20 +181,49 @@ def cli_env(temporal, task_queue) -> dict[str, str]:
 
 
 class Cli:
-    """Runs ``prodline`` as CI would: a subprocess, its exit code and output."""
+    """Runs ``prodline`` as CI would: a subprocess, its exit code and output.
+
+    Before a ``release start``, the application file next to the service (or ``--app``) is
+    registered with the real ``prodline app apply``, as the platform team would have done,
+    unless ``auto_apply`` is off (tests of what happens when it was not).
+    """
 
     def __init__(self, env: dict[str, str]):
         self.env = env
         self.spawned: list[subprocess.Popen] = []
+        self.auto_apply = True
+        self._applied: set[tuple[Path, bytes]] = set()
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prodline.cli", *args]
 
+    def apply(self, app_file: Path) -> subprocess.CompletedProcess:
+        """`prodline app apply APP_FILE` as the platform team runs it."""
+        env = {**self.env, "PRODLINE_TASK_QUEUE": REGISTRY_QUEUE, "PRODLINE_USER": "platform-team"}
+        result = subprocess.run(self.argv("app", "apply", str(app_file)), env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def _register_before_start(self, args: tuple[str, ...], cwd: Path | None) -> None:
+        if not self.auto_apply or args[:2] != ("release", "start") or len(args) < 3:
+            return
+        service_file = Path(cwd or ".", args[2])
+        app_file = Path(cwd or ".", args[args.index("--app") + 1]) if "--app" in args else None
+        app_file = app_file or find_application_file(service_file)
+        if app_file is None or not app_file.is_file():
+            return
+        key = (app_file.resolve(), app_file.read_bytes())
+        if key not in self._applied:
+            self.apply(app_file)
+            self._applied.add(key)
+
     def run(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        self._register_before_start(args, cwd)
         return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
     def spawn(self, *args: str) -> subprocess.Popen:
         """A CLI left running (``--wait``); the fixture reaps it and closes its pipes afterwards."""
+        self._register_before_start(args, None)
         process = subprocess.Popen(
             self.argv(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -207,7 +250,7 @@ class Cli:
 
 
 @pytest.fixture
-def cli(cli_env) -> Iterator[Cli]:
+def cli(cli_env, registry) -> Iterator[Cli]:
     runner = Cli(cli_env)
     yield runner
     runner.reap()
@@ -311,27 +354,29 @@ def prometheus(tmp_path_factory, metrics):
 # --- what an activity is given ---------------------------------------------------------------
 
 
-def run_context(request: ReleaseRequest | None = None, environment: str | None = None, **fields) -> RunContext:
+def run_context(
+    plan: ReleasePlan | None = None, environment: str | None = None, version: str = "1.0.0", **fields
+) -> RunContext:
     """The RunContext a step or rule activity gets, as the release workflow builds it.
 
-    From ``request`` in ``environment`` (default: its first), with the service's folder as
-    ``base_dir``; without a request, shop.checkout@1.0.0 in production, from ".". ``fields``
-    override any value (``run_id``, ``args``, ``outputs``, ...).
+    From ``plan`` (of local files: ``load_plan``) in ``environment`` (default: its first), with
+    the service's folder as ``base_dir``; without a plan, shop.checkout@1.0.0 in production,
+    from ".". ``fields`` override any value (``run_id``, ``args``, ``outputs``, ...).
     """
-    if request is None:
+    if plan is None:
         values = {
             **ReleaseRef.of("shop", "checkout", "1.0.0"),
             "environment": environment or "production",
             "base_dir": ".",
         }
     else:
-        stage = request.environments[0] if environment is None else next(
-            e for e in request.environments if e.name == environment
+        stage = plan.environments[0] if environment is None else next(
+            e for e in plan.environments if e.name == environment
         )  # fmt: skip
         values = {
-            **ReleaseRef.of(request.application, request.service, request.version),
-            "environment": stage.name, "initiator": request.initiator, "base_dir": request.service_dir,
-            "parameters": stage.parameters, "secrets": request.secrets, "env": stage.env,
+            **ReleaseRef.of(fields.pop("application", "shop"), fields.pop("service", "checkout"), version),
+            "environment": stage.name, "initiator": "ci-bot", "base_dir": plan.service_dir,
+            "parameters": stage.parameters, "secrets": plan.secrets, "env": stage.env,
         }  # fmt: skip
     return RunContext(**{**values, **fields})
 

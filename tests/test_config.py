@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from prodline.config import ConfigError, load_project, load_request, validate_files
+from prodline.config import ConfigError, load_plan, load_project, validate_files
 from prodline.config.durations import format_duration, parse_duration
 
 from conftest import REPO, Cli
@@ -87,7 +87,7 @@ def test_overrides_and_protections_resolve_per_environment(tmp_path):
     check = production.checks[0]
     assert check.kind == "command" and check.label == "smoke"
     assert check.args == {"url": "https://example.test", "retries": 3}
-    request = load_request(write(tmp_path), "1.2.3", {"image": "ghcr.io/acme/checkout:1.2.3"}, "alice")
+    request = load_plan(write(tmp_path), {"image": "ghcr.io/acme/checkout:1.2.3"}, "alice")
     assert [e.parameters["replicas"] for e in request.environments] == ["1", "3"]
     assert request.secrets == {"db_password": "DB_PASSWORD"}
     assert "s3cret" not in request.model_dump_json()
@@ -458,7 +458,7 @@ def test_the_kind_registries_are_derived_from_the_models():
 def test_parameter_values_are_checked_alike_from_the_command_line_and_the_file(tmp_path):
     def start(service: str, values: dict[str, str]) -> str:
         with pytest.raises(ConfigError) as caught:
-            load_request(write(tmp_path, service=service), "1.0.0", {"image": "nginx", **values}, "alice")
+            load_plan(write(tmp_path, service=service), {"image": "nginx", **values}, "alice")
         return str(caught.value)
 
     service_file = "svc/prodline.service.yaml"
@@ -483,7 +483,7 @@ APPROVAL_APP = (
 def test_an_approval_the_initiator_could_never_pass_is_refused_at_start(tmp_path):
     service_file = write(tmp_path, app=APPROVAL_APP)
     with pytest.raises(ConfigError) as caught:
-        load_request(service_file, "1.0.0", {"image": "nginx"}, "alice")
+        load_plan(service_file, {"image": "nginx"}, "alice")
     assert str(caught.value) == (
         f"{tmp_path / 'prodline.yaml'}:13: environments[1].preconditions[0].approval: production: precondition"
         " approval: alice started this release and may not approve it; 1 approver left, 2 needed"
@@ -507,7 +507,7 @@ def test_an_approval_the_initiator_could_never_pass_is_refused_at_start(tmp_path
 )
 def test_an_approval_others_can_pass_starts(tmp_path, approval, initiator):
     app = APP + f"    preconditions:\n      - approval: {approval}\n"
-    request = load_request(write(tmp_path, app=app), "1.0.0", {"image": "nginx"}, initiator)
+    request = load_plan(write(tmp_path, app=app), {"image": "nginx"}, initiator)
     assert request.environments[1].preconditions[0].approval is not None
 
 

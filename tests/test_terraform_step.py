@@ -19,7 +19,8 @@ from temporalio.testing import ActivityEnvironment
 from prodline.activities.steps import apply_step, plan_step
 from prodline.activities.steps.terraform import TerraformRunner
 from prodline.activities.terraform import TerraformCli, embedded_terraform_binary, terraform_env
-from prodline.config.release import load_request
+from prodline.config.loader import load_service
+from prodline.config.release import load_plan
 from prodline.contracts import STALE_PLAN, StepResult, StepRun
 
 from conftest import approval_app, client_for, history_text, run, run_context, wait_for, waiting_in
@@ -170,8 +171,10 @@ def by_hand_in(service_file: Path, workspace: str, env: dict[str, str]) -> Terra
 
 def infra_step(service_file: Path, version: str) -> StepRun:
     """The infra step of the service in staging, as the workflow would hand it to an activity."""
-    request = load_request(service_file, version, {}, "ci-bot")
-    return StepRun(context=run_context(request, run_id="run-1"), step=request.environments[0].steps[0])
+    plan = load_plan(service_file, {}, "ci-bot")
+    service, _ = load_service(service_file)
+    context = run_context(plan, version=version, application=service.application, run_id="run-1")
+    return StepRun(context=context, step=plan.environments[0].steps[0])
 
 
 def test_a_retried_apply_of_a_plan_an_earlier_attempt_applied_succeeds(terraform_project):

@@ -222,6 +222,7 @@ class Gates:
                 retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{stage.name}: {label}",
+                task_queue=stage.task_queue or None,  # the environment's own workers, if it names them
             )
         except ActivityError as exc:
             if isinstance(exc.cause, CancelledError):

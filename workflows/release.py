@@ -1,6 +1,10 @@
 """The release workflow: one service version promoted through the environments.
 
-For each environment, in order::
+First, on the control queue, an activity resolves the request (which carries no
+policy) against the application's revision registered in Temporal and the
+service file inside the release's bundle; the plan it returns is in history and
+pins that revision for the release's whole life. Then, for each environment, in
+order, on that environment's task queue if it names one::
 
     plan steps -> checks before approval -> preconditions (approvals...) -> checks before deploy
     -> apply steps (each from its approved plan) -> checks after deploy (watching for `for`)
@@ -25,7 +29,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from prodline.config.release import EnvironmentRun, ReleaseRequest
+    from prodline.config.release import BundleRef, EnvironmentRun, ReleasePlan, ReleaseRequest
     from prodline.config.rules import Lifecycle
     from prodline.config.steps import Step
     from prodline.config.templates import outputs_prefix
@@ -38,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         PLAN_STEP,
         RECORD_DEPLOYMENT,
         RELEASE_WORKFLOW,
+        RESOLVE_RELEASE,
         STALE_PLAN,
         STATUS_QUERY,
         Decision,
@@ -61,6 +66,10 @@ with workflow.unsafe.imports_passed_through():
 
 # Plans made per environment before a stale plan fails the release.
 MAX_PLANS = 3
+
+# Releases resolve their plan from the registered application; older ones carried it in their input.
+REGISTERED_APPLICATIONS = "registered-applications"
+_RESOLVE_TIMEOUT = timedelta(minutes=10)  # fetching and checking a bundle of up to 100 MB
 
 # Events kept in a closed release's final-status memo (the history holds them all).
 _EVENTS_IN_MEMO = 50
@@ -87,13 +96,12 @@ class ReleaseWorkflow:
             ReleaseStatus(
                 **ReleaseRef.of(request.application, request.service, request.version),
                 initiator=request.initiator,
-                environments=[
-                    EnvironmentStatus(name=env.name, steps=[StepStatus(name=s.name, kind=s.kind) for s in env.steps])
-                    for env in request.environments
-                ],
+                environments=_environment_statuses(request.environments),
             )
         )
-        self._gates = Gates(self._board, request.initiator, lambda stage: self._context(stage, request.application_dir))
+        # Releases started before registered applications carried their plan; others resolve it in run().
+        self._plan = ReleasePlan.carried_by(request)
+        self._gates = Gates(self._board, request.initiator, self._rule_context)
         # Outputs of applied steps, per environment, for later steps' templates.
         self._outputs: dict[str, dict[str, str]] = {}
         self._sensitive: dict[str, dict[str, str]] = {}
@@ -112,7 +120,11 @@ class ReleaseWorkflow:
         self._board.event(f"release of {request.service} {request.version} started by {request.initiator}")
         current: EnvironmentRun | None = None
         try:
-            for stage in request.environments:
+            if workflow.patched(REGISTERED_APPLICATIONS):
+                # Whatever the input says about environments or rules is ignored: the plan
+                # comes from the registered application and the bundle, on a trusted worker.
+                await self._resolve(request)
+            for stage in self._plan.environments:
                 stop_if_cancelled()  # before the next environment counts as started
                 current = stage
                 await self._promote(stage)
@@ -125,6 +137,37 @@ class ReleaseWorkflow:
             raise
         await self._finish(ReleaseState.succeeded, "", None)
         return self._board.status
+
+    async def _resolve(self, request: ReleaseRequest) -> None:
+        """The plan, from the registered application and the bundle: recorded once, pinned for good.
+
+        A local activity: the control worker runs it inside the workflow task (one marker
+        event, no task round trip), as it does the ledger record.
+        """
+        try:
+            plan = await workflow.execute_local_activity(
+                RESOLVE_RELEASE,
+                request,
+                result_type=ReleasePlan,
+                start_to_close_timeout=_RESOLVE_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
+                summary=f"resolve {request.service} {request.version}",
+            )
+        except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):
+                raise asyncio.CancelledError() from exc
+            raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {activity_failure(exc)}") from None
+        self._plan = plan
+        status = self._board.status
+        status.environments = _environment_statuses(plan.environments)
+        status.revision = plan.revision
+        status.bundle = plan.service_bundle.digest if plan.service_bundle else ""
+        bundle = plan.service_bundle
+        files = f" ({bundle.files} files, {bundle.size} bytes)" if bundle else ""
+        self._board.event(
+            f"obeys {request.application} revision {plan.revision} ({plan.revision_digest[:12]}); "
+            f"code: bundle {status.bundle}{files}"
+        )
 
     # --- one environment ------------------------------------------------------------
 
@@ -211,7 +254,7 @@ class ReleaseWorkflow:
         try:
             return await workflow.execute_activity(
                 activity,
-                StepRun(context=self._context(stage, self._request.service_dir), step=step, plan=planned),
+                StepRun(context=self._step_context(stage), step=step, plan=planned),
                 result_type=StepResult,
                 start_to_close_timeout=step.timeout,
                 heartbeat_timeout=step.heartbeat_timeout,
@@ -225,6 +268,7 @@ class ReleaseWorkflow:
                 # Wait until the child process is really gone before reporting "cancelled".
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=summary,
+                task_queue=stage.task_queue or None,  # the environment's own workers, if it names them
             )
         except ActivityError as exc:
             if isinstance(exc.cause, CancelledError):
@@ -236,15 +280,22 @@ class ReleaseWorkflow:
 
     # --- bookkeeping ------------------------------------------------------------------
 
-    def _context(self, stage: EnvironmentRun, base_dir: str) -> RunContext:
+    def _step_context(self, stage: EnvironmentRun) -> RunContext:
+        return self._context(stage, self._plan.service_bundle, self._plan.service_dir)
+
+    def _rule_context(self, stage: EnvironmentRun) -> RunContext:
+        return self._context(stage, self._plan.application_bundle, self._plan.application_dir)
+
+    def _context(self, stage: EnvironmentRun, bundle: BundleRef | None, base_dir: str) -> RunContext:
         r = self._request
         return RunContext(
             **ReleaseRef.of(r.application, r.service, r.version),
             environment=stage.name,
             initiator=r.initiator,
+            bundle=bundle,
             base_dir=base_dir,
             parameters=stage.parameters,
-            secrets=r.secrets,
+            secrets=self._plan.secrets,
             env=stage.env,
             run_id=workflow.info().run_id,
             outputs=self._outputs.get(stage.name, {}),
@@ -266,6 +317,9 @@ class ReleaseWorkflow:
             started_at=started,
             finished_at=workflow.now(),
             reason=reason,
+            bundle=self._plan.service_bundle.digest if self._plan.service_bundle else "",
+            revision=self._plan.revision,
+            parameters=stage.parameters,
         )
         await workflow.execute_local_activity(
             RECORD_DEPLOYMENT,
@@ -293,3 +347,12 @@ class ReleaseWorkflow:
             kept = status.model_copy(update={"events": status.events[-_EVENTS_IN_MEMO:]})
             workflow.upsert_memo({FINAL_STATUS_MEMO: kept})
         workflow.set_current_details(markdown(status))
+
+
+def _environment_statuses(environments: list[EnvironmentRun]) -> list[EnvironmentStatus]:
+    return [
+        EnvironmentStatus(
+            name=env.name, task_queue=env.task_queue, steps=[StepStatus(name=s.name, kind=s.kind) for s in env.steps]
+        )
+        for env in environments
+    ]

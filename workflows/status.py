@@ -32,11 +32,14 @@ _ICONS = {
 def markdown(status: ReleaseStatus) -> str:
     """Live details for the Temporal UI."""
     lines = [f"**{status.service} {status.version}**: {status.state.value}"]
+    if status.revision:
+        lines.append(f"\n{status.application} revision {status.revision}, bundle `{status.bundle[:19]}`")
     if status.reason:
         lines.append(f"\n> {status.reason}")
     for env in status.environments:
         waiting = f" (waiting on {env.waiting_on})" if env.waiting_on else ""
-        lines.append(f"\n{_ICONS[env.phase]} **{env.name}**: {env.phase.value}{waiting}")
+        queue = f" on `{env.task_queue}`" if env.task_queue else ""
+        lines.append(f"\n{_ICONS[env.phase]} **{env.name}**{queue}: {env.phase.value}{waiting}")
         lines += [f"- {_ICONS[s.phase]} {s.name} ({s.kind}) {s.summary}".rstrip() for s in env.steps]
     return "\n".join(lines)
 

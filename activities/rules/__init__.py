@@ -21,6 +21,7 @@ from prodline.config.rules import rule_kinds
 from prodline.contracts import EVALUATE_RULE, NON_RETRYABLE_CONFIG, RuleResult, RuleRun
 
 from ..registry import by_declared_model
+from ..workspace import attempt_workspace
 from .alerts import AlertsEvaluator
 from .base import Clock, RuleEvaluator, utc_now
 from .command import CommandEvaluator
@@ -72,7 +73,8 @@ class RuleActivities:
                 type=NON_RETRYABLE_CONFIG,
                 non_retryable=True,
             )
-        return await evaluator.evaluate(run, run.rule.spec)
+        async with attempt_workspace(run.context):  # a command check runs the application's files
+            return await evaluator.evaluate(run, run.rule.spec)
 
 
 __all__ = ["PEOPLE_KINDS", "RuleActivities", "by_kind"]

@@ -17,6 +17,7 @@ from prodline.config.steps import step_kinds
 from prodline.contracts import APPLY_STEP, FETCH_STEP, PLAN_STEP, StepResult, StepRun
 
 from ..registry import by_declared_model
+from ..workspace import attempt_workspace
 from .base import StepRunner
 from .command import CommandRunner
 from .pulumi import PulumiRunner
@@ -38,19 +39,22 @@ def _runner(run: StepRun) -> StepRunner[Any]:
 @activity.defn(name=PLAN_STEP)
 async def plan_step(run: StepRun) -> StepResult:
     """Show what applying the step would change."""
-    return await _runner(run).plan(run, run.step.spec)
+    async with attempt_workspace(run.context):
+        return await _runner(run).plan(run, run.step.spec)
 
 
 @activity.defn(name=APPLY_STEP)
 async def apply_step(run: StepRun) -> StepResult:
     """Make the environment match the step; must converge when run twice."""
-    return await _runner(run).apply(run, run.step.spec)
+    async with attempt_workspace(run.context):
+        return await _runner(run).apply(run, run.step.spec)
 
 
 @activity.defn(name=FETCH_STEP)
 async def fetch_step(run: StepRun) -> StepResult:
     """Tell whether what is live differs from what was applied (drift)."""
-    return await _runner(run).fetch(run, run.step.spec)
+    async with attempt_workspace(run.context):
+        return await _runner(run).fetch(run, run.step.spec)
 
 
 ACTIVITIES = [plan_step, apply_step, fetch_step]

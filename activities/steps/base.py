@@ -25,11 +25,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
+from prodline.artifacts.store import ArtifactMissing, ArtifactStore, sha256
 from prodline.config.steps import StepSpec
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from prodline.artifacts.store import ArtifactMissing, ArtifactStore, default_store, sha256
 from ..process import redact
+from ..workspace import shared_store
 
 SpecT = TypeVar("SpecT", bound=StepSpec)
 
@@ -72,7 +73,7 @@ def approved_plan(run: StepRun, store: ArtifactStore | None = None) -> bytes:
             non_retryable=True,
         )
     try:
-        data = (store or default_store()).get(planned.artifact)
+        data = (store or shared_store()).get(planned.artifact)
     except ArtifactMissing as exc:
         # Plans live where they were made (local store): treat as stale, so the workflow plans again.
         raise ApplicationError(
@@ -98,7 +99,7 @@ def saved_plan(
     """The result of a plan: the tool's plan file goes to the store (it can hold secrets), the
     result carries its key and SHA-256, so apply can refuse any other file."""
     key = run.artifact_key(planfile.name)
-    digest = (store or default_store()).put(key, planfile.read_bytes())
+    digest = (store or shared_store()).put(key, planfile.read_bytes())
     return StepResult(summary=summary, output=output, changed=changed, artifact=key, digest=digest)
 
 
@@ -120,7 +121,7 @@ def publish_outputs(
 ) -> tuple[dict[str, str], list[str], str, list[str]]:
     """Store every output (for later steps), return (visible, sensitive names, store key, strings to mask)."""
     key = run.artifact_key("outputs.json")
-    (store or default_store()).put(key, json.dumps(values, default=str).encode())
+    (store or shared_store()).put(key, json.dumps(values, default=str).encode())
     visible = {name: as_text(v) for name, v in values.items() if name not in sensitive}
     masks = [as_text(values[name]) for name in sensitive]
     masks += [

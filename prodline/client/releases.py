@@ -149,7 +149,6 @@ class ReleaseClient:
         release (USE_EXISTING); a new run is allowed only after a failed one
         (ALLOW_DUPLICATE_FAILED_ONLY), so a succeeded version is not released twice.
         """
-        envs = " → ".join(e.name for e in request.environments)
         try:
             handle = await self.temporal.start_workflow(
                 ReleaseWorkflow.run,
@@ -167,7 +166,7 @@ class ReleaseClient:
                     ]
                 ),
                 memo={"digest": request.digest, "initiator": request.initiator},
-                static_summary=f"{request.service} {request.version}: {envs}"[:200],
+                static_summary=f"{request.service} {request.version} by {request.initiator}"[:200],
             )
         except WorkflowAlreadyStartedError:
             desc = await self.handle(request.release_id).describe()

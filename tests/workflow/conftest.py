@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from prodline.config.release import ReleaseRequest, load_request
+from prodline.config.release import ReleaseRequest, load_plan
 
-from .harness import Releases, Script
+from .harness import Planned, Releases, Script
 from conftest import ProjectFiles, client_for  # tests/conftest.py; this one is workflow.conftest
 
 # The service most tests release: one command step, `deploy`.
@@ -32,19 +32,23 @@ def script() -> Script:
 
 
 class Requests:
-    """Release requests built from an application file and a service file, as `release start` does."""
+    """Releases of an application file and a service file: the request and its resolved plan."""
 
     def __init__(self, project: ProjectFiles):
         self.project = project
 
     def __call__(
         self, app: str, service: str = ONE_STEP_SERVICE, version: str = "1.0.0", initiator: str = "ci-bot"
-    ) -> ReleaseRequest:
+    ) -> Planned:
         service_file = self.project(textwrap.dedent(service), app=textwrap.dedent(app))
-        return load_request(service_file, version, {}, initiator)
+        plan = load_plan(service_file, {}, initiator)
+        request = ReleaseRequest(
+            application=self.project.application, service="checkout", version=version, initiator=initiator
+        )
+        return Planned(request, plan)
 
 
 @pytest.fixture
 def request_for(project) -> Requests:
-    """``request_for(APP_YAML[, SERVICE_YAML])``: the ReleaseRequest of the test's own application."""
+    """``request_for(APP_YAML[, SERVICE_YAML])``: a release of the test's own application."""
     return Requests(project)

@@ -6,6 +6,10 @@ world answers from a script the test writes. No shell and no Terraform, so a rel
 well under a second, and branches that shell scripts reach only by contraption (a plan
 stale three times over, a check failing exactly N times in a row) are one line of script.
 
+The plan is resolved before the workflow starts (from the test's own files, as the resolve
+activity would from a registered application and a bundle) and handed back by a scripted
+``resolve_release``: these tests are about what the workflow does with a plan.
+
 The ledger activity is the real one: releases record into real ledger workflows, and the
 tests read back what a user (or the ``stable`` rule) would read.
 """
@@ -26,13 +30,14 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
 from prodline.activities.ledger import LedgerActivities
-from prodline.config.release import ReleaseRequest
+from prodline.config.release import ReleasePlan, ReleaseRequest
 from prodline.contracts import (
     APPLY_STEP,
     EVALUATE_RULE,
     FAILURE_TYPES,
     FETCH_STEP,
     PLAN_STEP,
+    RESOLVE_RELEASE,
     STALE_PLAN,
     Decision,
     DecisionRecord,
@@ -189,11 +194,27 @@ class Finished:
         return [(d.by, d.accepted, d.reason) for d in self.status.decisions]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A release as `release start` asks for it, and the plan a worker would resolve it to."""
+
+    request: ReleaseRequest
+    plan: ReleasePlan
+
+    def resolver(self) -> Callable[..., Any]:
+        @activity.defn(name=RESOLVE_RELEASE)
+        async def resolve_release(request: ReleaseRequest) -> ReleasePlan:
+            return self.plan
+
+        return resolve_release
+
+
 class Running:
     """A release in flight on its own worker: query it, decide on it, wait for its end."""
 
-    def __init__(self, client: Client, handle: WorkflowHandle[Any, Any], request: ReleaseRequest):
-        self.client, self.handle, self.request = client, handle, request
+    def __init__(self, client: Client, handle: WorkflowHandle[Any, Any], planned: Planned):
+        self.client, self.handle, self.planned = client, handle, planned
+        self.request = planned.request
 
     async def status(self) -> ReleaseStatus:
         return await self.handle.query(ReleaseWorkflow.status)
@@ -263,7 +284,7 @@ class Running:
         else:
             assert isinstance(error, ApplicationError), error
             assert (error.type, error.message) == (FAILURE_TYPES[status.state], status.reason)
-        environments = [e.name for e in self.request.environments]
+        environments = [e.name for e in self.planned.plan.environments]
         records = await read_ledgers(self.client, self.request.application, self.request.service, environments)
         return Finished(status, dict(zip(environments, records, strict=True)))
 
@@ -275,13 +296,14 @@ class Releases:
         self.client = client
 
     @asynccontextmanager
-    async def running(self, request: ReleaseRequest, script: Script) -> AsyncIterator[Running]:
+    async def running(self, planned: Planned, script: Script) -> AsyncIterator[Running]:
         task_queue = f"wf-{uuid.uuid4().hex[:8]}"
         activities: Iterable[Callable[..., Any]] = (
             script.plan_step,
             script.apply_step,
             script.fetch_step,
             script.evaluate_rule,
+            planned.resolver(),
             LedgerActivities(self.client).record_deployment,
         )
         async with Worker(
@@ -291,18 +313,18 @@ class Releases:
             activities=list(activities),
         ):
             handle = await self.client.start_workflow(
-                ReleaseWorkflow.run, request, id=request.release_id, task_queue=task_queue
+                ReleaseWorkflow.run, planned.request, id=planned.request.release_id, task_queue=task_queue
             )
             try:
-                yield Running(self.client, handle, request)
+                yield Running(self.client, handle, planned)
             finally:
                 # A test that failed midway leaves nothing running on the session's server.
                 if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
                     await handle.terminate("the test is over")
 
-    async def run(self, request: ReleaseRequest, script: Script) -> Finished:
+    async def run(self, planned: Planned, script: Script) -> Finished:
         """Run a release that needs nobody to its end."""
-        async with self.running(request, script) as running:
+        async with self.running(planned, script) as running:
             return await running.finish()
 
 

@@ -1,0 +1,117 @@
+"""The release's plan, resolved on a trusted worker from what the platform registered.
+
+The release workflow's input comes from whoever starts the release, so it holds
+no policy: only the service version, the parameter values and the bundle's
+digest. This activity (on the control queue, next to the release workflow)
+builds what the release runs:
+
+* the application's environments and rules from the revision registered in
+  Temporal (``prodline app apply``), current now -- the release pins it;
+* the steps from the service file *inside the bundle*, fetched from the artifact
+  store and verified against its digest, checked against that revision exactly
+  as ``prodline validate`` checks local files.
+
+A local ``prodline.yaml`` never reaches this far, and neither does a script
+edited after ``release start``: the bundle is named by its content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path, PurePosixPath
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from prodline.artifacts.cache import BundleCache, BundleCorrupt
+from prodline.artifacts.store import ArtifactMissing, ArtifactStore
+from prodline.config.application import Application
+from prodline.config.errors import ConfigError
+from prodline.config.loader import file_kind
+from prodline.config.problems import parse_model
+from prodline.config.release import ReleasePlan, ReleaseRequest, build_plan
+from prodline.config.resolve import combine
+from prodline.config.service import Service
+from prodline.config.yamlsource import parse_yaml
+from prodline.contracts import NON_RETRYABLE_CONFIG, RESOLVE_RELEASE, REVISION_QUERY, Revision, application_id
+
+from .workspace import shared_store
+
+
+async def registered_revision(client: Client, application: str, number: int = 0) -> Revision | None:
+    """A registered revision of ``application`` (0: the current one); None if it was never registered."""
+    handle = client.get_workflow_handle(application_id(application))
+    try:
+        return await handle.query(REVISION_QUERY, number, result_type=Revision)  # type: ignore[arg-type]
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+def refuse(message: str) -> ApplicationError:
+    """A release that cannot start: retrying does not help."""
+    return ApplicationError(message, type=NON_RETRYABLE_CONFIG, non_retryable=True)
+
+
+class ResolveActivities:
+    def __init__(self, client: Client, store: ArtifactStore | None = None):
+        self.client = client
+        self._store = store
+
+    @activity.defn(name=RESOLVE_RELEASE)
+    async def resolve_release(self, request: ReleaseRequest) -> ReleasePlan:
+        """The registered revision's rules with the bundle's steps, resolved per environment."""
+        revision = await registered_revision(self.client, request.application)
+        if revision is None:
+            raise refuse(
+                f"application {request.application!r} is not registered in Temporal: "
+                "the platform team registers it with `prodline app apply prodline.yaml`"
+            )
+        if request.bundle is None or not request.service_file:
+            raise refuse("the release names no bundle: start it with `prodline release start` (0.2 or later)")
+        cache = BundleCache(self._store or shared_store())
+        try:
+            tree = await asyncio.to_thread(cache.tree, request.bundle)
+        except (BundleCorrupt, ArtifactMissing) as exc:  # an unreachable store is retried instead
+            raise refuse(str(exc)) from None
+        try:
+            return _plan(request, revision, tree)
+        except ConfigError as exc:
+            problems = "\n".join(f"  {p}" for p in exc.problems)
+            raise refuse(
+                f"the service file in bundle {request.bundle.digest} does not validate against "
+                f"{request.application} revision {revision.number}:\n{problems}"
+            ) from None
+
+
+def _plan(request: ReleaseRequest, revision: Revision, tree: Path) -> ReleasePlan:
+    app_doc = parse_yaml(revision.source, Path(revision.path or "prodline.yaml"))
+    app = parse_model(app_doc, Application)
+    inside = PurePosixPath(request.service_file)
+    if inside.is_absolute() or ".." in inside.parts:
+        raise refuse(f"service file {request.service_file!r} is not a path inside the bundle")
+    path = tree / inside
+    if not path.is_file():
+        raise refuse(f"bundle {request.bundle and request.bundle.digest} has no file {request.service_file!r}")
+    # Problems name the file as it is in the bundle, not in this worker's cache.
+    service_doc = parse_yaml(path.read_text(encoding="utf-8"), Path(request.service_file))
+    if file_kind(service_doc) != "service":
+        raise refuse(f"{request.service_file} in the bundle is not a service file")
+    service = parse_model(service_doc, Service)
+    if service.service != request.service:
+        raise refuse(f"{request.service_file} in the bundle is service {service.service!r}, not {request.service!r}")
+    project = combine(app, app_doc, service, service_doc)
+    return build_plan(
+        project,
+        request.parameters,
+        request.initiator,
+        service_dir=str(inside.parent),
+        application_dir=str(PurePosixPath(revision.path or "prodline.yaml").parent),
+        revision=revision.number,
+        revision_digest=revision.digest,
+        service_bundle=request.bundle,
+        application_bundle=revision.bundle,
+    )

@@ -1,0 +1,110 @@
+"""What ``release start`` does before it starts anything: check, pack, upload.
+
+The release workflow trusts nothing it is sent (``activities/resolve.py``
+resolves the plan again on a worker), so this is for fast feedback and for the
+bundle: the service file is checked against the application's *registered*
+revision -- never against a local ``prodline.yaml``, which at most earns a note
+that it differs -- then the service's folder is packed into a content-addressed
+bundle and uploaded to the artifact store once (an unchanged folder uploads
+nothing). The request that comes out names the bundle by digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.client import Client
+
+from prodline.activities.resolve import registered_revision
+from prodline.artifacts.bundle import pack, upload
+from prodline.artifacts.store import ArtifactStore
+from prodline.config.application import Application
+from prodline.config.errors import ConfigError
+from prodline.config.loader import find_application_file, load_application, load_service
+from prodline.config.problems import parse_model
+from prodline.config.release import ReleaseRequest, build_plan, check_version
+from prodline.config.resolve import combine
+from prodline.config.yamlsource import parse_yaml
+from prodline.contracts import Revision
+from prodline.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: ReleaseRequest
+    revision: Revision
+    uploaded: int  # bytes sent to the store: 0 when it had the bundle already
+    notes: list[str] = field(default_factory=list)
+
+
+async def prepare(
+    temporal: Client,
+    service_file: Path,
+    version: str,
+    values: dict[str, str],
+    initiator: str,
+    store: ArtifactStore,
+    application_file: Path | None = None,
+) -> Prepared:
+    """The request for releasing ``service_file`` at ``version``; ConfigError/InvalidInput if it cannot be."""
+    service, service_doc = load_service(service_file)
+    revision = await registered_revision(temporal, service.application)
+    if revision is None:
+        raise InvalidInput(
+            f"application {service.application!r} is not registered in Temporal; the platform team "
+            f"registers it with `prodline app apply prodline.yaml` (service file {service_file})"
+        )
+    app_doc = parse_yaml(revision.source, Path(f"{service.application} revision {revision.number}"))
+    app = parse_model(app_doc, Application)
+    project = combine(app, app_doc, service, service_doc)
+    problems = check_version(version)
+    try:
+        build_plan(project, values, initiator)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+
+    root = (service_file.parent / service.bundle.root).resolve()
+    try:
+        inside = service_file.resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise ConfigError(
+            [service_doc.problem(("bundle", "root"), f"{root} does not contain the service file", "use . or ..")]
+        ) from None
+    notes = _local_application_note(service_file, application_file, app, revision)
+    with pack(root) as packed:
+        notes += packed.warnings
+        uploaded = await asyncio.to_thread(upload, packed, store)
+        bundle = packed.ref
+    request = ReleaseRequest(
+        application=service.application,
+        service=service.service,
+        version=version,
+        initiator=initiator,
+        bundle=bundle,
+        service_file=inside,
+        parameters=values,
+    )
+    return Prepared(request, revision, uploaded, notes)
+
+
+def _local_application_note(
+    service_file: Path, application_file: Path | None, registered: Application, revision: Revision
+) -> list[str]:
+    """One line when a local application file says something else than the registered revision."""
+    local = application_file or find_application_file(service_file)
+    if local is None:
+        return []
+    try:
+        app, _ = load_application(local)
+    except ConfigError:
+        app = None
+    if app == registered:
+        return []
+    return [
+        f"{local} differs from {registered.application} revision {revision.number} registered in Temporal; "
+        f"the release obeys the registered revision (see `prodline app diff {registered.application} {local}`)"
+    ]
