@@ -18,13 +18,18 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # Starts the embedded Temporal server and a worker in the background (state in
-# $(STATE_DIR), gRPC on $(PORT), Web UI on $(UI_PORT)), releases the example service
-# through staging and production, and leaves the server up so the release can be
-# explored in the Temporal UI. Everything the demo writes stays in $(STATE_DIR).
-DEMO_ENV = TEMPORAL_ADDRESS=127.0.0.1:$(PORT) TEMPORAL_NAMESPACE=default PRODLINE_UI_URL=http://localhost:$(UI_PORT)
+# $(STATE_DIR), gRPC on $(PORT), Web UI on $(UI_PORT)) and registers the example
+# application (as the platform team would, `prodline app apply`), then releases the
+# example service through staging and production: its folder is packed into a bundle in
+# the local artifact store, and the worker runs exactly that. It leaves the server up so
+# the release can be explored in the Temporal UI. Everything the demo writes stays in
+# $(STATE_DIR).
+DEMO_ENV = TEMPORAL_ADDRESS=127.0.0.1:$(PORT) TEMPORAL_NAMESPACE=default PRODLINE_UI_URL=http://localhost:$(UI_PORT) \
+	PRODLINE_ARTIFACTS=$(abspath $(STATE_DIR))/artifacts PRODLINE_CACHE_DIR=$(abspath $(STATE_DIR))/cache
 
 demo: install
-	$(BIN)/prodline dev --detach --state-dir $(STATE_DIR) --port $(PORT) --ui-port $(UI_PORT)
+	$(DEMO_ENV) $(BIN)/prodline dev --detach --state-dir $(STATE_DIR) --port $(PORT) --ui-port $(UI_PORT)
+	$(DEMO_ENV) PRODLINE_USER=platform-team $(BIN)/prodline app apply examples/shop/prodline.yaml
 	$(DEMO_ENV) $(BIN)/prodline release start examples/shop/checkout/prodline.service.yaml \
 		--version $(DEMO_VERSION) --param demo_state=$(abspath $(STATE_DIR))/demo --wait
 	$(DEMO_ENV) $(BIN)/prodline release list --service checkout --limit 5

@@ -47,6 +47,7 @@ async def _serve(args, folder: Path) -> int:
     logs.configure()
     # Plans, outputs and Terraform working data of local releases live with the server's state.
     os.environ.setdefault("PRODLINE_ARTIFACT_DIR", str(folder / "artifacts"))
+    os.environ.setdefault("PRODLINE_CACHE_DIR", str(folder / "cache"))
     os.environ.setdefault("PRODLINE_TERRAFORM_DATA_DIR", str(folder / "terraform"))
     server = DevServer(folder, port=args.port, ui_port=args.ui_port, ui=not args.headless)
     ready = folder / READY_FILE
@@ -60,6 +61,8 @@ async def _serve(args, folder: Path) -> int:
         stop = stop_event()
         worker = build_worker(client, queue)
         async with worker:
+            for line in await _register(client, queue, args.apply):
+                print(line, flush=True)
             info = {
                 "pid": os.getpid(),
                 "server_pid": server.pid,
@@ -67,12 +70,14 @@ async def _serve(args, folder: Path) -> int:
                 "ui_url": server.ui_url,
                 "task_queue": queue,
                 "database": str(server.database),
+                "artifacts": _store_location(),
             }
             ready.write_text(json.dumps(info))
             print(f"Temporal dev server at {server.address} (state in {server.database})", flush=True)
             if server.ui_url:
                 print(f"Temporal UI at {server.ui_url}", flush=True)
             print(f"prodline worker on task queue {queue!r}; Ctrl-C stops both", flush=True)
+            print(f"artifact store: {info['artifacts']} (release start needs PRODLINE_ARTIFACTS set to it)", flush=True)
             await stop.wait()
     finally:
         # The state file goes last: while it exists, `--stop` knows whom to wait for, and
@@ -109,6 +114,27 @@ def _running(folder: Path) -> dict | None:
     return info if info is not None and _is(info["pid"], b"prodline", b"dev") else None
 
 
+async def _register(client, queue: str, files: list[str]) -> list[str]:
+    """Register the applications the dev server was asked to (`--apply`), as the platform team would."""
+    from prodline.artifacts.store import open_store
+    from prodline.client.applications import ApplicationClient
+
+    applications = ApplicationClient(client, queue)
+    lines = []
+    for file in files:
+        applied = await applications.apply(Path(file), "prodline dev", open_store())
+        revision = applied.revision
+        how = "registered" if applied.created else "unchanged"
+        lines.append(f"application {revision.application}: revision {revision.number} {how} from {file}")
+    return lines
+
+
+def _store_location() -> str:
+    from prodline.artifacts.store import open_store
+
+    return open_store().describe()
+
+
 def _detach(args, folder: Path) -> int:
     info = _running(folder)
     if info is None:
@@ -120,6 +146,8 @@ def _detach(args, folder: Path) -> int:
         argv += ["--ui-port", str(args.ui_port)] if args.ui_port else []
         argv += ["--headless"] if args.headless else []
         argv += ["--task-queue", args.task_queue] if args.task_queue else []
+        for file in args.apply:
+            argv += ["--apply", str(Path(file).resolve())]
         # Its own session, so that it outlives this command; ready once it has written its state file.
         dev = ManagedProcess("prodline dev", argv, folder / LOG_FILE, ready=lambda: _running(folder) is not None,
                              own_session=True, stop_timeout=STOP_TIMEOUT)  # fmt: skip
@@ -141,6 +169,7 @@ def _detach(args, folder: Path) -> int:
         print(json.dumps({"state": state, **info}))
     else:
         print(f"prodline dev {state} (pid {info['pid']}): Temporal at {info['address']}, UI at {info['ui_url']}")
+        print(f"artifact store: {info.get('artifacts', '')} (set PRODLINE_ARTIFACTS to it for release start)")
         print(f"stop it with: prodline dev --stop --state-dir {folder}")
     return exit_codes.SUCCEEDED
 

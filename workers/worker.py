@@ -1,4 +1,11 @@
-"""The prodline worker: the release and ledger workflows plus every activity."""
+"""The prodline worker: the release, ledger and application workflows plus every activity.
+
+One process serves one task queue. On the control queue it runs the workflows and
+resolves releases; on an environment's own queue (``task_queue:`` in the application
+file) it runs that environment's steps and rules, with that environment's credentials.
+Registering everything everywhere keeps one worker command; Temporal only hands a
+worker the tasks of its queue.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,13 @@ from temporalio.worker import Worker
 
 from prodline.activities import steps
 from prodline.activities.ledger import LedgerActivities
+from prodline.activities.resolve import ResolveActivities
 from prodline.activities.rules import RuleActivities
+from prodline.workflows.application import ApplicationWorkflow
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
 
-WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow]
+WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow, ApplicationWorkflow]
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
@@ -30,7 +39,12 @@ def build_worker(client: Client, task_queue: str, **options) -> Worker:
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*steps.ACTIVITIES, RuleActivities(client).evaluate_rule, ledger.record_deployment],
+        activities=[
+            *steps.ACTIVITIES,
+            RuleActivities(client).evaluate_rule,
+            ledger.record_deployment,
+            ResolveActivities(client).resolve_release,
+        ],
         **options,
     )
 

@@ -238,8 +238,8 @@ class Running:
         """Until the environment waits on something whose description contains ``text``."""
 
         def waits(status: ReleaseStatus) -> bool:
-            env = status.environment(environment)
-            return env.phase.value == "waiting" and text in env.waiting_on
+            env = next((e for e in status.environments if e.name == environment), None)  # none before the plan
+            return env is not None and env.phase.value == "waiting" and text in env.waiting_on
 
         return await self.until(waits, f"{environment} to wait on {text!r}")
 
