@@ -107,6 +107,12 @@ def _release():
     return release
 
 
+def _app():
+    from . import app
+
+    return app
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prodline",
@@ -220,6 +226,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _connection(p)
     p.set_defaults(handler=lambda args: _release().cancel(args))
+
+    app = sub.add_parser(
+        "app", help="register applications in Temporal and read them back (the platform team's policy)"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = app.add_parser(
+        "apply",
+        help="validate an application file and register it as the application's new revision",
+        description="Validate FILE, upload the files its rules run (its bundle) to the artifact store "
+        "($PRODLINE_ARTIFACTS) and register it in Temporal as a new revision. Releases obey the revision "
+        "current when they start. Applying the same config again registers nothing.",
+    )
+    p.add_argument("file", metavar="FILE", help="the application file, e.g. prodline.yaml")
+    p.add_argument("--as", dest="as_", metavar="NAME", help="who applies it (default: $PRODLINE_USER or $USER)")
+    p.add_argument("--comment", help="recorded with the revision")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _connection(p)
+    p.set_defaults(handler=lambda args: _app().apply(args))
+
+    p = app.add_parser("show", help="show a registered revision: who, when, what changed, and its file")
+    p.add_argument("name", metavar="NAME", help="the application")
+    p.add_argument("--revision", type=int, metavar="N", help="this revision (default: the current one)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _connection(p)
+    p.set_defaults(handler=lambda args: _app().show(args))
+
+    p = app.add_parser("history", help="list an application's revisions, oldest first")
+    p.add_argument("name", metavar="NAME", help="the application")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _connection(p)
+    p.set_defaults(handler=lambda args: _app().history(args))
+
+    p = app.add_parser(
+        "diff",
+        help="compare a local application file with the current revision (exit 0 same, 1 different)",
+        description="Print a unified diff from the current registered revision of NAME to FILE. Exit 0 when "
+        "applying FILE would change nothing (formatting and comments aside), 1 when it would.",
+    )
+    p.add_argument("name", metavar="NAME", help="the application")
+    p.add_argument("file", metavar="FILE", nargs="?", default="prodline.yaml", help="default: ./prodline.yaml")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _connection(p)
+    p.set_defaults(handler=lambda args: _app().diff(args))
     return parser
 
 

@@ -22,13 +22,14 @@ from .resolve import Project, combine
 from .rules import Protection, RuleRef
 from .service import Service
 from .templates import BUILTIN_NAMES, unknown_names
-from .yamlsource import Document, PathKey, read_yaml
+from .yamlsource import Document, PathKey, parse_yaml, read_yaml
 
 __all__ = [
     "APPLICATION_FILE",
     "file_kind",
     "find_application_file",
     "load_application",
+    "load_application_text",
     "load_project",
     "load_service",
     "validate_files",
@@ -59,7 +60,19 @@ def file_kind(doc: Document) -> str:
 
 
 def load_application(path: Path) -> tuple[Application, Document]:
-    doc = read_yaml(path)
+    return _application_of(read_yaml(path))
+
+
+def load_application_text(text: str, path: str) -> tuple[Application, Document]:
+    """An application file given as text (``path`` only names it in problems).
+
+    Pure: no file is read, which is what lets the application workflow validate a
+    change it is sent (``workflows/application.py``) with the same checks as ``validate``.
+    """
+    return _application_of(parse_yaml(text, Path(path)))
+
+
+def _application_of(doc: Document) -> tuple[Application, Document]:
     if file_kind(doc) != "application":
         raise ConfigError([doc.problem(("service",), "expected an application file, got a service file")])
     app = parse_model(doc, Application)

@@ -1,0 +1,309 @@
+"""Registered applications: apply an application file as a new revision, read revisions back.
+
+Each application is one long-lived workflow (``workflows/application.py``, ID
+``application:NAME``) on the control task queue. ``apply`` checks the file
+locally first (located errors at once, exit 2), packs and uploads the files its
+rules run, then sends the change as an update-with-start: the first apply
+creates the workflow, later ones reach the running one. The workflow validates
+the change again and computes its digest itself; what it answers is what counts.
+
+Reads are queries, answered by a worker: without one they fail fast with
+:class:`~prodline.errors.Unavailable`, naming the task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from prodline.artifacts.store import ArtifactStore
+from prodline.config.application import Application
+from prodline.config.errors import ConfigError
+from prodline.config.loader import load_application, load_application_text
+from prodline.config.release import BundleRef
+from prodline.config.yamlsource import Document
+from prodline.contracts import ApplicationChange, Applied, Revision, application_id
+from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
+from prodline.workflows.application import ApplicationRun, ApplicationWorkflow, revision_digest
+
+from . import workers
+
+if TYPE_CHECKING:
+    from prodline.artifacts.bundle import Packed
+
+# How long a worker has to take an apply, or answer a read, before the CLI says none does
+# (an application workflow no worker has cached is replayed first).
+APPLY_SECONDS = 10
+ANSWER_SECONDS = 5
+# How long a worker that has just started may take to show up among a task queue's pollers.
+POLLER_GRACE_SECONDS = 5
+
+Handle = WorkflowHandle[ApplicationWorkflow, None]
+
+
+@dataclass(frozen=True)
+class LocalApplication:
+    """An application file on disk, validated, with where its bundle starts."""
+
+    path: Path
+    app: Application
+    doc: Document
+    source: str
+    root: Path  # the bundle's root folder (absolute)
+    inside: str  # the file's path inside the bundle, POSIX
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A local application file against the registered revision (``app diff``)."""
+
+    local: LocalApplication
+    registered: Revision  # with its source
+    bundle: BundleRef  # the local files the rules would run
+    digest: str  # the local file's, as `apply` would register it
+    config_same: bool  # the same settings, however formatted
+
+    @property
+    def same(self) -> bool:
+        # The digest says it, unless another prodline version computed it: then the parts do.
+        return self.digest == self.registered.digest or (self.config_same and self.bundle_same)
+
+    @property
+    def bundle_same(self) -> bool:
+        return self.registered.bundle is not None and self.registered.bundle.digest == self.bundle.digest
+
+
+def read_local(path: Path) -> LocalApplication:
+    """Validate the file (ConfigError, located) and find its bundle root."""
+    app, doc = load_application(path)
+    source = path.read_text(encoding="utf-8")
+    root = (path.parent / app.bundle.root).resolve()
+    if not root.is_dir():
+        raise ConfigError([doc.problem(("bundle", "root"), f"{root} is not a folder", "use . or a folder above")])
+    try:
+        inside = path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise ConfigError(
+            [
+                doc.problem(
+                    ("bundle", "root"),
+                    f"{root} does not contain the application file",
+                    "the root is this file's folder (.) or one above it (..)",
+                )
+            ]
+        ) from None
+    return LocalApplication(path, app, doc, source, root, inside)
+
+
+class ApplicationClient:
+    """prodline's registered applications in one Temporal namespace."""
+
+    def __init__(self, client: Client, task_queue: str):
+        self.temporal = client
+        self.task_queue = task_queue
+
+    def handle(self, name: str) -> Handle:
+        return self.temporal.get_workflow_handle_for(ApplicationWorkflow.run, application_id(name))
+
+    # --- apply ----------------------------------------------------------------------------
+
+    async def apply(
+        self,
+        path: Path,
+        applied_by: str,
+        store: ArtifactStore,
+        comment: str = "",
+        *,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> Applied:
+        """Register the file as the application's new revision (or find it current already)."""
+        from prodline.artifacts.bundle import upload  # packing costs imports only apply needs
+
+        local = read_local(path)
+        with await asyncio.to_thread(_pack, local) as packed:
+            for warning in packed.warnings:
+                if on_warning is not None:
+                    on_warning(warning)
+            await asyncio.to_thread(upload, packed, store)
+            bundle = packed.ref
+        change = ApplicationChange(
+            source=local.source, path=local.inside, bundle=bundle, applied_by=applied_by, comment=comment
+        )
+        return await self.send(local.app.application, change)
+
+    async def send(self, name: str, change: ApplicationChange) -> Applied:
+        """Send a change to the application's workflow, starting it on the first apply."""
+        queue = await self._queue_of(name) or self.task_queue
+        await self._require_worker(queue)
+        start = WithStartWorkflowOperation(
+            ApplicationWorkflow.run,
+            ApplicationRun(),
+            id=application_id(name),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A closed application workflow (terminated by someone) is not silently replaced by an
+            # empty one: its revisions would start again at 1.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"application {name}",
+        )
+        try:
+            return await self.temporal.execute_update_with_start_workflow(
+                ApplicationWorkflow.apply,
+                change,
+                start_workflow_operation=start,
+                rpc_timeout=timedelta(seconds=APPLY_SECONDS),
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError):
+                raise InvalidInput(f"Temporal refused the change to {name}:\n{cause.message}") from None
+            raise
+        except WorkflowAlreadyStartedError:
+            raise WrongState(
+                f"the workflow of application {name} ({application_id(name)}) was closed; its revisions are in "
+                "its history. Registering again would start over at revision 1: delete the closed workflow "
+                f"first (`temporal workflow delete --workflow-id {application_id(name)}`) if that is meant"
+            ) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise Unavailable(
+                f"no worker took the change to {name} within {APPLY_SECONDS}s on task queue {queue!r}; "
+                f"it may still be applied once one does (check `prodline app show {name}`)"
+            ) from None
+        finally:
+            await _settle(start)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def current(self, name: str) -> Revision | None:
+        """The current revision, with its source; None when the application was never registered."""
+        return await self._query(name, ApplicationWorkflow.revision, 0, missing=None)
+
+    async def revision(self, name: str, number: int) -> Revision | None:
+        """Revision ``number`` (0: the current one); None when there is no such revision."""
+        found = await self._query(name, ApplicationWorkflow.revision, number, missing=_MISSING)
+        if found is _MISSING:
+            raise _not_registered(name)
+        return found
+
+    async def history(self, name: str) -> list[Revision]:
+        """Every revision, oldest first, without their sources."""
+        found = await self._query(name, ApplicationWorkflow.revisions, missing=_MISSING)
+        if found is _MISSING:
+            raise _not_registered(name)
+        return found
+
+    async def compare(self, name: str, path: Path) -> Comparison:
+        """A local file against the current revision of ``name``; NotFound when none is registered."""
+        local = read_local(path)
+        registered = await self.current(name)
+        if registered is None:
+            raise _not_registered(name)
+        with await asyncio.to_thread(_pack, local) as packed:
+            bundle: BundleRef = packed.ref
+        try:
+            theirs, _ = load_application_text(registered.source, registered.path or "prodline.yaml")
+            config_same = theirs == local.app
+        except ConfigError:  # valid when applied, refused by this prodline's models
+            config_same = False
+        return Comparison(local, registered, bundle, revision_digest(local.app, bundle), config_same)
+
+    async def _query(self, name: str, query: Callable[..., Any], *args: Any, missing: Any) -> Any:
+        queue = await self._queue_of(name)
+        if queue is None:
+            return missing
+        await self._require_worker(queue)
+        try:
+            return await self.handle(name).query(query, *args, rpc_timeout=timedelta(seconds=ANSWER_SECONDS))
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise Unavailable(
+                    f"no worker answered for application {name} within {ANSWER_SECONDS}s on task queue {queue!r} "
+                    "(start `prodline dev` or `prodline worker`)"
+                ) from None
+            raise
+        except WorkflowQueryFailedError as exc:
+            raise Unavailable(f"application {name} could not answer: {exc}") from None
+
+    async def _queue_of(self, name: str) -> str | None:
+        """The task queue the application's workflow runs on; None when it was never started."""
+        try:
+            return (await self.handle(name).describe()).task_queue
+        except RPCError as exc:
+            # An unknown namespace is NOT_FOUND too: it goes on as it is, for the CLI to name.
+            if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
+                return None
+            raise
+
+    async def _require_worker(self, queue: str) -> None:
+        """Refuse before sending anything when no worker polls ``queue``: a change sent there would
+        wait, and could be applied much later, long after the CLI gave up on it."""
+        # A worker that has just started (`prodline dev --detach`, then `app apply`) shows up
+        # among the pollers only once its first poll arrives: look again for a moment.
+        deadline = time.monotonic() + POLLER_GRACE_SECONDS
+        while True:
+            try:
+                if await workers.polling(self.temporal, queue):
+                    return
+            except RPCError:
+                return  # cannot tell: the apply's own timeout still says so
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"no worker is polling task queue {queue!r}; nothing was registered "
+                    "(start `prodline dev` or `prodline worker`)"
+                )
+            await asyncio.sleep(0.2)
+
+
+def _pack(local: LocalApplication) -> Packed:
+    """The files the application's rules run.
+
+    The application file itself is left out where ``pack`` can leave a file out: its text
+    is the revision's source already, and inside the bundle a comment edit would count as
+    new files (a new revision; `app diff` saying "different").
+    """
+    from prodline.artifacts.bundle import pack
+
+    options: dict[str, Any] = {"exclude": (local.inside,)} if "exclude" in inspect.signature(pack).parameters else {}
+    return pack(local.root, **options)
+
+
+async def _settle(start: WithStartWorkflowOperation) -> None:
+    """Collect the start operation's outcome, which the SDK keeps apart from the update's: an
+    error left in it is otherwise printed as "Future exception was never retrieved"."""
+    try:
+        await asyncio.wait_for(start.workflow_handle(), 0.01)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our own cancellation (Ctrl-C), not the operation's
+    except Exception:
+        pass  # the update's error says what went wrong
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Any = _Missing()
+
+
+def _not_registered(name: str) -> NotFound:
+    return NotFound(f"application {name!r} is not registered (register it with `prodline app apply prodline.yaml`)")

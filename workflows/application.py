@@ -1,0 +1,207 @@
+"""A registered application: one long-lived workflow per application holds its revisions.
+
+``prodline app apply`` sends the application file's text as an update. The
+workflow validates it itself (the update validator: a refused change leaves no
+trace in history and records nothing), computes its digest itself (a client
+cannot claim another), and appends a revision, or answers that the same config
+is current already. Releases read the current revision from here, so the
+platform team's rules are what Temporal holds, not what a releaser's checkout says.
+
+Trust: revisions come only from this workflow's own updates, and from its own
+continue-as-new. A run that someone started by hand with revisions in its input
+(or a cron or retry run repeating such an input) starts empty.
+
+Versioning: the digest and the change lines are recomputed on replay, from the
+code of the worker replaying. A change to how either is computed (the models'
+canonical JSON included) needs ``workflow.patched``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from prodline.config.application import Application
+    from prodline.config.changes import bundle_changes, summarise
+    from prodline.config.errors import ConfigError
+    from prodline.config.loader import load_application_text
+    from prodline.config.release import BundleRef
+    from prodline.contracts import (
+        APPLICATION_WORKFLOW,
+        APPLY_UPDATE,
+        REVISION_QUERY,
+        REVISIONS_QUERY,
+        ApplicationChange,
+        Applied,
+        Revision,
+        application_id,
+    )
+
+# An application file is a few kilobytes; this keeps one revision far from Temporal's
+# 2 MB payload limit.
+MAX_SOURCE_BYTES = 256 * 1024
+# Sources carried into the next run, newest first: older revisions keep their metadata,
+# and their sources stay in the history of the run that registered them.
+CARRIED_SOURCE_BYTES = 1024 * 1024
+
+# The error type of a refused change.
+INVALID_APPLICATION = "InvalidApplication"
+
+
+class ApplicationRun(BaseModel):
+    """Input of one run of the application workflow."""
+
+    revisions: list[Revision] = Field(
+        default_factory=list, description="Carried by continue-as-new; ignored on any other start."
+    )
+    updates_per_run: int = Field(
+        default=0, ge=0, description="Continue as new after this many applies (0: when Temporal suggests it)."
+    )
+
+
+def revision_digest(app: Application, bundle: BundleRef | None) -> str:
+    """What a revision is: the validated config (not its formatting) and the files its rules run."""
+    canonical = json.dumps(app.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    payload = canonical + "\n" + (bundle.digest if bundle is not None else "")
+    return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
+
+
+def application_of(workflow_id: str) -> str:
+    """The application a workflow ID belongs to ("" when it is no application's ID)."""
+    prefix = application_id("")
+    return workflow_id.removeprefix(prefix) if workflow_id.startswith(prefix) else ""
+
+
+@workflow.defn(name=APPLICATION_WORKFLOW)
+class ApplicationWorkflow:
+    @workflow.init
+    def __init__(self, run: ApplicationRun) -> None:
+        info = workflow.info()
+        # Only this workflow's own continue-as-new carries revisions. A cron or retry run
+        # repeats its first run's input and reports a continued run too: not trusted.
+        carried = info.continued_run_id is not None and info.attempt == 1 and not info.cron_schedule
+        if run.revisions and not carried:
+            workflow.logger.warning("ignoring %d revisions in the input of a fresh start", len(run.revisions))
+        self._revisions: list[Revision] = list(run.revisions) if carried else []
+        self._application = application_of(info.workflow_id)
+        self._applies = 0
+
+    @workflow.run
+    async def run(self, run: ApplicationRun) -> None:
+        await workflow.wait_condition(
+            lambda: (
+                workflow.info().is_continue_as_new_suggested()
+                or (run.updates_per_run > 0 and self._applies >= run.updates_per_run)
+            )
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            ApplicationRun(revisions=_carried(self._revisions), updates_per_run=run.updates_per_run)
+        )
+
+    # --- apply ---------------------------------------------------------------------------
+
+    @workflow.update(name=APPLY_UPDATE)
+    def apply(self, change: ApplicationChange) -> Applied:
+        app = self._load(change)
+        self._applies += 1
+        digest = revision_digest(app, change.bundle)
+        current = self._revisions[-1] if self._revisions else None
+        if current is not None and current.digest == digest:
+            return Applied(revision=_listed(current), created=False)
+        revision = Revision(
+            application=self._application,
+            number=len(self._revisions) + 1,
+            digest=digest,
+            applied_by=change.applied_by,
+            applied_at=workflow.now(),
+            changes=self._changes(current, app, change.bundle),
+            comment=change.comment,
+            path=change.path,
+            bundle=change.bundle,
+            signature=change.signature,
+            source=change.source,
+        )
+        self._revisions.append(revision)
+        return Applied(revision=_listed(revision), created=True)
+
+    @apply.validator
+    def _validate(self, change: ApplicationChange) -> None:
+        size = len(change.source.encode())
+        if size > MAX_SOURCE_BYTES:
+            raise ApplicationError(
+                f"{change.path}: the file is {size // 1024} KB; an application file may be at most "
+                f"{MAX_SOURCE_BYTES // 1024} KB",
+                type=INVALID_APPLICATION,
+                non_retryable=True,
+            )
+        try:
+            app, _ = load_application_text(change.source, change.path or "prodline.yaml")
+        except ConfigError as exc:
+            raise ApplicationError(str(exc), type=INVALID_APPLICATION, non_retryable=True) from None
+        if app.application != self._application:
+            where = f"application {self._application!r}" if self._application else "no application"
+            raise ApplicationError(
+                f"{change.path}:1: application: the file is for {app.application!r}, but this workflow "
+                f"({workflow.info().workflow_id}) holds {where}",
+                type=INVALID_APPLICATION,
+                non_retryable=True,
+            )
+
+    def _load(self, change: ApplicationChange) -> Application:
+        # The validator accepted this change; on replay it is not run again, the handler is.
+        app, _ = load_application_text(change.source, change.path or "prodline.yaml")
+        return app
+
+    def _changes(self, current: Revision | None, app: Application, bundle: BundleRef | None) -> list[str]:
+        before: Application | None = None
+        if current is not None:
+            try:
+                before, _ = load_application_text(current.source, current.path or "prodline.yaml")
+            except ConfigError:
+                # Valid when it was applied, refused by today's models: say so, do not get stuck.
+                lines = ["the previous revision no longer validates; changes not summarised"]
+                return lines + bundle_changes(current.bundle, bundle)
+        lines = summarise(before, app)
+        if current is not None:
+            lines += bundle_changes(current.bundle, bundle)
+        # Same settings, different digest: the canonical form changed (a newer prodline).
+        return lines or ["no change in the settings"]
+
+    # --- queries --------------------------------------------------------------------------
+
+    @workflow.query(name=REVISION_QUERY)
+    def revision(self, number: int) -> Revision | None:
+        """Revision ``number`` with its source (0: the current one); None when there is none."""
+        if not self._revisions or number < 0 or number > len(self._revisions):
+            return None
+        return self._revisions[number - 1] if number else self._revisions[-1]
+
+    @workflow.query(name=REVISIONS_QUERY)
+    def revisions(self) -> list[Revision]:
+        """Every revision, oldest first, without sources (a small answer)."""
+        return [_listed(r) for r in self._revisions]
+
+
+def _listed(revision: Revision) -> Revision:
+    return revision.model_copy(update={"source": ""})
+
+
+def _carried(revisions: list[Revision]) -> list[Revision]:
+    """Revisions for the next run: the newest sources up to the budget, the rest without."""
+    budget = CARRIED_SOURCE_BYTES
+    out = []
+    for revision in reversed(revisions):
+        size = len(revision.source.encode())
+        if size <= budget:
+            budget -= size
+            out.append(revision)
+        else:
+            budget = 0  # older ones are not kept either: the sources carried are the newest
+            out.append(_listed(revision))
+    return out[::-1]
