@@ -9,7 +9,6 @@ it may change.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -114,7 +113,7 @@ def test_the_archive_is_sorted_zeroed_and_its_digest_is_the_sha256_of_the_tar(tm
         os.chown(root / "service.yaml", 1234, 5678)
 
     with pack(root) as packed:
-        tar_bytes = gzip.decompress(packed.archive.read_bytes())
+        tar_bytes = packed.archive.read_bytes()
         with tarfile.open(packed.archive) as tar:
             members = tar.getmembers()
 
@@ -124,6 +123,32 @@ def test_the_archive_is_sorted_zeroed_and_its_digest_is_the_sha256_of_the_tar(tm
     assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", 0)}
     assert {m.name: m.mode for m in members} == {"deploy.sh": 0o755, "infra/main.tf": 0o644, "service.yaml": 0o644}
     assert not packed.archive.exists()  # the context manager deleted it
+
+
+GOLDEN = {"a.txt": "a\n", "bin/run": "#!/bin/sh\n", "deep/" + "n" * 120 + ".tf": "long\n", "é/ü.txt": "utf-8\n"}
+
+
+def golden_tree(root: Path) -> Path:
+    write(root, GOLDEN)
+    (root / "bin/run").chmod(0o755)
+    (root / "link").symlink_to("é/ü.txt")
+    return root
+
+
+def test_the_canonical_format_is_pinned_and_plain_tar_reads_it(tmp_path):
+    """Every byte of the tar is in the digest: a change to the writer re-names every bundle (and
+    uploads it again), so it must be deliberate. This digest changes only with the format."""
+    root = golden_tree(tmp_path / "svc")
+    with pack(root) as packed:
+        assert packed.ref.digest == "sha256:25d3ab940cb49e607bcbc1fc18bd6c1002ac52e0d0ae30d6f488caf373d41cde"
+        out = tmp_path / "out"
+        out.mkdir()
+        subprocess.run(["tar", "-xf", str(packed.archive), "-C", str(out)], check=True)
+
+    assert {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file() and not p.is_symlink()} == (
+        GOLDEN
+    )
+    assert os.readlink(out / "link") == "é/ü.txt" and os.access(out / "bin/run", os.X_OK)
 
 
 def test_a_hard_link_is_stored_as_a_plain_file(tmp_path):
@@ -372,10 +397,10 @@ def cache_is_empty(cache: BundleCache) -> bool:
 
 
 def tampered(key: Path) -> bytes:
-    """The stored archive with one byte of a script changed (same size), recompressed."""
-    tar_bytes = bytearray(gzip.decompress(key.read_bytes()))
+    """The stored archive with one byte of a script changed (same size)."""
+    tar_bytes = bytearray(key.read_bytes())
     tar_bytes[tar_bytes.index(b"echo deploy")] = ord("E")
-    return gzip.compress(bytes(tar_bytes))
+    return bytes(tar_bytes)
 
 
 def test_a_bundle_replaced_in_the_store_is_refused_as_corrupt_and_leaves_nothing_in_the_cache(tmp_path, store):
@@ -409,35 +434,44 @@ def test_a_bundle_damaged_behind_the_stores_back_is_refused_as_corrupt(tmp_path,
     assert cache_is_empty(cache)
 
 
-def forged(store: LocalArtifactStore, members: list[tuple[str, bytes | str]]) -> BundleRef:
+def entry(name: str, data: bytes = b"", *, link: str | None = None, kind: bytes | None = None, **pax: str):
+    info = tarfile.TarInfo(name)
+    info.size, info.pax_headers = len(data), pax
+    if link is not None:
+        info.type, info.linkname, info.size = tarfile.SYMTYPE, link, 0
+    if kind is not None:
+        info.type, info.linkname, info.size = kind, link or "", 0
+    return info, data
+
+
+def forged(store: LocalArtifactStore, members: list[tuple[tarfile.TarInfo, bytes]]) -> BundleRef:
     """An archive put straight into the store under its true digest: only path checks can stop it."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, content in members:
-            info = tarfile.TarInfo(name)
-            if isinstance(content, str):  # a symbolic link to that target
-                info.type, info.linkname = tarfile.SYMTYPE, content
-                tar.addfile(info)
-            else:
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
     data = raw.getvalue()
     ref = BundleRef(digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data), files=len(members))
-    store.put(bundle_key(ref), gzip.compress(data))
+    store.put(bundle_key(ref), data)
     return ref
 
 
 @pytest.mark.parametrize(
     ("members", "reason"),
     [
-        ([("ok.txt", b"ok"), ("../x", b"escaped")], "entry '../x' is not a plain relative path"),
-        ([("a/../../x", b"escaped")], "entry 'a/../../x' is not a plain relative path"),
-        ([("/tmp/x", b"absolute")], "entry '/tmp/x' is not a plain relative path"),
-        ([("out", "../../.."), ("ok.txt", b"ok")], "symbolic link 'out' -> '../../..' leaves the bundle"),
-        ([("abs", "/etc/passwd")], "symbolic link 'abs' -> '/etc/passwd' leaves the bundle"),
-        ([("d", "."), ("d/x", b"through a link")], "entry 'd/x' lies below the symbolic link 'd'"),
+        ([entry("ok.txt", b"ok"), entry("../x", b"escaped")], "entry '../x' is not a plain relative path"),
+        ([entry("a/../../x", b"escaped")], "entry 'a/../../x' is not a plain relative path"),
+        ([entry("/tmp/x", b"absolute")], "entry '/tmp/x' is not a plain relative path"),
+        ([entry("out", link="../../.."), entry("ok.txt", b"ok")], "symbolic link 'out' -> '../../..' leaves the"),
+        ([entry("abs", link="/etc/passwd")], "symbolic link 'abs' -> '/etc/passwd' leaves the bundle"),
+        ([entry("d", link="."), entry("d/x", b"through a link")], "entry 'd/x' lies below the symbolic link 'd'"),
         # each link stays inside on paper; together they leave: caught on the finished tree
-        ([("x", "l/../outside"), ("l", ".")], "symbolic link 'x' resolves outside the bundle"),
+        ([entry("x", link="l/../outside"), entry("l", link=".")], "symbolic link 'x' resolves outside the bundle"),
+        ([entry("ok.txt", b"ok"), entry("hard", kind=tarfile.LNKTYPE, link="/etc/passwd")], "'hard' is not a file"),
+        ([entry("pipe", kind=tarfile.FIFOTYPE)], "entry 'pipe' is not a file or a symbolic link"),
+        ([entry("dir", kind=tarfile.DIRTYPE)], "entry 'dir' is not a file or a symbolic link"),
+        ([entry("big", b"x", **{"GNU.sparse.realsize": "99999999999"})], "'big' carries PAX headers or sparse"),
+        ([entry("a", b"1"), entry("a", b"2")], "entry 'a' appears twice"),
     ],
 )
 def test_an_archive_that_would_write_or_point_outside_its_folder_is_refused(tmp_path, store, members, reason):

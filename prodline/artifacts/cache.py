@@ -4,7 +4,7 @@ Layout under the cache root (``$PRODLINE_CACHE_DIR/bundles``, else
 ``~/.cache/prodline/bundles``):
 
 * ``<hex>/`` -- the extracted tree of bundle ``sha256:<hex>``, read-only. It only
-  appears by an atomic rename once the archive's bytes hashed to the digest and
+  appears by an atomic rename once the downloaded archive hashed to the digest and
   every entry was extracted and checked, so its existence is the "verified" mark:
   later uses neither fetch nor hash again;
 * ``.incoming/`` -- downloads and extractions in progress (a crashed one is
@@ -31,19 +31,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import gzip
 import hashlib
-import io
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 from prodline.config.release import BundleRef
 from prodline.errors import ProdlineError
@@ -84,8 +80,9 @@ class BundleCache:
                 _remove(stale)  # left by a fetch that crashed: the lock says nobody is on it
             work = Path(tempfile.mkdtemp(prefix=f"{hexdigest}.", dir=self.root / ".incoming"))
             try:
-                archive = work / "bundle.tar.gz"
+                archive = work / "bundle.tar"
                 self._download(ref, archive)
+                _verify(archive, ref, self._where(ref))
                 extracted = work / "tree"
                 _extract(archive, extracted, ref, self._where(ref))
                 archive.unlink()
@@ -136,77 +133,36 @@ def _locked(path: Path) -> Iterator[None]:
 # --- verify and extract ------------------------------------------------------------------
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class _Verifying(io.RawIOBase):
-    """The decompressed tar as tarfile reads it: hashed, counted, and cut off past the expected size."""
-
-    def __init__(self, raw: _Readable, limit: int):
-        super().__init__()
-        self.raw, self.limit, self.size = raw, limit, 0
-        self.hash = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n if n >= 0 else _CHUNK)
-        self.size += len(data)
-        if self.size > self.limit:
-            raise _TooBig
-        self.hash.update(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
-
-class _TooBig(Exception):
-    pass
-
-
 class _Unsafe(Exception):
     pass
 
 
+def _verify(archive: Path, ref: BundleRef, where: str) -> None:
+    fix = "the stored object was changed or damaged: delete it and start the release again to upload it anew"
+    size = archive.stat().st_size
+    if size != ref.size:
+        raise BundleCorrupt(f"bundle {ref.digest} in {where} is corrupt: it is {size:,} bytes, not {ref.size:,}; {fix}")
+    with archive.open("rb") as f:
+        got = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    if got != ref.digest:
+        raise BundleCorrupt(f"bundle {ref.digest} in {where} is corrupt: its content hashes to {got}; {fix}")
+
+
 def _extract(archive: Path, dest: Path, ref: BundleRef, where: str) -> None:
-    """Extract while hashing; the digest decides first, so a damaged object reads as corrupt, not unsafe."""
+    """Extract a verified archive, refusing any entry `prodline release start` would never have packed."""
     dest.mkdir(mode=0o700)
-    with gzip.open(archive, "rb") as raw:
-        reader = _Verifying(raw, ref.size)
-        problem = None
-        try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                seen: dict[str, bool] = {}  # name -> is a link
-                for member in tar:
-                    _check_member(member, seen)
-                    tar.extract(member, dest, filter="data")
-            reader.drain()
-        except _TooBig:
-            raise BundleCorrupt(
-                f"bundle {ref.digest} in {where} is corrupt: it unpacks to more than its {ref.size:,} bytes; "
-                "delete the object and start the release again to upload it anew"
-            ) from None
-        except (_Unsafe, tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            problem = exc
-            with contextlib.suppress(_TooBig, OSError, EOFError, zlib.error):
-                reader.drain()
-    got = f"sha256:{reader.hash.hexdigest()}"
-    if got != ref.digest or reader.size != ref.size:
-        raise BundleCorrupt(
-            f"bundle {ref.digest} in {where} is corrupt: its content hashes to {got} ({reader.size:,} bytes, "
-            f"expected {ref.size:,}); the stored object was changed or damaged: delete it and start the release "
-            "again to upload it anew"
-        )
-    if problem is not None:
-        reason = problem if isinstance(problem, _Unsafe) else f"it cannot be extracted: {problem}"
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            seen: dict[str, bool] = {}  # name -> is a link
+            for member in tar:
+                _check_member(member, seen)
+                tar.extract(member, dest, filter="data")
+    except (_Unsafe, tarfile.TarError, OSError) as exc:
+        reason = exc if isinstance(exc, _Unsafe) else f"it cannot be extracted: {exc}"
         raise BundleCorrupt(
             f"bundle {ref.digest} in {where} is refused: {reason}; `prodline release start` never packs "
             "such a bundle, so the object was put there by other means: delete it"
-        )
+        ) from None
 
 
 def _check_member(member: tarfile.TarInfo, seen: dict[str, bool]) -> None:
@@ -220,6 +176,8 @@ def _check_member(member: tarfile.TarInfo, seen: dict[str, bool]) -> None:
         if seen.get(parent):
             raise _Unsafe(f"entry {name!r} lies below the symbolic link {parent!r}")
         parent = posixpath.dirname(parent)
+    if set(member.pax_headers) - {"path", "linkpath"} or member.sparse is not None:
+        raise _Unsafe(f"entry {name!r} carries PAX headers or sparse data no bundle has")
     if member.issym():
         target = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
         if member.linkname.startswith("/") or target == ".." or target.startswith("../"):

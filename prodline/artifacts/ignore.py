@@ -14,6 +14,7 @@ outside one, so one ``.prodlineignore`` means the same thing in both.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,9 +167,9 @@ class IgnoreFiles:
         rules = self._rules.get(folder)
         if rules is None:
             above = self._rules_of(folder.rsplit("/", 1)[0] if "/" in folder else "") if folder else []
-            path = self.root / folder / self.name
             try:
-                own = parse(path.read_text(encoding="utf-8", errors="replace"), folder)
+                with open(os.path.join(self.root, folder, self.name), encoding="utf-8", errors="replace") as f:
+                    own = parse(f.read(), folder)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 own = []
             rules = above + own

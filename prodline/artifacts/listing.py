@@ -20,7 +20,6 @@ FIFOs, sockets and devices are refused.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import posixpath
 import stat
@@ -33,8 +32,6 @@ from prodline.errors import InvalidInput
 from .ignore import IGNORE_FILE, IgnoreFiles
 
 NEVER_DIRS = frozenset({".git", ".terraform", "terraform.tfstate.d"})
-NEVER_FILES = (".git", "*.tfstate", "*.tfstate.*", "*.tfplan")
-STATE_FILES = ("*.tfstate", "*.tfstate.*")
 # The folder decides which repository lists it, not variables a git hook may have set.
 _GIT_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX")
 
@@ -46,10 +43,14 @@ class BundleError(InvalidInput):
 @dataclass(frozen=True)
 class Entry:
     rel: str  # "/"-separated, relative to the root
-    path: Path
+    file: str  # its absolute path (a string: a bundle may list thousands, pathlib costs)
     size: int = 0
     executable: bool = False
     link: str | None = None  # a symbolic link's target, relative
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
 
 @dataclass
@@ -69,19 +70,17 @@ def list_bundle(root: Path) -> Listing:
     if not root.is_dir():
         raise BundleError(f"{root}: the bundle root is not a folder; check `bundle.root` in the service file")
     warnings: list[str] = []
-    candidates = _collect(root, root, "", warnings)
     ignore = IgnoreFiles(root)
+    candidates: dict[str, os.stat_result] = {}
+    _collect(str(root), "", ignore, candidates, warnings)
     entries, state = [], []
-    for rel in sorted(set(candidates)):
+    for rel in sorted(candidates):
         if _never(rel):
-            if any(fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], p) for p in STATE_FILES):
+            if _is_state(rel.rsplit("/", 1)[-1]):
                 state.append(rel)
             continue
-        if ignore.excluded(rel):
-            continue
-        entry = _entry(root, rel)
-        if entry is not None:
-            entries.append(entry)
+        if not ignore.excluded(rel):
+            entries.append(_entry(root, rel, candidates[rel]))
     if state:
         warnings.append(
             f"left out Terraform state {', '.join(state[:3])}{' ...' if len(state) > 3 else ''}: state never travels "
@@ -91,33 +90,48 @@ def list_bundle(root: Path) -> Listing:
     return Listing(root, entries, warnings)
 
 
+def _is_state(name: str) -> bool:
+    return name.endswith(".tfstate") or ".tfstate." in name  # *.tfstate, *.tfstate.*
+
+
 def _never(rel: str) -> bool:
     *folders, name = rel.split("/")
-    return any(f in NEVER_DIRS for f in folders) or any(fnmatch.fnmatchcase(name, p) for p in NEVER_FILES)
+    return any(f in NEVER_DIRS for f in folders) or name == ".git" or _is_state(name) or name.endswith(".tfplan")
 
 
 # --- candidates: git's list, or a walk ---------------------------------------------------
 
 
-def _collect(root: Path, folder: Path, prefix: str, warnings: list[str]) -> list[str]:
-    listed = _git_list(folder)
+def _collect(
+    folder: str, prefix: str, ignore: IgnoreFiles, out: dict[str, os.stat_result], warnings: list[str]
+) -> None:
+    """Add the candidates below ``folder`` (``prefix`` relative to the root) to ``out``, with their lstat."""
+    listed = _git_list(Path(folder))
     if listed is None:
-        return _walk(root, folder, prefix, warnings)
-    out = []
+        _walk(folder, prefix, ignore, out, warnings)
+        return
     for rel in listed:
-        path = folder / rel
-        if rel.endswith("/") or (path.is_dir() and not path.is_symlink()):
+        path = os.path.join(folder, rel)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue  # tracked but deleted in the work tree: not part of what ships
+        if stat.S_ISDIR(info.st_mode):
             # A nested repository (untracked: "sub/") or a submodule (a gitlink): its own git lists it.
-            sub = rel.rstrip("/")
-            if _never(sub):
-                continue
-            if (path / ".git").exists():
-                out += _collect(root, folder / sub, f"{prefix}{sub}/", warnings)
-            else:
-                warnings.append(f"{prefix}{sub}: a submodule that is not checked out; its files are not in the bundle")
-            continue
-        out.append(prefix + rel)
-    return out
+            _nested(path, prefix + rel.rstrip("/"), ignore, out, warnings)
+        else:
+            out[prefix + rel] = info
+
+
+def _nested(path: str, rel: str, ignore: IgnoreFiles, out: dict[str, os.stat_result], warnings: list[str]) -> None:
+    if _never(rel) or ignore.excluded(rel, is_dir=True):
+        return
+    if os.path.lexists(os.path.join(path, ".git")):
+        _collect(path, rel + "/", ignore, out, warnings)
+    elif os.listdir(path):
+        _walk(path, rel + "/", ignore, out, warnings)
+    else:
+        warnings.append(f"{rel}: a submodule that is not checked out; its files are not in the bundle")
 
 
 def _git_list(folder: Path) -> list[str] | None:
@@ -142,41 +156,31 @@ def _git_list(folder: Path) -> list[str] | None:
     return [p for p in os.fsdecode(done.stdout).split("\0") if p]
 
 
-def _walk(root: Path, folder: Path, prefix: str, warnings: list[str]) -> list[str]:
-    out: list[str] = []
-    ignore = IgnoreFiles(root)
+def _walk(folder: str, prefix: str, ignore: IgnoreFiles, out: dict[str, os.stat_result], warnings: list[str]) -> None:
     pending = [(folder, prefix)]
     while pending:
         here, at = pending.pop()
         with os.scandir(here) as it:
             for item in it:
                 rel = at + item.name
-                if item.is_dir(follow_symlinks=False):
-                    if item.name in NEVER_DIRS or ignore.excluded(rel, is_dir=True):
-                        continue  # pruned: a big ignored folder is never walked
-                    if os.path.lexists(os.path.join(item.path, ".git")):
-                        out += _collect(root, Path(item.path), rel + "/", warnings)
-                    else:
-                        pending.append((Path(item.path), rel + "/"))
-                else:
-                    out.append(rel)
-    return out
+                if not item.is_dir(follow_symlinks=False):
+                    out[rel] = item.stat(follow_symlinks=False)
+                elif os.path.lexists(os.path.join(item.path, ".git")):
+                    _nested(item.path, rel, ignore, out, warnings)
+                elif item.name not in NEVER_DIRS and not ignore.excluded(rel, is_dir=True):
+                    pending.append((item.path, rel + "/"))  # an ignored folder is never walked
 
 
 # --- what one path is --------------------------------------------------------------------
 
 
-def _entry(root: Path, rel: str) -> Entry | None:
-    path = root / rel
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return None  # tracked by git but deleted in the work tree: not part of what ships
+def _entry(root: Path, rel: str, info: os.stat_result) -> Entry:
+    path = os.path.join(root, rel)
     _check_name(root, rel)
     if stat.S_ISREG(info.st_mode):
         return Entry(rel, path, size=info.st_size, executable=bool(info.st_mode & stat.S_IXUSR))
     if stat.S_ISLNK(info.st_mode):
-        return Entry(rel, path, link=_link_target(root, rel, path))
+        return Entry(rel, path, link=_link_target(root, rel, Path(path)))
     kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device"
     raise BundleError(
         f"{path} is {kind}: a bundle holds only files, folders and symbolic links; move it out of {root} "
