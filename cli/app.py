@@ -131,9 +131,12 @@ async def diff(args: argparse.Namespace, client: ReleaseClient) -> int:
         )
         return exit_codes.FAILED
     theirs = registered.bundle.short if registered.bundle else "none"
-    files = f"the files its rules run differ (bundle {theirs} registered, {comparison.bundle.short} here)"
+    bundles = f"bundle {theirs} registered, {comparison.bundle.short} here"
     if comparison.config_same:
-        print(f"{path}: the settings are those of {args.name} revision {registered.number}, but {files}")
+        print(
+            f"{path}: the settings are those of {args.name} revision {registered.number}, "
+            f"but the files its rules run differ ({bundles})"
+        )
         return exit_codes.FAILED
     sys.stdout.writelines(
         difflib.unified_diff(
@@ -144,7 +147,7 @@ async def diff(args: argparse.Namespace, client: ReleaseClient) -> int:
         )
     )
     if not comparison.bundle_same:
-        warn(f"and {files}")
+        warn(f"the files its rules run differ too ({bundles})")
     return exit_codes.FAILED
 
 

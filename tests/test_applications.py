@@ -375,6 +375,10 @@ def test_the_cli_applies_shows_lists_and_diffs(cli: Cli, worker, name, folder):
     assert "  first revision: environments staging, production" in out
     assert prodline("app", "apply", str(path)).stdout == f"{name}: unchanged, revision 1 is current\n"
     assert prodline("app", "diff", name).stdout == f"prodline.yaml: same as {name} revision 1\n"
+    (folder / "smoke.sh").write_text("#!/bin/sh\nexit 1\n")
+    assert prodline("app", "diff", name, code=1).stdout.startswith(
+        f"prodline.yaml: the settings are those of {name} revision 1, but the files its rules run differ (bundle "
+    )
 
     edited = app_text(name, PRODUCTION_RULES.replace("[alice, bob]", "[alice]"))
     path.write_text(edited)
@@ -388,8 +392,7 @@ def test_the_cli_applies_shows_lists_and_diffs(cli: Cli, worker, name, folder):
     table = prodline("app", "history", name).stdout.splitlines()
     assert table[0].split() == ["REV", "APPLIED", "AT", "BY", "DIGEST", "CHANGES"]
     assert [(line.split()[0], line.split()[4]) for line in table[1:]] == [("1", "alice"), ("2", "ci-bot")]
-    more = "" if PACK_EXCLUDES else " (+1 more)"  # the bundle line, until the file is left out of it
-    assert table[2].endswith(f"production: precondition approval changed: approval.approvers{more}")
+    assert table[2].endswith("production: precondition approval changed: approval.approvers (+1 more)")  # smoke.sh
 
     shown = prodline("app", "show", name).stdout
     assert shown.startswith(f"{name} revision 2\n  digest   sha256:")
