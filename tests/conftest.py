@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from s3server import s3_server  # noqa: F401  (the SeaweedFS session fixture)
 from temporalio.client import Client
 
 from prodline.activities.ledger import read_ledger
