@@ -6,7 +6,7 @@ import types
 import typing
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import Field, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # Names end up in workflow IDs, search attributes, Kubernetes labels and

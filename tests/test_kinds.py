@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from prodline.artifacts.store import default_store
+from prodline.artifacts.store import open_store
 from prodline.activities.rules import PEOPLE_KINDS, RuleActivities
 from prodline.activities.rules import by_kind as evaluators_by_kind
 from prodline.activities.rules.base import RuleEvaluator
@@ -157,7 +157,7 @@ def test_a_secret_in_a_failed_command_line_is_masked_before_the_line_is_cut(tmp_
     # The secret straddles where the reason cuts the line: cut first, and its start would show.
     secret = "pw-" + "x7" * 30
     key = "test-kinds/masking/outputs.json"
-    default_store().put(key, json.dumps({"password": secret}).encode())
+    open_store().put(key, json.dumps({"password": secret}).encode())
     context = run_context(
         environment="staging", base_dir=str(tmp_path), sensitive_outputs={"steps.infra.outputs.password": key}
     )
