@@ -12,8 +12,22 @@
   SIGINT, like Ctrl-C, so Terraform writes its state and releases the lock.
 * **fetch**: ``plan -detailed-exitcode``: does live infrastructure differ?
 
-Each workspace gets its own ``TF_DATA_DIR`` on the worker, so releases of one
-module to several environments at once never share ``.terraform/``.
+State never lives in the module's folder, which is a throwaway copy of the
+release's bundle, new for every attempt (maybe on another worker): a module
+with no backend, or the local one, keeps its state in the worker's data
+directory (``PRODLINE_TERRAFORM_DATA_DIR``, default
+``~/.local/state/prodline/terraform``) under
+``state/APPLICATION/SERVICE/ENVIRONMENT/STEP/`` (``workspaces/NAME/`` below
+that for each workspace), through an override file
+(:mod:`~prodline.activities.terraform.backend`). A module that declares
+another backend (``s3``, ``remote``, ``cloud``) keeps it: that is how several
+workers share state. What ``init`` writes (``TF_DATA_DIR``: providers,
+modules, backend settings) is kept under ``init/`` with the same key plus the
+workspace, so a new copy reuses downloaded providers and two environments
+never share ``.terraform/``. A release without a bundle (started before
+bundles) runs in the service's own folder: prodline leaves no file there, and
+state the folder already holds stays where it is.
+
 Secret parameters reach Terraform as ``TF_VAR_<name>``; credentials come from
 the worker's environment; neither is ever in history or logs. Plans and
 applies wait for a held state lock (``PRODLINE_TERRAFORM_LOCK_TIMEOUT`` on the
@@ -25,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -34,26 +49,51 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from prodline.artifacts.store import ArtifactStore
 from prodline.config.durations import parse_duration
 from prodline.config.steps import TerraformStep
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from prodline.artifacts.store import ArtifactStore
 from ..context import WorkerContext
 from ..process import redact
 from ..terraform import (
     DEFAULT_LOCK_TIMEOUT,
+    OVERRIDE_FILE,
     StalePlanError,
     TerraformCli,
     TerraformError,
     TerraformNotFoundError,
+    declared_backend,
     find_terraform,
+    local_state_override,
 )
 from .base import StepRunner, applied, approved_plan_file, saved_plan, scratch_file
 
 log = structlog.get_logger("prodline.steps.terraform")
 
 LOCK_TIMEOUT_VARIABLE = "PRODLINE_TERRAFORM_LOCK_TIMEOUT"
+DATA_DIR_VARIABLE = "PRODLINE_TERRAFORM_DATA_DIR"
+
+
+def terraform_data_dir() -> Path:
+    """The worker's Terraform data: local state (``state/``) and what init writes (``init/``).
+    State is not a cache: the default is beside the artifact store, not in ``~/.cache``."""
+    return Path(os.environ.get(DATA_DIR_VARIABLE) or Path.home() / ".local/state/prodline/terraform")
+
+
+def local_state_dir(application: str, service: str, environment: str, step: str) -> Path:
+    """Where a step's local-backend state lives on this worker: ``terraform.tfstate`` for the
+    default workspace, ``workspaces/NAME/terraform.tfstate`` for the others."""
+    return terraform_data_dir() / "state" / application / service / environment / step
+
+
+def init_data_dir(application: str, service: str, environment: str, step: str, workspace: str) -> Path:
+    """``TF_DATA_DIR`` of a step's workspace: providers, modules and backend settings, reused by
+    every attempt's new copy (safe to delete). Names in the key are validated by the config; a
+    templated workspace name might hold anything, so an unusual one is hashed."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", workspace):
+        workspace = "ws-" + hashlib.sha256(workspace.encode()).hexdigest()[:16]
+    return terraform_data_dir() / "init" / application / service / environment / step / workspace
 
 
 def lock_timeout_from_env() -> timedelta:
@@ -85,9 +125,15 @@ class _TerraformCall:
         self.masked = [*secrets.values(), *ctx.sensitive_values().values()]
         env = ctx.process_env(spec.env, secrets)
         env.update({f"TF_VAR_{name}": value for name, value in secrets.items()})
-        data_dir = Path(os.environ.get("PRODLINE_TERRAFORM_DATA_DIR") or Path.home() / ".cache/prodline/terraform")
-        env["TF_DATA_DIR"] = str(data_dir / hashlib.sha256(workdir.encode()).hexdigest()[:16] / self.workspace)
+        r = run.context
+        self.step_name = run.step.name
+        self.state_dir = local_state_dir(r.application, r.service, r.environment, run.step.name)
+        env["TF_DATA_DIR"] = str(init_data_dir(r.application, r.service, r.environment, run.step.name, self.workspace))
+        # Without a bundle the folder is the service's own checkout (a release started before
+        # bundles), not a copy: prodline leaves no file in it.
+        self.own_folder = r.bundle is None
         env.pop("TF_WORKSPACE", None)  # we select the workspace; Terraform refuses to switch when this is set
+        self.workdir = workdir
         self.cli = TerraformCli(binary, workdir, env, self.masked, lock_timeout)
         self.variables: dict[str, Any] = {
             k: ctx.render(v) if isinstance(v, str) else v for k, v in spec.variables.items()
@@ -95,9 +141,58 @@ class _TerraformCall:
         self.var_files = [ctx.render(f) for f in spec.var_files]
 
     async def prepare(self) -> None:
-        """init and workspace selection: idempotent, so safe on every attempt."""
+        """init and workspace selection: idempotent, so safe on every attempt.
+
+        ``init -reconfigure`` (python-terraform's default) every time: each attempt's copy is new,
+        and the settings init keeps in TF_DATA_DIR may come from another bundle; never migrate.
+        """
         await self.cli.init(self.spec.backend_config or None)
         await self.cli.select_workspace(self.workspace)
+
+    @contextlib.contextmanager
+    def state_outside_the_copy(self) -> Iterator[None]:
+        """While Terraform runs, a local backend keeps its state in :attr:`state_dir`, not in the folder.
+
+        The override file stays in a bundle's copy (thrown away with it); in a service's own
+        folder it is removed afterwards.
+        """
+        override = self._override()
+        if override is None:
+            yield
+            return
+        path = Path(self.workdir) / OVERRIDE_FILE
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # state can hold secrets
+        path.write_text(override)
+        try:
+            yield
+        finally:
+            if self.own_folder:
+                path.unlink(missing_ok=True)
+
+    def _override(self) -> str | None:
+        backend = declared_backend(self.workdir)
+        if not backend.is_local:
+            return None
+        for key in ("path", "workspace_dir"):
+            given = self.spec.backend_config.get(key)
+            if given is not None and not Path(given).is_absolute() and not self.own_folder:
+                raise ApplicationError(
+                    f"step {self.step_name}: backend_config {key}={given!r} is a relative path: the module's "
+                    "folder is a new copy for every attempt, so the state would be lost. Give an absolute "
+                    f"path, or leave {key} out: prodline keeps local state in {self.state_dir}",
+                    type=NON_RETRYABLE_CONFIG,
+                    non_retryable=True,
+                )
+        if self.own_folder and (held := _state_in_folder(self.workdir, backend.local_paths())):
+            # A release started before bundles: finish it against the state it planned with.
+            log.warning(
+                "terraform.state_in_module_folder",
+                state=str(held),
+                move_to=str(self.state_dir),
+                hint="move it there (workspaces/NAME/terraform.tfstate per workspace) before the next release",
+            )
+            return None
+        return local_state_override(backend, self.state_dir)
 
     async def drifted(self) -> bool:
         return await self.cli.drift(self.variables, self.var_files)
@@ -133,7 +228,7 @@ class TerraformRunner(StepRunner[TerraformStep]):
 
     async def plan(self, run: StepRun, spec: TerraformStep) -> StepResult:
         call = self._call(run, spec)
-        with call.failures(), scratch_file("plan.tfplan") as planfile:
+        with call.failures(), call.state_outside_the_copy(), scratch_file("plan.tfplan") as planfile:
             await call.prepare()
             summary = await call.cli.plan(planfile, call.variables, call.var_files)
             resources = "\n".join(f"{'/'.join(r['actions'])}: {r['address']}" for r in summary.resources)
@@ -157,7 +252,11 @@ class TerraformRunner(StepRunner[TerraformStep]):
 
     async def apply(self, run: StepRun, spec: TerraformStep) -> StepResult:
         call = self._call(run, spec)
-        with call.failures(), approved_plan_file(run, self.store, "approved.tfplan") as planfile:
+        with (
+            call.failures(),
+            call.state_outside_the_copy(),
+            approved_plan_file(run, self.store, "approved.tfplan") as planfile,
+        ):
             await call.prepare()
             try:
                 result = await call.cli.apply(planfile)
@@ -196,9 +295,18 @@ class TerraformRunner(StepRunner[TerraformStep]):
 
     async def fetch(self, run: StepRun, spec: TerraformStep) -> StepResult:
         call = self._call(run, spec)
-        with call.failures():
+        with call.failures(), call.state_outside_the_copy():
             await call.prepare()
             drifted = await call.drifted()
         return StepResult(
             summary="live infrastructure differs from the configuration" if drifted else "in sync", changed=drifted
         )
+
+
+def _state_in_folder(workdir: str, paths: dict[str, str]) -> Path | None:
+    """Local state the module's own folder already holds (at the backend's relative paths), if any."""
+    for relative in paths.values():
+        candidate = Path(workdir) / relative
+        if not Path(relative).is_absolute() and candidate.exists():
+            return candidate
+    return None

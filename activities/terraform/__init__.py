@@ -8,12 +8,15 @@
   so there is one way to run a tool process and one cancel policy (SIGINT like
   Ctrl-C, so Terraform writes its state and releases its lock);
 * :mod:`.diagnostics`: Terraform's errors with file and line, whether a retry
-  can help, apply progress.
+  can help, apply progress;
+* :mod:`.backend`: which backend a root module declares, and the override file
+  that keeps local state out of the module's (throwaway) folder.
 
 What was measured to arrive here (python-terraform's quirks, signals, stale
 plans, drift, timings) is in ``docs/terraform.md``.
 """
 
+from .backend import OVERRIDE_FILE, Backend, declared_backend, local_state_override, state_paths
 from .binary import TerraformNotFoundError, embedded_terraform_binary, find_terraform
 from .commands import (
     CANCEL_GRACE,
@@ -38,7 +41,9 @@ from .diagnostics import (
 __all__ = [
     "CANCEL_GRACE",
     "DEFAULT_LOCK_TIMEOUT",
+    "OVERRIDE_FILE",
     "Applied",
+    "Backend",
     "Diagnostic",
     "ErrorKind",
     "PlanSummary",
@@ -47,11 +52,14 @@ __all__ = [
     "TerraformError",
     "TerraformNotFoundError",
     "classify_error",
+    "declared_backend",
     "embedded_terraform_binary",
     "find_terraform",
+    "local_state_override",
     "parse_human_diagnostics",
     "parse_json_diagnostics",
     "parse_progress_line",
+    "state_paths",
     "terraform_argv",
     "terraform_env",
 ]
