@@ -192,6 +192,24 @@ def test_a_nested_repository_is_listed_by_its_own_git(tmp_path):
     assert packed_names(outer / "svc") == ["main.tf", "vendor/lib/.gitignore", "vendor/lib/lib.tf"]
 
 
+def test_an_ignored_or_empty_folder_is_refused_rather_than_shipped_empty(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    write(repo, {".gitignore": "build/\n", "build/svc/service.yaml": "s\n"})
+
+    with pytest.raises(BundleError, match=rf"{repo}/build/svc: nothing to bundle: .* that no .gitignore ignores it"):
+        pack(repo / "build/svc")
+
+
+def test_the_caller_can_leave_out_paths_and_a_folder_left_empty_by_that_still_packs(tmp_path):
+    app = write(tmp_path / "platform", {"prodline.yaml": "environments: []\n", "checks/smoke.sh": "exit 0\n"})
+
+    assert packed_names(app) == ["checks/smoke.sh", "prodline.yaml"]
+    with pack(app, exclude=["prodline.yaml"]) as packed:
+        assert names(packed) == ["checks/smoke.sh"]
+    with pack(app, exclude=["prodline.yaml", "checks"]) as packed:
+        assert names(packed) == [] and packed.ref.files == 0
+
+
 PATTERNS = """\
 # comment
 *.log

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -74,9 +75,13 @@ def pack(
     warn_bytes: int = BUNDLE_WARN_BYTES,
     max_bytes: int = BUNDLE_MAX_BYTES,
     max_files: int = BUNDLE_MAX_FILES,
+    exclude: Iterable[str] = (),
 ) -> Packed:
-    """Pack ``root`` into a canonical archive in a temporary folder; :class:`BundleError` if it cannot be."""
-    listing = list_bundle(root)
+    """Pack ``root`` into a canonical archive in a temporary folder; :class:`BundleError` if it cannot be.
+
+    ``exclude``: paths relative to ``root`` to leave out (see :func:`.listing.list_bundle`).
+    """
+    listing = list_bundle(root, exclude)
     warnings = [*listing.warnings, *_limits(listing, warn_bytes, max_bytes, max_files)]
     folder = Path(tempfile.mkdtemp(prefix="prodline-bundle-"))
     try:

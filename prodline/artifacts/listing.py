@@ -24,6 +24,7 @@ import os
 import posixpath
 import stat
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,9 +65,14 @@ class Listing:
         return sum(e.size for e in self.entries)
 
 
-def list_bundle(root: Path) -> Listing:
-    """The entries of ``root``'s bundle, sorted; :class:`BundleError` if one cannot be packed."""
+def list_bundle(root: Path, exclude: Iterable[str] = ()) -> Listing:
+    """The entries of ``root``'s bundle, sorted; :class:`BundleError` if one cannot be packed.
+
+    ``exclude``: paths relative to the root (``/``-separated) the caller leaves out, a
+    folder with everything in it (the application file, whose text travels on its own).
+    """
     root = root.resolve()
+    left_out = tuple(p.strip("/") for p in exclude)
     if not root.is_dir():
         raise BundleError(f"{root}: the bundle root is not a folder; check `bundle.root` in the service file")
     warnings: list[str] = []
@@ -79,8 +85,15 @@ def list_bundle(root: Path) -> Listing:
             if _is_state(rel.rsplit("/", 1)[-1]):
                 state.append(rel)
             continue
+        if any(rel == p or rel.startswith(p + "/") for p in left_out):
+            continue
         if not ignore.excluded(rel):
             entries.append(_entry(root, rel, candidates[rel]))
+    if not entries and not left_out:  # a folder of scripts may be empty but for the file left out
+        raise BundleError(
+            f"{root}: nothing to bundle: there is no file, or git's ignore files or {IGNORE_FILE} exclude them "
+            "all; check that `bundle.root` names the service's folder and that no .gitignore ignores it"
+        )
     if state:
         warnings.append(
             f"left out Terraform state {', '.join(state[:3])}{' ...' if len(state) > 3 else ''}: state never travels "
