@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from s3server import s3_server  # noqa: F401  (the SeaweedFS session fixture)
 from temporalio.client import Client
 
 from prodline.activities.ledger import read_ledger
@@ -35,6 +34,7 @@ from prodline.workers.supervisor import process_alive as process_alive  # for th
 from prodline.workers.worker import build_worker
 
 from observability import Alertmanager, MetricsTarget, Prometheus, require_binary
+from s3server import s3_server  # noqa: F401  (the SeaweedFS session fixture)
 
 # The repository's root: examples, the Makefile, the README.
 REPO = Path(__file__).resolve().parent.parent
@@ -286,13 +286,16 @@ class ProjectFiles:
         return f"{self.application}.{service}@{version}"
 
     def __call__(self, service: str, app: str = APP, scripts: dict[str, str] | None = None) -> Path:
-        rename = lambda text: text.replace("application: shop\n", f"application: {self.application}\n")  # noqa: E731
+        # Steps run in a copy of the service's bundle, not in svc/: what scripts and commands
+        # leave in `../` for the test to read goes to the test's folder by its absolute path.
+        here = lambda text: text.replace("../", f"{self.root}/")  # noqa: E731
+        rename = lambda text: here(text).replace("application: shop\n", f"application: {self.application}\n")  # noqa: E731
         (self.root / "prodline.yaml").write_text(rename(textwrap.dedent(app).lstrip()))
         folder = self.root / "svc"
         folder.mkdir(exist_ok=True)
         for name, body in (scripts or {}).items():
             script = folder / name
-            script.write_text("#!/bin/sh\nset -eu\n" + textwrap.dedent(body))
+            script.write_text("#!/bin/sh\nset -eu\n" + here(textwrap.dedent(body)))
             script.chmod(0o755)
         service_file = folder / "prodline.service.yaml"
         service_file.write_text(rename(textwrap.dedent(service).lstrip()))

@@ -136,12 +136,13 @@ def test_a_cancel_reaches_a_running_command_within_seconds(cli, worker, project,
     assert time.monotonic() - asked < 10
 
 
-def gated_check_app(when: str) -> str:
-    """Staging with a check that runs until the test creates the file `gate`."""
+def gated_check_app(when: str, folder: Path) -> str:
+    """Staging with a check that runs until the test creates the file `gate` in ``folder``
+    (checks run in a copy of the application's bundle: the test's folder is named by path)."""
     return APP.replace(
         "  - name: staging\n",
         "  - name: staging\n    checks:\n"
-        "      - command: {run: 'touch started; while [ ! -f gate ]; do sleep 0.05; done'}\n"
+        f"      - command: {{run: 'touch {folder}/started; while [ ! -f {folder}/gate ]; do sleep 0.05; done'}}\n"
         f"        name: smoke\n        when: [{when}]\n",
     )
 
@@ -167,7 +168,7 @@ def test_a_cancel_the_running_check_never_hears_of_still_stops_the_release(
     cli, worker, project, tmp_path, temporal, when, deployed, phases
 ):
     service_file = project(
-        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=gated_check_app(when)
+        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')), app=gated_check_app(when, tmp_path)
     )
     release = project.release_id("2.0.7")
     waiting = cli.spawn("release", "start", str(service_file), "--version", "2.0.7", "--wait")
@@ -184,7 +185,7 @@ def test_a_cancel_the_running_check_never_hears_of_still_stops_the_release(
 
 
 def test_cancel_wait_says_so_when_the_release_finished_first(cli, worker, project, tmp_path, temporal):
-    app = gated_check_app("after_deploy").replace("  - name: production\n", "")
+    app = gated_check_app("after_deploy", tmp_path).replace("  - name: production\n", "")
     service_file = project(service(step("deploy", "true")), app=app)
     release = project.release_id("2.0.10")
     assert cli.run("release", "start", str(service_file), "--version", "2.0.10").returncode == 0

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from prodline.artifacts.store import ArtifactMissing, ArtifactStore, sha256
+from prodline.artifacts.store import ArtifactCorrupt, ArtifactMissing, ArtifactStore, sha256
 from prodline.config.steps import StepSpec
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
@@ -74,10 +74,11 @@ def approved_plan(run: StepRun, store: ArtifactStore | None = None) -> bytes:
         )
     try:
         data = (store or shared_store()).get(planned.artifact)
-    except ArtifactMissing as exc:
-        # Plans live where they were made (local store): treat as stale, so the workflow plans again.
+    except (ArtifactMissing, ArtifactCorrupt) as exc:
+        # Gone (a local store on another machine, an expired object) or damaged: never apply
+        # it; treat the plan as stale, so the workflow plans again and asks for approval again.
         raise ApplicationError(
-            f"the approved plan is not available on this worker: {exc}", type=STALE_PLAN, non_retryable=True
+            f"the approved plan cannot be used: {exc}", type=STALE_PLAN, non_retryable=True
         ) from None
     if sha256(data) != planned.digest:
         raise ApplicationError(

@@ -209,7 +209,3 @@ def open_store(url: str | None = None) -> ArtifactStore:
     if parsed.scheme in ("", "file"):
         return LocalArtifactStore(Path(parsed.path if parsed.scheme else url).expanduser())
     raise InvalidInput(f"{STORE_VARIABLE}={url!r}: unknown store; use a folder, file:///folder or s3://bucket/prefix")
-
-
-# Kept for callers of the first version of this module.
-default_store = open_store
