@@ -247,6 +247,7 @@ def test_secret_parameters_reach_the_command_but_not_history(cli, worker, projec
 
 def test_cli_reports_unreachable_temporal_in_one_line(cli, project):
     service_file = project(service(step("deploy", "true")))
+    cli.auto_apply = False  # nothing to register with: Temporal is unreachable
     cli.env["TEMPORAL_ADDRESS"] = "127.0.0.1:1"
     result = cli.run("release", "start", str(service_file), "--version", "1.0.0")
     assert result.returncode == 6
