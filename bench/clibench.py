@@ -3,8 +3,11 @@
 Wall times are medians of fresh processes (one unmeasured warm-up each). The
 two starts are interleaved and make the same start: the same input JSON,
 workflow ID scheme, task queue, ID policies, search attributes, memo and
-summary. No worker polls the queue, so nothing else loads the machine while
-they run. Then one ``python -X importtime`` run of the start and a phase
+summary. No worker polls the release queue, so nothing else loads the machine
+while they run; one worker serves the application's registered revision (on a
+queue of its own), which ``release start`` asks for before it packs and uploads
+the service folder (unchanged between starts: it uploads nothing after the
+first). Then one ``python -X importtime`` run of the start and a phase
 breakdown (bench/cliphases.py) say where prodline's time goes.
 """
 
@@ -19,7 +22,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH, VENV_BIN, client_for, dev_server, log, median, ratio, requests_for, unique, write_project
+from common import (
+    BENCH,
+    VENV_BIN,
+    artifact_folders,
+    client_for,
+    dev_server,
+    log,
+    median,
+    prodline_worker,
+    ratio,
+    register,
+    requests_for,
+    unique,
+    wait_for_pollers,
+    write_project,
+)
+from temporalio.client import Client
 
 from prodline.contracts import RELEASE_WORKFLOW, ReleaseState
 from prodline.workers.devserver import temporal_binary
@@ -39,8 +58,8 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
 
 
 def _temporal_start_argv(request, address: str, queue: str) -> list[str]:
-    """``temporal workflow start`` making the very start ``prodline release start`` makes."""
-    envs = " → ".join(e.name for e in request.environments)
+    """``temporal workflow start`` making the very start ``prodline release start`` makes
+    (prodline.client.releases.ReleaseClient.start)."""
     argv = [temporal_binary(), "workflow", "start", "--address", address, "--namespace", "default"]
     argv += ["--type", RELEASE_WORKFLOW, "--task-queue", queue, "--workflow-id", request.release_id]
     argv += ["--input", request.model_dump_json()]
@@ -53,7 +72,7 @@ def _temporal_start_argv(request, address: str, queue: str) -> list[str]:
     ):
         argv += ["--search-attribute", f"{key.name}={json.dumps(value)}"]
     argv += ["--memo", f"digest={json.dumps(request.digest)}", "--memo", f"initiator={json.dumps(request.initiator)}"]
-    argv += ["--static-summary", f"{request.service} {request.version}: {envs}"[:200]]
+    argv += ["--static-summary", f"{request.service} {request.version} by {request.initiator}"[:200]]
     return argv
 
 
@@ -107,9 +126,10 @@ def summarize_imports(rows: list[dict]) -> dict:
 async def run(quick: bool = False) -> dict:
     runs = 5 if quick else 10
     prodline = str(VENV_BIN / "prodline")
-    async with dev_server("cli") as server:
+    async with dev_server("cli") as server, artifact_folders("cli"):
         client = await client_for(server)
         queue = unique("bench-cli-nobody-")
+        registry = unique("bench-cli-registry-")
         env = dict(
             os.environ,
             TEMPORAL_ADDRESS=server.address,
@@ -120,64 +140,65 @@ async def run(quick: bool = False) -> dict:
         with tempfile.TemporaryDirectory(prefix="prodline-bench-cli-") as tmp:
             app = unique("cli")
             service_file = write_project(Path(tmp), app, ["svc"])[0]
-            log(f"CLI: {runs} runs each (+1 warm-up), server {server.address}")
+            worker = prodline_worker(server.address, registry, Path(tmp) / "registry.log").start()
+            try:
+                await wait_for_pollers(client, registry, worker)
+                await register(client, registry, Path(tmp) / "prodline.yaml")
+                result = await _measure(client, server.address, queue, env, prodline, service_file, runs)
+            finally:
+                worker.stop()
+    if result["started_workflows"] != result["expected_workflows"]:
+        raise RuntimeError(
+            f"expected {result['expected_workflows']} started releases, visibility shows {result['started_workflows']}"
+        )
+    log(
+        f"CLI: --help {result['help'] * 1000:.0f} ms, start {result['prodline_start'] * 1000:.0f} ms vs "
+        f"temporal {result['temporal_start'] * 1000:.0f} ms ({result['start_ratio']:.2f}x)"
+    )
+    return result
 
-            floor = [_timed([sys.executable, "-c", "pass"], env) for _ in range(runs + 1)][1:]
-            help_times = [_timed([prodline, "--help"], env) for _ in range(runs + 1)][1:]
 
-            prodline_times, temporal_times = [], []
-            temporal_requests = requests_for(service_file, [f"2.0.{i}" for i in range(runs + 1)])
-            for i, request in enumerate(temporal_requests):
-                p = _timed([prodline, "release", "start", str(service_file), "--version", f"1.0.{i}"], env)
-                t = _timed(_temporal_start_argv(request, server.address, queue), env)
-                if i:  # the first pair warms up
-                    prodline_times.append(p)
-                    temporal_times.append(t)
-            expected = 2 * (runs + 1)
-            started = 0
-            for _ in range(40):  # visibility catches up within moments
-                started = (
-                    await client.count_workflows(f"TaskQueue = '{queue}' AND WorkflowType = '{RELEASE_WORKFLOW}'")
-                ).count
-                if started >= expected:
-                    break
-                await asyncio.sleep(0.25)
+async def _measure(
+    client: Client, address: str, queue: str, env: dict[str, str], prodline: str, service_file: Path, runs: int
+) -> dict:
+    floor = [_timed([sys.executable, "-c", "pass"], env) for _ in range(runs + 1)][1:]
+    help_times = [_timed([prodline, "--help"], env) for _ in range(runs + 1)][1:]
 
-            profile = subprocess.run(
-                [
-                    sys.executable,
-                    "-X",
-                    "importtime",
-                    "-m",
-                    "prodline.cli",
-                    "release",
-                    "start",
-                    str(service_file),
-                    "--version",
-                    "3.0.0",
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            imports = summarize_imports(parse_importtime(profile.stderr))
+    prodline_times, temporal_times = [], []
+    temporal_requests = await requests_for(client, service_file, [f"2.0.{i}" for i in range(runs + 1)])
+    for i, request in enumerate(temporal_requests):
+        p = _timed([prodline, "release", "start", str(service_file), "--version", f"1.0.{i}"], env)
+        t = _timed(_temporal_start_argv(request, address, queue), env)
+        if i:  # the first pair warms up
+            prodline_times.append(p)
+            temporal_times.append(t)
+    expected = 2 * (runs + 1)
+    started = 0
+    for _ in range(40):  # visibility catches up within moments
+        started = (await client.count_workflows(f"TaskQueue = '{queue}' AND WorkflowType = '{RELEASE_WORKFLOW}'")).count
+        if started >= expected:
+            break
+        await asyncio.sleep(0.25)
 
-            phase_runs, phases_error = [], ""
-            for i in range(max(3, runs // 2)):
-                out = subprocess.run(
-                    [sys.executable, str(BENCH / "cliphases.py"), str(service_file), f"4.0.{i}", server.address, queue],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
-                if out.returncode != 0:  # the breakdown is a diagnosis: its failure does not void the timings
-                    phases_error = (out.stderr.strip().splitlines() or ["exit " + str(out.returncode)])[-1]
-                    log(f"CLI phase breakdown failed: {phases_error}")
-                    break
-                phase_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            phases = {key: median([p[key] for p in phase_runs]) for key in phase_runs[0]} if phase_runs else {}
+    start_argv = [sys.executable, "-X", "importtime", "-m", "prodline.cli", "release", "start", str(service_file)]
+    profile = subprocess.run([*start_argv, "--version", "3.0.0"], env=env, capture_output=True, text=True, timeout=60)
+    imports = summarize_imports(parse_importtime(profile.stderr))
+
+    phase_runs, phases_error = [], ""
+    for i in range(max(3, runs // 2)):
+        out = subprocess.run(
+            [sys.executable, str(BENCH / "cliphases.py"), str(service_file), f"4.0.{i}", address, queue],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.returncode != 0:  # the breakdown is a diagnosis: its failure does not void the timings
+            phases_error = (out.stderr.strip().splitlines() or ["exit " + str(out.returncode)])[-1]
+            log(f"CLI phase breakdown failed: {phases_error}")
+            break
+        phase_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    phases = {key: median([p[key] for p in phase_runs]) for key in phase_runs[0]} if phase_runs else {}
 
     result = {
         "runs": runs,
@@ -200,12 +221,6 @@ async def run(quick: bool = False) -> dict:
             "met": result["start_ratio"] <= TARGET_START_RATIO,
         },
     }
-    if started != result["expected_workflows"]:
-        raise RuntimeError(f"expected {result['expected_workflows']} started releases, visibility shows {started}")
-    log(
-        f"CLI: --help {result['help'] * 1000:.0f} ms, start {result['prodline_start'] * 1000:.0f} ms vs "
-        f"temporal {result['temporal_start'] * 1000:.0f} ms ({result['start_ratio']:.2f}x)"
-    )
     return result
 
 

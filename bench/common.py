@@ -17,10 +17,12 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from prodline.artifacts.cache import CACHE_VARIABLE
+from prodline.artifacts.store import STORE_VARIABLE, open_store
+from prodline.client.applications import ApplicationClient
+from prodline.client.prepare import prepare
 from prodline.client.workers import polling
-from prodline.config.loader import load_project
-from prodline.config.release import ReleaseRequest, build_request
-from prodline.config.resolve import Project
+from prodline.config.release import ReleaseRequest, load_plan
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer
 from prodline.workers.supervisor import ManagedProcess, free_port
@@ -142,6 +144,8 @@ async def wait_for_pollers(client: Client, queue: str, worker: WorkerProcess, ti
 
 # --- projects and requests ----------------------------------------------------------------
 
+ENVIRONMENTS = ("staging", "production")
+
 NOOP_SERVICE = """\
 service: {service}
 application: {application}
@@ -171,9 +175,44 @@ def write_project(folder: Path, application: str, services: list[str]) -> list[P
     return files
 
 
-def requests_for(service_file: Path, versions: list[str]) -> list[ReleaseRequest]:
-    project: Project = load_project(service_file)
-    return [build_request(project, version, {}, "bench") for version in versions]
+@contextlib.asynccontextmanager
+async def artifact_folders(prefix: str):
+    """One artifact store and one bundle cache for this run, in a temp dir: set in this process's
+    environment, so that the CLIs and workers it starts use them too; restored afterwards."""
+    names = (STORE_VARIABLE, "PRODLINE_ARTIFACT_DIR", CACHE_VARIABLE)
+    saved = {name: os.environ.get(name) for name in names}
+    with tempfile.TemporaryDirectory(prefix=f"prodline-bench-{prefix}-store-") as tmp:
+        os.environ[STORE_VARIABLE] = os.environ["PRODLINE_ARTIFACT_DIR"] = str(Path(tmp) / "artifacts")
+        os.environ[CACHE_VARIABLE] = str(Path(tmp) / "cache")
+        try:
+            yield Path(tmp)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+async def register(client: Client, queue: str, application_file: Path) -> None:
+    """``prodline app apply``: the application's revision, in a workflow on ``queue`` (a worker must poll it)."""
+    await ApplicationClient(client, queue).apply(application_file, "bench", open_store())
+
+
+async def requests_for(client: Client, service_file: Path, versions: list[str]) -> list[ReleaseRequest]:
+    """The requests ``prodline release start`` would send for ``versions`` of one service.
+
+    The first is prepared as the CLI does (checked against the registered revision, the
+    service folder packed and uploaded); the others reuse its bundle: packing the same
+    folder again gives the same digest and uploads nothing, so a start pays for packing
+    but the release itself does not (bench/cliphases.py measures the CLI's packing)."""
+    prepared = await prepare(client, service_file, versions[0], {}, "bench", open_store())
+    return [prepared.request.model_copy(update={"version": version}) for version in versions]
+
+
+def steps_per_release(service_file: Path) -> int:
+    """How many steps a release of the (local) service applies, all environments together."""
+    return sum(len(env.steps) for env in load_plan(service_file, {}, "bench").environments)
 
 
 def unique(prefix: str) -> str:

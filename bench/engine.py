@@ -7,7 +7,13 @@ process (same options, same client):
   (as many activities as the release has *steps*);
 * ``prodline``: N releases of one service whose only step is ``apply: "true"``,
   staging -> production, no rules (one fresh application per batch, so its
-  ledgers start empty);
+  ledgers start empty), on the release path of ``prodline release start``: the
+  application registered once (``prodline app apply``), each release resolving
+  its plan from that revision and the service's bundle on the worker, each step
+  running in its own copy of the bundle. The service folder is packed and
+  uploaded once per batch and every release names that bundle (``release
+  start`` of an unchanged folder re-packs it and uploads nothing: a client cost,
+  measured by the CLI benchmark, not the engine's);
 * ``raw-activities``: N plain workflows running the very sequence of no-op
   activities a release runs, bookkeeping included: read from the history of a
   warm-up release, remote activities as activities and local ones (markers)
@@ -27,7 +33,9 @@ from collections import Counter
 from pathlib import Path
 
 from common import (
+    ENVIRONMENTS,
     WorkerProcess,
+    artifact_folders,
     bench_worker,
     client_for,
     cpu_seconds,
@@ -36,7 +44,9 @@ from common import (
     log,
     percentile,
     ratio,
+    register,
     requests_for,
+    steps_per_release,
     timings,
     unique,
     wait_closed,
@@ -91,8 +101,8 @@ async def _history_profile(client: Client, release_id: str) -> dict:
 async def _ledger_profile(client: Client, app: str, request, n: int) -> dict:
     """What the measured batch's releases cost their service's ledger workflows, per release."""
     events = tasks = signals = 0
-    for env in request.environments:
-        history = await client.get_workflow_handle(ledger_id(app, request.service, env.name)).fetch_history()
+    for environment in ENVIRONMENTS:
+        history = await client.get_workflow_handle(ledger_id(app, request.service, environment)).fetch_history()
         events += len(history.events)
         for e in history.events:
             tasks += e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
@@ -177,7 +187,7 @@ async def run(quick: bool = False) -> dict:
     rounds = 1 if quick else 2
     timeout = 300.0
     per_round: list[dict[str, dict]] = []
-    async with dev_server("engine") as server:
+    async with dev_server("engine") as server, artifact_folders("engine"):
         client = await client_for(server)
         assert server.process is not None
         server_pid = server.process.pid
@@ -212,12 +222,17 @@ async def run(quick: bool = False) -> dict:
                 warm_app, app = unique(f"warm{round_}x"), unique(f"engine{round_}x")
                 warm_file = write_project(folder / warm_app, warm_app, ["noop"])[0]
                 service_file = write_project(folder / app, app, ["noop"])[0]
-                warm_requests = requests_for(warm_file, [f"1.0.{i}" for i in range(warmup)])
-                requests = requests_for(service_file, [f"1.0.{i}" for i in range(n)])
                 queue = unique("bench-prodline-")
                 worker = bench_worker("prodline", server.address, queue, folder / f"{queue}.log").start()
                 releases = ReleaseClient(client, queue)  # the start `prodline release start` makes
                 try:
+                    # The platform team's `prodline app apply`, once per application, on this worker's
+                    # queue (the release's resolve asks the application workflow for its revision).
+                    await wait_for_pollers(client, queue, worker)
+                    for file in (warm_file, service_file):
+                        await register(client, queue, file.parent.parent / "prodline.yaml")
+                    warm_requests = await requests_for(client, warm_file, [f"1.0.{i}" for i in range(warmup)])
+                    requests = await requests_for(client, service_file, [f"1.0.{i}" for i in range(n)])
                     result = await _batch(
                         client,
                         server_pid,
@@ -241,8 +256,7 @@ async def run(quick: bool = False) -> dict:
                 return result
 
             # The raw-steps baseline runs one activity per step the release applies.
-            probe = requests_for(write_project(folder / "probe", unique("probe"), ["noop"])[0], ["0.0.0"])[0]
-            steps = sum(len(env.steps) for env in probe.environments)
+            steps = steps_per_release(write_project(folder / "probe", unique("probe"), ["noop"])[0])
             log(f"engine overhead: N={n} per batch (+{warmup} warm-up), {rounds} round(s), server {server.address}")
             for round_ in range(rounds):
                 # Every other round runs the batches in reverse, so drift in the server favours nobody.
@@ -275,6 +289,7 @@ async def run(quick: bool = False) -> dict:
         "n": n,
         "warmup": warmup,
         "rounds": rounds,
+        "release_path": "bundles",  # registered application, bundle packed once per batch (see the docstring)
         "batches": combined,
         "ratios": ratios,
         "ratio_spread": spread,

@@ -197,7 +197,16 @@ def engine_lines(r: dict) -> list[str]:
             else ""
         )
         + ". Latency: start -> close as the server recorded it; throughput: N / (first start -> last close). "
-        'The step `apply: "true"` runs `/bin/sh -c true`; the raw activities do nothing.',
+        'The step `apply: "true"` runs `/bin/sh -c true`; the raw activities do nothing.'
+        + (
+            " Releases take the path of `prodline release start`: the application registered once "
+            "(`prodline app apply`), each release resolving its plan on the worker (the registered revision, "
+            "the service file from the bundle in the worker's cache), each step in its own copy of the bundle; "
+            "the service folder is packed and uploaded once per batch and every release names that bundle "
+            "(a start of an unchanged folder re-packs it and uploads nothing: the CLI section measures that)."
+            if r.get("release_path") == "bundles"
+            else ""
+        ),
         "",
         "| batch | activities/wf | wf/s | p50 | p95 | max | wall | worker CPU/wf | server CPU/wf | worker peak RSS |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -296,7 +305,13 @@ def cli_lines(r: dict) -> list[str]:
     i = r["imports"]
     lines = [
         f"Medians of {r['runs']} fresh processes each (after one warm-up); the two starts are interleaved and "
-        "identical (input JSON, ID, policies, search attributes, memo, summary); no worker polls the queue.",
+        "identical (input JSON, ID, policies, search attributes, memo, summary); no worker polls the release queue"
+        + (
+            " (one worker, on a queue of its own, answers for the registered application that `release start` "
+            "checks against; the service folder is packed on every start and uploaded by the first only)."
+            if "prepare" in r.get("phases", {})
+            else "."
+        ),
         "",
         "| command | median | target |",
         "|---|---|---|",
@@ -309,7 +324,7 @@ def cli_lines(r: dict) -> list[str]:
         "",
         (
             "Phases of `prodline release start` (bench/cliphases.py, medians, fresh interpreter): "
-            + ", ".join(f"{k.replace('_', ' ')} {_ms(v)}" for k, v in r["phases"].items())
+            + _phases(r["phases"])
             + "."
             if r["phases"]
             else f"Phase breakdown failed: {r.get('phases_error', '')}"
@@ -332,6 +347,24 @@ def cli_lines(r: dict) -> list[str]:
         + ".",
     ]
     return lines
+
+
+def _phases(phases: dict[str, float]) -> str:
+    """``prepare 40 ms (query revision 5 ms, pack 20 ms, ...)``: the parts of a phase after it."""
+    parts: list[str] = []
+    for key, value in phases.items():
+        if key == "uploaded_bytes" or key.startswith("prepare_"):
+            continue
+        text = f"{key.replace('_', ' ')} {_ms(value)}"
+        inner = [
+            f"{k.removeprefix(key + '_').replace('_', ' ')} {_ms(v)}"
+            for k, v in phases.items()
+            if k.startswith(key + "_") and k != "uploaded_bytes"
+        ]
+        if key == "prepare" and "uploaded_bytes" in phases:
+            inner.append(f"{phases['uploaded_bytes']:.0f} bytes uploaded")
+        parts.append(text + (f" ({', '.join(inner)})" if inner else ""))
+    return ", ".join(parts)
 
 
 def contention_line(r: dict) -> str:
@@ -411,6 +444,29 @@ def _terraform_section() -> str:
     return TERRAFORM_PLACEHOLDER
 
 
+# Sections this module writes; any other `## ...` section of RESULTS.md (another benchmark's,
+# written by its own script) is kept as it is, after the Terraform one.
+_OWN_SECTIONS = {
+    "What changed since the previous run",
+    *TITLES.values(),
+    "4. Terraform step",
+    "History",
+}
+
+
+def _other_sections() -> list[str]:
+    try:
+        text = RESULTS_MD.read_text()
+    except OSError:
+        return []
+    kept = []
+    for chunk in re.split(r"(?m)^(?=## )", text)[1:]:
+        title = chunk.splitlines()[0].removeprefix("## ").strip()
+        if title not in _OWN_SECTIONS:
+            kept.append(chunk.rstrip("\n"))
+    return kept
+
+
 def save(current: dict) -> None:
     runs = load_runs()
     what_changed = changes(runs, current)
@@ -455,6 +511,8 @@ def render(runs: list[dict]) -> str:
             out += [f"_Machine: {machine_line(source['machine'])}._", ""]
         out += [*RENDER[name](source["benchmarks"][name]), contention_line(source["benchmarks"][name]), ""]
     out += ["## 4. Terraform step", "", TERRAFORM_BEGIN, _terraform_section(), TERRAFORM_END, ""]
+    for section in _other_sections():
+        out += [section, ""]
     out += [
         "## History",
         "",

@@ -6,6 +6,10 @@ resident memory is read from /proc/<pid>/status (VmHWM) just before it stops.
 Releases of one service with different versions run concurrently. At the end
 every release must have completed as ``succeeded`` and every ledger
 (service x environment) must hold exactly the five versions, all succeeded.
+
+Releases take the path of ``prodline release start``: the application is
+registered once, each service's folder is packed and uploaded once (its five
+versions name the same bundle), every release resolves its plan on the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import time
 from pathlib import Path
 
 from common import (
+    ENVIRONMENTS,
+    artifact_folders,
     client_for,
     cpu_seconds,
     dev_server,
@@ -23,6 +29,7 @@ from common import (
     memory_kb,
     percentile,
     prodline_worker,
+    register,
     requests_for,
     timings,
     unique,
@@ -36,7 +43,7 @@ from prodline.client import ReleaseClient
 from prodline.contracts import DeploymentState
 
 TARGET_WORKER_MB = 400
-ENVIRONMENTS = ("staging", "production")
+PREPARING = 8  # services prepared (checked, packed, uploaded) at a time before the run
 
 
 async def _check_ledgers(client: Client, app: str, services: list[str], versions: list[str]) -> list[str]:
@@ -60,7 +67,7 @@ async def run(quick: bool = False) -> dict:
     n_services, n_versions = (40, 5) if quick else (200, 5)
     total = n_services * n_versions
     timeout = 240.0 if quick else 540.0
-    async with dev_server("scale") as server:
+    async with dev_server("scale") as server, artifact_folders("scale"):
         client = await client_for(server)
         assert server.process is not None
         server_pid = server.process.pid
@@ -70,11 +77,18 @@ async def run(quick: bool = False) -> dict:
             services = [f"svc{i:03d}" for i in range(n_services)]
             versions = [f"1.{v}.0" for v in range(n_versions)]
             files = write_project(folder / app, app, services)
-            requests = [r for f in files for r in requests_for(f, versions)]
             queue = unique("bench-scale-")
             worker = prodline_worker(server.address, queue, folder / "worker.log").start()
             try:
                 await wait_for_pollers(client, queue, worker)
+                await register(client, queue, folder / app / "prodline.yaml")
+                gate = asyncio.Semaphore(PREPARING)
+
+                async def prepared(file: Path) -> list:
+                    async with gate:
+                        return await requests_for(client, file, versions)
+
+                requests = [r for rs in await asyncio.gather(*(prepared(f) for f in files)) for r in rs]
                 idle_mb = memory_kb(worker.pid, "VmRSS") / 1024
                 worker_cpu, server_cpu = worker.cpu(), cpu_seconds(server_pid)
                 log(
