@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from prodline.client import Progress, ReleaseClient
+from prodline.client import Progress, ReleaseClient, workers
 from prodline.config.durations import format_duration
 from prodline.errors import TIMED_OUT, ProdlineError
 
@@ -56,7 +56,10 @@ async def follow(
                     return look
                 if time.monotonic() >= next_check:
                     desc = look.description
-                    problem = await client.worker_problem(desc.task_queue, desc, stall=interval)
+                    # With the status, so that an environment's own queue is named with the environment.
+                    problem = await workers.problem(
+                        client.temporal, desc.task_queue, desc, stall=interval, status=look.status
+                    )
                     if problem:
                         warn(problem)
                     next_check = time.monotonic() + WORKER_CHECK_SECONDS

@@ -42,7 +42,9 @@ def summary(release_id: str, state: ReleaseState, reason: str, status: ReleaseSt
     for env in status.environments if status else []:
         steps = "  ".join(f"{s.name}:{s.phase.value}" for s in env.steps)
         waiting = f"  (waiting on {env.waiting_on})" if env.waiting_on else ""
-        lines.append(f"  {env.name:<12} {env.phase.value:<10} {steps}{waiting}")
+        # Where it runs, when not with the workflow: whoever reads "waiting" must know whose worker to check.
+        runs_on = f"  on task queue {env.task_queue!r}" if env.task_queue else ""
+        lines.append(f"  {env.name:<12} {env.phase.value:<10} {steps}{runs_on}{waiting}")
         if env.phase is Phase.waiting:
             lines += plans(env, indent="    ")
     lines.append(f"release {release_id} {state.value}" + (f": {reason}" if reason else ""))
