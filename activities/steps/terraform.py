@@ -36,11 +36,12 @@ worker, default 2m), so a retry outlasts a cut-off attempt's Terraform unwinding
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -140,23 +141,25 @@ class _TerraformCall:
         }
         self.var_files = [ctx.render(f) for f in spec.var_files]
 
-    async def prepare(self) -> None:
-        """init and workspace selection: idempotent, so safe on every attempt.
+    @contextlib.asynccontextmanager
+    async def prepared(self) -> AsyncIterator[None]:
+        """Ready for plan, apply or drift: local state kept outside the folder, ``init``, the workspace
+        selected; Terraform's errors inside mapped by :meth:`failures`. Idempotent, so safe on every attempt.
 
         ``init -reconfigure`` (python-terraform's default) every time: each attempt's copy is new,
         and the settings init keeps in TF_DATA_DIR may come from another bundle; never migrate.
         """
-        await self.cli.init(self.spec.backend_config or None)
-        await self.cli.select_workspace(self.workspace)
+        with self.failures():
+            override = await asyncio.to_thread(self._override)  # reads every .tf file: off the event loop
+            with self._override_file(override):
+                await self.cli.init(self.spec.backend_config or None)
+                await self.cli.select_workspace(self.workspace)
+                yield
 
     @contextlib.contextmanager
-    def state_outside_the_copy(self) -> Iterator[None]:
-        """While Terraform runs, a local backend keeps its state in :attr:`state_dir`, not in the folder.
-
-        The override file stays in a bundle's copy (thrown away with it); in a service's own
-        folder it is removed afterwards.
-        """
-        override = self._override()
+    def _override_file(self, override: str | None) -> Iterator[None]:
+        """The override in the folder while Terraform runs: left in a bundle's copy (thrown away
+        with it), removed from a service's own folder."""
         if override is None:
             yield
             return
@@ -170,6 +173,7 @@ class _TerraformCall:
                 path.unlink(missing_ok=True)
 
     def _override(self) -> str | None:
+        """The override file's text for a local backend, or None: the module's state lives elsewhere."""
         backend = declared_backend(self.workdir)
         if not backend.is_local:
             return None
@@ -228,54 +232,50 @@ class TerraformRunner(StepRunner[TerraformStep]):
 
     async def plan(self, run: StepRun, spec: TerraformStep) -> StepResult:
         call = self._call(run, spec)
-        with call.failures(), call.state_outside_the_copy(), scratch_file("plan.tfplan") as planfile:
-            await call.prepare()
-            summary = await call.cli.plan(planfile, call.variables, call.var_files)
-            resources = "\n".join(f"{'/'.join(r['actions'])}: {r['address']}" for r in summary.resources)
-            log.info(
-                "terraform.plan",
-                release=run.context.release_id,
-                environment=run.context.environment,
-                step=run.step.name,
-                add=summary.add,
-                change=summary.change,
-                destroy=summary.destroy,
-            )
-            return saved_plan(
-                run,
-                self.store,
-                planfile,
-                summary=f"{summary.add} to add, {summary.change} to change, {summary.destroy} to destroy",
-                output=redact(resources or "no resource changes", call.masked),
-                changed=summary.has_changes,
-            )
-
-    async def apply(self, run: StepRun, spec: TerraformStep) -> StepResult:
-        call = self._call(run, spec)
-        with (
-            call.failures(),
-            call.state_outside_the_copy(),
-            approved_plan_file(run, self.store, "approved.tfplan") as planfile,
-        ):
-            await call.prepare()
-            try:
-                result = await call.cli.apply(planfile)
-                summary, output = f"applied: {result.completed} resource action(s) completed", result.output
-            except StalePlanError as exc:
-                if not await self._applied_by_an_earlier_attempt(call):
-                    raise
-                summary, output = (
-                    f"applied by attempt {activity.info().attempt - 1} or earlier (nothing left to change)",
-                    exc.output,
-                )
+        async with call.prepared():
+            with scratch_file("plan.tfplan") as planfile:
+                summary = await call.cli.plan(planfile, call.variables, call.var_files)
+                resources = "\n".join(f"{'/'.join(r['actions'])}: {r['address']}" for r in summary.resources)
                 log.info(
-                    "terraform.already_applied",
+                    "terraform.plan",
                     release=run.context.release_id,
                     environment=run.context.environment,
                     step=run.step.name,
-                    attempt=activity.info().attempt,
+                    add=summary.add,
+                    change=summary.change,
+                    destroy=summary.destroy,
                 )
-            found = await call.cli.outputs()
+                return saved_plan(
+                    run,
+                    self.store,
+                    planfile,
+                    summary=f"{summary.add} to add, {summary.change} to change, {summary.destroy} to destroy",
+                    output=redact(resources or "no resource changes", call.masked),
+                    changed=summary.has_changes,
+                )
+
+    async def apply(self, run: StepRun, spec: TerraformStep) -> StepResult:
+        call = self._call(run, spec)
+        with approved_plan_file(run, self.store, "approved.tfplan") as planfile:
+            async with call.prepared():
+                try:
+                    result = await call.cli.apply(planfile)
+                    summary, output = f"applied: {result.completed} resource action(s) completed", result.output
+                except StalePlanError as exc:
+                    if not await self._applied_by_an_earlier_attempt(call):
+                        raise
+                    summary, output = (
+                        f"applied by attempt {activity.info().attempt - 1} or earlier (nothing left to change)",
+                        exc.output,
+                    )
+                    log.info(
+                        "terraform.already_applied",
+                        release=run.context.release_id,
+                        environment=run.context.environment,
+                        step=run.step.name,
+                        attempt=activity.info().attempt,
+                    )
+                found = await call.cli.outputs()
         return applied(
             run,
             self.store,
@@ -295,8 +295,7 @@ class TerraformRunner(StepRunner[TerraformStep]):
 
     async def fetch(self, run: StepRun, spec: TerraformStep) -> StepResult:
         call = self._call(run, spec)
-        with call.failures(), call.state_outside_the_copy():
-            await call.prepare()
+        async with call.prepared():
             drifted = await call.drifted()
         return StepResult(
             summary="live infrastructure differs from the configuration" if drifted else "in sync", changed=drifted

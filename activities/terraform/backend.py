@@ -133,11 +133,16 @@ def _blocks(value: Any) -> list[dict[str, Any]]:
 # --- HCL, as far as a backend block needs ---------------------------------------------------
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_BLANK = re.compile(r"[ \t\r]+")
+_OTHER = re.compile(r"[^\s#/\"<{}=A-Za-z_()\[\]]+")
+_PLAIN = re.compile(r"[^\"\\$%\n]+")  # the part of a quoted string with nothing to interpret
 _HEREDOC = re.compile(r"<<-?([A-Za-z_][A-Za-z0-9_-]*)[ \t]*\n")
 
 
 def _backend_in_hcl(text: str, file: str) -> Backend | None:
     """The ``backend``/``cloud`` block of a top-level ``terraform`` block, with its ``key = "literal"`` lines."""
+    if "terraform" not in text or ("backend" not in text and "cloud" not in text):
+        return None  # most files of a module: no need to read them closely
     stack: list[tuple[str, ...]] = []  # open blocks by their labels; ("=",) for an object expression
     line: list[tuple[str, str]] = []  # tokens since the last newline or brace
     found: Backend | None = None
@@ -179,8 +184,8 @@ def _tokens(text: str) -> Iterator[tuple[str, str]]:
             if brackets == 0:
                 yield "nl", ""
             i += 1
-        elif c in " \t\r":
-            i += 1
+        elif (blank := _BLANK.match(text, i)) is not None:
+            i = blank.end()
         elif c == "#" or text.startswith("//", i):
             i = _line_end(text, i)
         elif text.startswith("/*", i):
@@ -202,10 +207,14 @@ def _tokens(text: str) -> Iterator[tuple[str, str]]:
         elif (ident := _IDENT.match(text, i)) is not None:
             yield "ident", ident.group()
             i = ident.end()
-        else:
+        elif c in "()[]":
             brackets = max(0, brackets + (c in "([") - (c in ")]"))
             yield "other", c
             i += 1
+        else:  # numbers, operators, commas: one token for the run, which only a statement's shape needs
+            other = _OTHER.match(text, i)
+            i = other.end() if other is not None else i + 1
+            yield "other", ""
     yield "nl", ""
 
 
@@ -221,7 +230,10 @@ def _string(text: str, i: int) -> tuple[str, int]:
     n = len(text)
     while i < n:
         c = text[i]
-        if c == "\\" and i + 1 < n:
+        if (plain := _PLAIN.match(text, i)) is not None:
+            out.append(plain.group())
+            i = plain.end()
+        elif c == "\\" and i + 1 < n:
             out.append({"n": "\n", "t": "\t", "r": "\r"}.get(text[i + 1], text[i + 1]))
             i += 2
         elif c == '"':
