@@ -25,9 +25,11 @@ from prodline.activities.steps import apply_step, plan_step
 from prodline.activities.steps.terraform import local_state_dir
 from prodline.activities.terraform import (
     OVERRIDE_FILE,
+    Backend,
     TerraformCli,
     declared_backend,
     embedded_terraform_binary,
+    local_state_override,
 )
 from prodline.activities.workspace import shared_store
 from prodline.artifacts.bundle import pack, upload
@@ -180,9 +182,15 @@ def test_a_module_whose_backend_names_absolute_paths_keeps_its_state_there(tmp_p
         f'terraform {{\n  backend "local" {{\n    path = "{own}/x.tfstate"\n    workspace_dir = "{own}/ws"\n  }}\n}}\n'
     )
     step = Attempts(tmp_path, embedded_terraform_binary(), module=backend + MODULE)
+    # An override of ours left in the code (a worker killed mid-step in the service's own folder,
+    # then the folder bundled) must not take the module's backend over.
+    stale = local_state_override(Backend("local"), tmp_path / "somewhere-else")
+    assert stale is not None
+    (step.source / "infra" / OVERRIDE_FILE).write_text(stale)
     step.release("4.0.0")
     assert inputs(json.loads((own / "ws/staging/terraform.tfstate").read_text()))["app"] == "4.0.0"
     assert not local_state_dir(step.application, "checkout", "staging", "infra").exists()
+    assert not (tmp_path / "somewhere-else").exists()
 
 
 def test_the_demo_way_of_placing_state_still_wins(tmp_path):

@@ -160,10 +160,13 @@ class _TerraformCall:
     def _override_file(self, override: str | None) -> Iterator[None]:
         """The override in the folder while Terraform runs: left in a bundle's copy (thrown away
         with it), removed from a service's own folder."""
+        path = Path(self.workdir) / OVERRIDE_FILE
         if override is None:
+            # One left behind (a worker killed mid-step in a service's own folder, then bundled)
+            # would turn the module's own backend into ours.
+            path.unlink(missing_ok=True)
             yield
             return
-        path = Path(self.workdir) / OVERRIDE_FILE
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # state can hold secrets
         path.write_text(override)
         try:
