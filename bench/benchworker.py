@@ -5,14 +5,19 @@ does) or ``raw`` (the baseline in raw.py). Both get the same worker options
 and the same client (prodline's ``connect``, pydantic data converter), so the
 only difference between them is the workflow code. Prints ``ready`` once
 polling; SIGTERM shuts it down gracefully.
+
+With ``PRODLINE_BENCH_TIMINGS=FILE`` a prodline worker times the parts of the
+release path (bench/pathcost.py) and writes them to FILE when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 from temporalio.worker import Worker
 
@@ -20,7 +25,7 @@ from prodline.workers.connect import connect
 from prodline.workers.supervisor import stop_event
 
 # The options both workers get (build_worker sets the same shutdown timeout by default).
-WORKER_OPTIONS = dict(graceful_shutdown_timeout=timedelta(seconds=10))
+WORKER_OPTIONS: dict[str, Any] = dict(graceful_shutdown_timeout=timedelta(seconds=10))
 
 
 def build(kind: str, client, queue: str) -> Worker:
@@ -36,11 +41,20 @@ def build(kind: str, client, queue: str) -> Worker:
 
 
 async def main(kind: str, address: str, queue: str) -> None:
+    timings_file = os.environ.get("PRODLINE_BENCH_TIMINGS", "") if kind == "prodline" else ""
+    timings: dict[str, list[float]] = {}
+    if timings_file:
+        from pathcost import instrument
+
+        instrument(timings, os.environ.get("PRODLINE_BENCH_FIX", ""))
     client = await connect(address, "default")
     stop = stop_event()
     async with build(kind, client, queue):
         print("ready", flush=True)
         await stop.wait()
+    if timings_file:
+        with open(timings_file, "w") as f:
+            json.dump(timings, f)
 
 
 if __name__ == "__main__":

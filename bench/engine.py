@@ -181,6 +181,65 @@ def _mean(results: list[dict]) -> dict:
     return combined
 
 
+async def _prodline(
+    client: Client,
+    address: str,
+    server_pid: int,
+    folder: Path,
+    round_: int,
+    n: int,
+    warmup: int,
+    timeout: float,
+    history: dict,
+) -> dict:
+    """The prodline batch: its own worker, a warm-up application and a fresh one measured
+    (empty ledgers); fills ``history`` (what one release puts in Temporal) if it is empty."""
+    warm_app, app = unique(f"warm{round_}x"), unique(f"engine{round_}x")
+    warm_file = write_project(folder / warm_app, warm_app, ["noop"])[0]
+    service_file = write_project(folder / app, app, ["noop"])[0]
+    queue = unique("bench-prodline-")
+    worker = bench_worker("prodline", address, queue, folder / f"{queue}.log").start()
+    releases = ReleaseClient(client, queue)  # the start `prodline release start` makes
+    try:
+        # The platform team's `prodline app apply`, once per application, on this worker's
+        # queue (the release's resolve asks the application workflow for its revision).
+        await wait_for_pollers(client, queue, worker)
+        for file in (warm_file, service_file):
+            await register(client, queue, file.parent.parent / "prodline.yaml")
+        warm_requests = await requests_for(client, warm_file, [f"1.0.{i}" for i in range(warmup)])
+        requests = await requests_for(client, service_file, [f"1.0.{i}" for i in range(n)])
+        result = await _batch(
+            client,
+            server_pid,
+            worker,
+            queue,
+            "prodline",
+            n,
+            warmup,
+            lambda: asyncio.gather(*(releases.start(r) for r in warm_requests)),
+            lambda: asyncio.gather(*(releases.start(r) for r in requests)),
+            f"TaskQueue = '{queue}' AND WorkflowType = 'Release'",
+            f"{app}.",
+            [r.release_id for r in requests[:: max(1, n // SAMPLE)]],
+            timeout,
+        )
+        if not history:
+            history.update(await _history_profile(client, warm_requests[0].release_id))
+            history.update(await _ledger_profile(client, app, requests[0], n))
+    finally:
+        worker.stop()
+    return result
+
+
+async def run_prodline_only(n: int, warmup: int = 10, timeout: float = 300.0) -> dict:
+    """One prodline batch on its own server (bench/pathcost.py instruments its worker)."""
+    async with dev_server("engine") as server, artifact_folders("engine"):
+        client = await client_for(server)
+        assert server.process is not None
+        with tempfile.TemporaryDirectory(prefix="prodline-bench-engine-") as tmp:
+            return await _prodline(client, server.address, server.process.pid, Path(tmp), 0, n, warmup, timeout, {})
+
+
 async def run(quick: bool = False) -> dict:
     n = 50 if quick else 200
     warmup = 5 if quick else 10
@@ -217,44 +276,6 @@ async def run(quick: bool = False) -> dict:
                 finally:
                     worker.stop()
 
-            async def prodline(round_: int) -> dict:
-                # One application for the warm-up, a fresh one for the measured batch: empty ledgers.
-                warm_app, app = unique(f"warm{round_}x"), unique(f"engine{round_}x")
-                warm_file = write_project(folder / warm_app, warm_app, ["noop"])[0]
-                service_file = write_project(folder / app, app, ["noop"])[0]
-                queue = unique("bench-prodline-")
-                worker = bench_worker("prodline", server.address, queue, folder / f"{queue}.log").start()
-                releases = ReleaseClient(client, queue)  # the start `prodline release start` makes
-                try:
-                    # The platform team's `prodline app apply`, once per application, on this worker's
-                    # queue (the release's resolve asks the application workflow for its revision).
-                    await wait_for_pollers(client, queue, worker)
-                    for file in (warm_file, service_file):
-                        await register(client, queue, file.parent.parent / "prodline.yaml")
-                    warm_requests = await requests_for(client, warm_file, [f"1.0.{i}" for i in range(warmup)])
-                    requests = await requests_for(client, service_file, [f"1.0.{i}" for i in range(n)])
-                    result = await _batch(
-                        client,
-                        server_pid,
-                        worker,
-                        queue,
-                        "prodline",
-                        n,
-                        warmup,
-                        lambda: asyncio.gather(*(releases.start(r) for r in warm_requests)),
-                        lambda: asyncio.gather(*(releases.start(r) for r in requests)),
-                        f"TaskQueue = '{queue}' AND WorkflowType = 'Release'",
-                        f"{app}.",
-                        [r.release_id for r in requests[:: max(1, n // SAMPLE)]],
-                        timeout,
-                    )
-                    if not history:
-                        history.update(await _history_profile(client, warm_requests[0].release_id))
-                        history.update(await _ledger_profile(client, app, requests[0], n))
-                finally:
-                    worker.stop()
-                return result
-
             # The raw-steps baseline runs one activity per step the release applies.
             steps = steps_per_release(write_project(folder / "probe", unique("probe"), ["noop"])[0])
             log(f"engine overhead: N={n} per batch (+{warmup} warm-up), {rounds} round(s), server {server.address}")
@@ -266,7 +287,9 @@ async def run(quick: bool = False) -> dict:
                 batches: dict[str, dict] = {}
                 for name in order:
                     if name == "prodline":
-                        batches[name] = await prodline(round_)
+                        batches[name] = await _prodline(
+                            client, server.address, server_pid, folder, round_, n, warmup, timeout, history
+                        )
                     elif name == "raw-steps":
                         batches[name] = await raw(name, [ACTIVITY] * steps)
                     else:

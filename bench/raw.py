@@ -10,6 +10,7 @@ activity, so it can mirror what one release schedules.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
@@ -27,7 +28,7 @@ async def noop(index: int) -> int:
 class RawWorkflow:
     @workflow.run
     async def run(self, plan: list[str]) -> int:
-        options = dict(
+        options: dict[str, Any] = dict(
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
         )

@@ -78,10 +78,13 @@ async def direct(binary: str, folder: Path, data_dir: Path) -> None:
 
 
 def runner_run(binary: str, folder: Path) -> tuple[StepRun, TerraformStep]:
+    # Local state lives in the worker's data dir keyed by application, service, environment and
+    # step: one application per run (the folder's name), so that each run starts with no state
+    # and creates both resources, as the direct and release runs do.
     spec = TerraformStep(dir=str(folder), binary=binary, workspace="staging", variables={"app_version": "1.0.0"})
     step = Step(name="infra", terraform=spec)
     context = RunContext(
-        release_id=f"bench.tf@{folder.parent.name}", application="bench", service="tf", version="1.0.0",
+        release_id=f"{folder.parent.name}.tf@1.0.0", application=folder.parent.name, service="tf", version="1.0.0",
         environment="staging", base_dir="/", run_id="bench",
     )  # fmt: skip
     return StepRun(context=context, step=step), spec

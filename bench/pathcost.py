@@ -1,0 +1,266 @@
+"""What the release path of registered applications and bundles costs on a worker, part by part.
+
+A release now resolves its plan on the control worker (``activities/resolve.py``: ask the
+application workflow for its current revision, find the bundle in the worker's cache, parse
+and validate the application and the service file, build the plan), and every step attempt
+works in its own copy of the bundle (``activities/workspace.py``). This module times those
+parts in two ways:
+
+* ``python bench/pathcost.py [--n N]``: on an idle embedded server and an in-process
+  worker, N calls of each part one after the other (the floor: no queueing);
+* :func:`instrument`: ``bench/benchworker.py`` calls it when ``PRODLINE_BENCH_TIMINGS``
+  names a file, so a benchmark's worker records every call's duration under load and
+  writes them there when it stops (``python bench/pathcost.py --engine`` runs the engine
+  benchmark's prodline batch that way and prints the parts).
+
+``PRODLINE_BENCH_FIX=plan-cache`` makes the instrumented worker remember resolved plans by
+what they are made of (the revision's digest, the bundle, the service file, the values, the
+initiator): the change recommended for ``activities/resolve.py``, tried here without
+touching it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+Timings = dict[str, list[float]]
+
+
+def _add(timings: Timings, name: str, began: float) -> None:
+    timings.setdefault(name, []).append(time.perf_counter() - began)
+
+
+def _timed_sync(timings: Timings, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _add(timings, name, began)
+
+    return timed
+
+
+def _timed_async(timings: Timings, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)  # keeps an activity's definition, so the worker registers the wrapper
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            _add(timings, name, began)
+
+    return timed
+
+
+def _timed_workspace(timings: Timings, opener: Callable[..., Any]) -> Callable[..., Any]:
+    """``attempt_workspace``, recording its setup (copy) and teardown (removal), not the step."""
+
+    @contextlib.asynccontextmanager
+    async def timed(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        began = time.perf_counter()
+        async with opener(*args, **kwargs) as code:
+            _add(timings, "workspace_open", began)
+            try:
+                yield code
+            finally:
+                began = time.perf_counter()
+        _add(timings, "workspace_close", began)
+
+    return timed
+
+
+def plan_cache(resolve_module: Any) -> None:
+    """Remember plans by what they are made of: a revision's digest names its source and bundle,
+    a bundle's digest its files, so the same inputs give the same plan; what comes back is a copy."""
+    original = resolve_module._plan
+    plans: dict[tuple, Any] = {}
+
+    def cached(request: Any, revision: Any, tree: Path) -> Any:
+        key = (
+            request.application,
+            request.service,
+            request.bundle.digest if request.bundle else "",
+            request.service_file,
+            tuple(sorted(request.parameters.items())),
+            request.initiator,
+            revision.number,
+            revision.digest,
+        )
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = original(request, revision, tree)
+        return plan.model_copy(deep=True)
+
+    resolve_module._plan = cached
+
+
+def instrument(timings: Timings, fix: str = "") -> None:
+    """Wrap the path's parts (before the worker is built) so that every call's time is recorded."""
+    from prodline.activities import resolve, steps
+    from prodline.artifacts.cache import BundleCache
+
+    if fix == "plan-cache":
+        plan_cache(resolve)
+    elif fix:
+        raise SystemExit(f"PRODLINE_BENCH_FIX={fix!r}: unknown; the one there is: plan-cache")
+    resolve.registered_revision = _timed_async(timings, "resolve_query_revision", resolve.registered_revision)
+    resolve._plan = _timed_sync(timings, "resolve_parse_validate_plan", resolve._plan)
+    BundleCache.tree = _timed_sync(timings, "bundle_cache_tree", BundleCache.tree)
+    BundleCache.checkout = _timed_sync(timings, "bundle_checkout_copy", BundleCache.checkout)
+    resolve.ResolveActivities.resolve_release = _timed_async(
+        timings, "resolve_release_total", resolve.ResolveActivities.resolve_release
+    )
+    steps.attempt_workspace = _timed_workspace(timings, steps.attempt_workspace)
+
+
+def summary(timings: Timings) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, values in sorted(timings.items()):
+        ordered = sorted(values)
+        out[name] = {
+            "calls": len(values),
+            "mean_ms": 1000 * statistics.fmean(values),
+            "p50_ms": 1000 * ordered[len(ordered) // 2],
+            "p95_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+            "total_s": sum(values),
+        }
+    return out
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    lines = ["| part | calls | mean | p50 | p95 | total |", "|---|---|---|---|---|---|"]
+    for name, s in rows.items():
+        lines.append(
+            f"| {name} | {s['calls']:.0f} | {s['mean_ms']:.1f} ms | {s['p50_ms']:.1f} ms | {s['p95_ms']:.1f} ms | "
+            f"{s['total_s']:.2f} s |"
+        )
+    return "\n".join(lines)
+
+
+# --- the floor: each part alone, on an idle server ---------------------------------------------
+
+
+async def floor(n: int) -> dict[str, dict[str, float]]:
+    from common import artifact_folders, client_for, dev_server, register, requests_for, unique, write_project
+
+    from prodline.activities import resolve
+    from prodline.activities.workspace import attempt_workspace
+    from prodline.artifacts.cache import BundleCache
+    from prodline.artifacts.store import open_store
+    from prodline.contracts import RunContext
+    from prodline.workers.worker import build_worker
+
+    timings: Timings = {}
+    async with dev_server("pathcost") as server, artifact_folders("pathcost"):
+        client = await client_for(server)
+        queue = unique("bench-pathcost-")
+        with tempfile.TemporaryDirectory(prefix="prodline-bench-pathcost-") as tmp:
+            app = unique("cost")
+            service_file = write_project(Path(tmp), app, ["noop"])[0]
+            async with build_worker(client, queue):
+                await register(client, queue, Path(tmp) / "prodline.yaml")
+                request = (await requests_for(client, service_file, ["1.0.0"]))[0]
+                assert request.bundle is not None
+                store = open_store()
+                activities = resolve.ResolveActivities(client, store)
+                cache = BundleCache(store)
+                revision = await resolve.registered_revision(client, app)
+                assert revision is not None
+                tree = cache.tree(request.bundle)  # fetched once, as the first release on a worker does
+                context = RunContext(
+                    release_id=request.release_id,
+                    application=app,
+                    service=request.service,
+                    version=request.version,
+                    environment="staging",
+                    bundle=request.bundle,
+                    base_dir=".",
+                )
+                for _ in range(n):
+                    began = time.perf_counter()
+                    await activities.resolve_release(request)
+                    _add(timings, "resolve_release_total", began)
+                    began = time.perf_counter()
+                    await resolve.registered_revision(client, app)
+                    _add(timings, "resolve_query_revision", began)
+                    began = time.perf_counter()
+                    cache.tree(request.bundle)
+                    _add(timings, "bundle_cache_tree", began)
+                    began = time.perf_counter()
+                    resolve._plan(request, revision, tree)
+                    _add(timings, "resolve_parse_validate_plan", began)
+                    began = time.perf_counter()
+                    async with attempt_workspace(context, store):
+                        _add(timings, "workspace_open", began)
+                        began = time.perf_counter()
+                    _add(timings, "workspace_close", began)
+    return summary(timings)
+
+
+# --- under load: the engine benchmark's prodline batch with an instrumented worker --------------
+
+
+async def under_load(n: int, fix: str) -> tuple[dict, dict[str, dict[str, float]]]:
+    """One warm-up and one measured prodline batch of bench/engine.py's, the worker instrumented."""
+    import engine
+
+    with tempfile.TemporaryDirectory(prefix="prodline-bench-pathcost-") as tmp:
+        out = Path(tmp) / "timings.json"
+        os.environ["PRODLINE_BENCH_TIMINGS"] = str(out)
+        if fix:
+            os.environ["PRODLINE_BENCH_FIX"] = fix
+        try:
+            result = await engine.run_prodline_only(n)
+        finally:
+            os.environ.pop("PRODLINE_BENCH_TIMINGS", None)
+            os.environ.pop("PRODLINE_BENCH_FIX", None)
+        timings = json.loads(out.read_text()) if out.exists() else {}
+    return result, summary(timings)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--engine", action="store_true", help="the engine benchmark's prodline batch, instrumented")
+    parser.add_argument("--fix", default="", help="with --engine: plan-cache")
+    args = parser.parse_args()
+    if args.engine:
+        result, rows = asyncio.run(under_load(args.n, args.fix))
+        print(
+            f"prodline batch, N={args.n}{' with ' + args.fix if args.fix else ''}: {result['throughput']:.2f} wf/s, "
+            f"p50 {result['p50'] * 1000:.0f} ms, worker CPU {result['worker_cpu_ms']:.0f} ms/wf\n"
+        )
+    else:
+        rows = asyncio.run(floor(args.n))
+        print(f"each part alone, {args.n} calls in a row, idle server, in-process worker:\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import shutil
+
+    import snapshot
+
+    copy, _ = snapshot.activate()  # as bench/run.py: one fixed copy of prodline, not a tree edited meanwhile
+    try:
+        status = main()
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    sys.stdout.flush()
+    os._exit(status)
