@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prodline.artifacts.store import ArtifactStore, open_store
 from prodline.client import Progress, ReleaseClient
-from prodline.client.prepare import prepare
+from prodline.client.prepare import check_locally, prepare
 from prodline.contracts import ReleaseState
 from prodline.errors import InvalidInput
 
@@ -42,6 +42,8 @@ def _timeout_needs_wait(args: argparse.Namespace) -> None:
 def start(args: argparse.Namespace) -> int:
     _timeout_needs_wait(args)
     values = _params(args.param)
+    app_file = Path(args.app) if args.app else None
+    check_locally(Path(args.service_file), args.version, values, initiator(args.initiator), app_file)
     store = open_store()
     return _start(args, values, store)
 

@@ -17,7 +17,7 @@ import pytest
 from prodline.workers.devserver import DevServer
 from prodline.workers.supervisor import free_port
 
-from conftest import REPO, WorkerThread, approval_app, client_for, service, step, wait_for, waiting_in
+from conftest import REGISTRY_QUEUE, REPO, WorkerThread, approval_app, client_for, service, step, wait_for, waiting_in
 
 
 @pytest.mark.parametrize(
@@ -327,9 +327,14 @@ def bare_server(tmp_path):
     server.stop()
 
 
-def test_a_namespace_without_search_attributes_points_at_setup_and_setup_registers_them(cli, project, bare_server):
+def test_a_namespace_without_search_attributes_points_at_setup_and_setup_registers_them(
+    cli, project, bare_server, request
+):
     cli.env["TEMPORAL_ADDRESS"] = bare_server.address
     service_file = project(service(step("deploy", "true")))
+    # The platform team can register the application before setup (it needs no search attribute).
+    registry = WorkerThread(bare_server.address, REGISTRY_QUEUE).start()
+    request.addfinalizer(registry.stop)
     refused = cli.run("release", "start", str(service_file), "--version", "9.7.0")
     assert refused.returncode == 6
     assert refused.stderr.count("\n") == 1 and "run `prodline setup` once" in refused.stderr

@@ -53,8 +53,10 @@ environments:
 
 
 def prodline(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """The CLI as conftest's Cli runs it, from ``cwd`` and with no Temporal needed."""
-    return Cli(dict(os.environ)).run(*args, cwd=cwd, timeout=60)
+    """The CLI as conftest's Cli runs it, from ``cwd`` and with no Temporal needed (so nothing to register)."""
+    runner = Cli(dict(os.environ))
+    runner.auto_apply = False
+    return runner.run(*args, cwd=cwd, timeout=60)
 
 
 def write(tmp_path: Path, app: str = APP, service: str = SERVICE) -> Path:

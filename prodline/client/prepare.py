@@ -12,6 +12,7 @@ nothing). The request that comes out names the bundle by digest.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,10 @@ from prodline.artifacts.bundle import pack, upload
 from prodline.artifacts.store import ArtifactStore
 from prodline.config.application import Application
 from prodline.config.errors import ConfigError
-from prodline.config.loader import find_application_file, load_application, load_service
+from prodline.config.loader import find_application_file, load_application, load_project, load_service
 from prodline.config.problems import parse_model
 from prodline.config.release import ReleaseRequest, build_plan, check_version
-from prodline.config.resolve import combine
+from prodline.config.resolve import Project, combine
 from prodline.config.yamlsource import parse_yaml
 from prodline.contracts import Revision
 from prodline.errors import InvalidInput
@@ -48,8 +49,13 @@ async def prepare(
     store: ArtifactStore,
     application_file: Path | None = None,
 ) -> Prepared:
-    """The request for releasing ``service_file`` at ``version``; ConfigError/InvalidInput if it cannot be."""
+    """The request for releasing ``service_file`` at ``version``; ConfigError/InvalidInput if it cannot be.
+
+    The service is checked against the revision registered in Temporal, which is what the
+    worker will check again (:func:`check_locally` is the offline check before this one).
+    """
     service, service_doc = load_service(service_file)
+    local = application_file or find_application_file(service_file)
     revision = await registered_revision(temporal, service.application)
     if revision is None:
         raise InvalidInput(
@@ -58,14 +64,7 @@ async def prepare(
         )
     app_doc = parse_yaml(revision.source, Path(f"{service.application} revision {revision.number}"))
     app = parse_model(app_doc, Application)
-    project = combine(app, app_doc, service, service_doc)
-    problems = check_version(version)
-    try:
-        build_plan(project, values, initiator)
-    except ConfigError as exc:
-        problems += exc.problems
-    if problems:
-        raise ConfigError(problems)
+    _check(lambda: combine(app, app_doc, service, service_doc), version, values, initiator)
 
     root = (service_file.parent / service.bundle.root).resolve()
     try:
@@ -74,7 +73,7 @@ async def prepare(
         raise ConfigError(
             [service_doc.problem(("bundle", "root"), f"{root} does not contain the service file", "use . or ..")]
         ) from None
-    notes = _local_application_note(service_file, application_file, app, revision)
+    notes = _local_application_note(local, app, revision)
     with pack(root) as packed:
         notes += packed.warnings
         uploaded = await asyncio.to_thread(upload, packed, store)
@@ -91,11 +90,32 @@ async def prepare(
     return Prepared(request, revision, uploaded, notes)
 
 
-def _local_application_note(
-    service_file: Path, application_file: Path | None, registered: Application, revision: Revision
-) -> list[str]:
-    """One line when a local application file says something else than the registered revision."""
+def check_locally(
+    service_file: Path, version: str, values: dict[str, str], initiator: str, application_file: Path | None = None
+) -> None:
+    """Feedback before anything is contacted: the service against the local application file.
+
+    It can only refuse, never allow: what counts is the registered revision (:func:`prepare`).
+    """
+    load_service(service_file)
     local = application_file or find_application_file(service_file)
+    if local is not None:
+        _check(lambda: load_project(service_file, local), version, values, initiator)
+
+
+def _check(project: Callable[[], Project], version: str, values: dict[str, str], initiator: str) -> None:
+    """Every problem of releasing the project at ``version`` with ``values``, at once."""
+    problems = check_version(version)
+    try:
+        build_plan(project(), values, initiator)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+
+
+def _local_application_note(local: Path | None, registered: Application, revision: Revision) -> list[str]:
+    """One line when a local application file says something else than the registered revision."""
     if local is None:
         return []
     try:
