@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import uuid
@@ -70,6 +71,12 @@ class QueueWorker:
         if self.process.poll() is not None:
             raise AssertionError(f"worker on {self.queue} exited: {self.log()}")
         return True
+
+    @property
+    def identity(self) -> str:
+        """How Temporal's history names this worker (the SDK's default: pid@host)."""
+        assert self.process is not None
+        return f"{self.process.pid}@{socket.gethostname()}"
 
     def log(self) -> str:
         return (self.root / "worker.log").read_text()
