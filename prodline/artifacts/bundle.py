@@ -19,6 +19,7 @@ Which files go in is :mod:`.listing`'s job.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -137,18 +138,17 @@ def _add(sink: _Sink, entry: Entry) -> None:
     sink.write(header(entry.rel, REGULAR, 0o755 if entry.executable else 0o644, entry.size))
     left = entry.size
     try:
-        with open(entry.file, "rb") as f:
-            while left:
-                data = f.read(min(left, _CHUNK))
-                if not data:
-                    break
+        fd = os.open(entry.file, os.O_RDONLY)  # no buffered file object: thousands of small files
+        try:
+            while left and (data := os.read(fd, min(left, _CHUNK))):
                 sink.write(data)
                 left -= len(data)
-            changed = left != 0 or f.read(1) != b""
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise BundleError(f"{entry.path}: cannot be read for the bundle: {exc.strerror or exc}") from None
-    if changed:
-        raise BundleError(f"{entry.path} changed while it was being packed; start again once nothing writes to it")
+    if left:  # the header promised entry.size bytes
+        raise BundleError(f"{entry.path} shrank while it was being packed; start again once nothing writes to it")
     sink.write(_NUL * (-entry.size % _BLOCK))
 
 
