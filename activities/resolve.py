@@ -18,6 +18,7 @@ edited after ``release start``: the bundle is named by its content.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 
 from temporalio import activity
@@ -36,18 +37,32 @@ from prodline.config.resolve import combine
 from prodline.config.service import Service
 from prodline.config.yamlsource import parse_yaml
 from prodline.contracts import NON_RETRYABLE_CONFIG, RESOLVE_RELEASE, REVISION_QUERY, Revision, application_id
+from prodline.errors import Unavailable
 
 from .workspace import shared_store
+
+# A query needs a worker on the registry's queue; without one it would wait for good.
+REGISTRY_TIMEOUT = timedelta(seconds=10)
 
 
 async def registered_revision(client: Client, application: str, number: int = 0) -> Revision | None:
     """A registered revision of ``application`` (0: the current one); None if it was never registered."""
     handle = client.get_workflow_handle(application_id(application))
     try:
-        return await handle.query(REVISION_QUERY, number, result_type=Revision)  # type: ignore[arg-type]
+        return await handle.query(
+            REVISION_QUERY,
+            number,
+            result_type=Revision,
+            rpc_timeout=REGISTRY_TIMEOUT,
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
+        if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            raise Unavailable(
+                f"the registry of application {application!r} did not answer within "
+                f"{REGISTRY_TIMEOUT.total_seconds():g}s: is a worker running on the control queue?"
+            ) from None
         raise
 
 
