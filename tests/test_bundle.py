@@ -210,6 +210,15 @@ def test_the_caller_can_leave_out_paths_and_a_folder_left_empty_by_that_still_pa
         assert names(packed) == [] and packed.ref.files == 0
 
 
+def test_a_root_above_the_work_tree_lists_the_repository_inside_it_by_git(tmp_path):
+    repo = git_repo(tmp_path / "ci/checkout")
+    write(repo, {".gitignore": "node_modules/\n", "svc/main.tf": "m\n", "node_modules/x/index.js": "big\n"})
+    commit_all(repo)
+    write(tmp_path / "ci", {"notes.txt": "outside git\n"})
+
+    assert packed_names(tmp_path / "ci") == ["checkout/.gitignore", "checkout/svc/main.tf", "notes.txt"]
+
+
 PATTERNS = """\
 # comment
 *.log
