@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ui-port", type=_port, default=None, help="Web UI port (default: port + 1000)")
     p.add_argument("--headless", action="store_true", help="no Web UI")
     p.add_argument("--task-queue", help="task queue for the worker")
+    p.add_argument(
+        "--apply",
+        action="append",
+        default=[],
+        metavar="APP_FILE",
+        help="register this application file once the worker runs (repeatable)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--detach", action="store_true", help="run in the background and return once ready")
     mode.add_argument("--stop", action="store_true", help="stop a server started with --detach")
@@ -189,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service_file", metavar="SERVICE_FILE")
     p.add_argument("--version", required=True, help="the version to release, e.g. 1.4.2")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="parameter value (repeatable)")
-    p.add_argument("--app", metavar="FILE", help="application file (default: nearest prodline.yaml)")
+    p.add_argument(
+        "--app",
+        metavar="FILE",
+        help="local application file to check against first (default: nearest prodline.yaml); "
+        "the release obeys the revision registered in Temporal",
+    )
     p.add_argument("--initiator", help="who starts it (default: $PRODLINE_USER, $GITHUB_ACTOR or $USER)")
     p.add_argument("--wait", action="store_true", help="follow progress and exit with the release's outcome")
     _timeout(p, "the release")
