@@ -163,10 +163,10 @@ class ReleaseWorkflow:
         status.revision = plan.revision
         status.bundle = plan.service_bundle.digest if plan.service_bundle else ""
         bundle = plan.service_bundle
-        files = f" ({bundle.files} files, {bundle.size} bytes)" if bundle else ""
+        code = f"bundle {bundle.short} ({bundle.files} files, {bundle.size:,} bytes)" if bundle else "no bundle"
         self._board.event(
-            f"obeys {request.application} revision {plan.revision} ({plan.revision_digest[:12]}); "
-            f"code: bundle {status.bundle}{files}"
+            f"obeys {request.application} revision {plan.revision} "
+            f"({plan.revision_digest.removeprefix('sha256:')[:12]}); code: {code}"
         )
 
     # --- one environment ------------------------------------------------------------
