@@ -198,9 +198,16 @@ def test_a_release_waits_for_the_environment_queue_nobody_polls_and_says_which(
     status_view = cli.json("release", "status", release)
     assert run(_problem(temporal, description, status_view)).startswith(warning)
 
+    # What `release start` can say before the release gets there (from the registered environments).
+    assert run(_unserved(temporal, queues)) == [
+        f"no worker is polling task queue '{queues['production']}' (environment production); the release will "
+        f"wait there until one does (start `prodline worker --task-queue {queues['production']}` where production runs)"
+    ]
+
     queue_workers.append(
         QueueWorker(cli, queues["production"], tmp_path / "prod-box", RUNTIME="prod-box").start(temporal)
     )
+    assert run(_unserved(temporal, queues)) == []
     assert waiting.wait(60) == 0
     assert ran(log) == [
         "check staging-box staging",
@@ -208,6 +215,10 @@ def test_a_release_waits_for_the_environment_queue_nobody_polls_and_says_which(
         "check prod-box production",
         "deploy prod-box production",
     ]
+
+
+async def _unserved(temporal, queues: dict[str, str]) -> list[str]:
+    return await workers.unserved(await client_for(temporal), queues)
 
 
 def _pending_on(temporal, release: str, queue: str) -> WorkflowExecutionDescription | None:
@@ -257,3 +268,25 @@ def test_a_queue_is_named_with_the_environments_that_run_there():
     assert workers.where("shared-runtime", status) == "task queue 'shared-runtime' (environments staging, qa)"
     assert workers.where("prodline", status) == "task queue 'prodline'"
     assert workers.where("prod-runtime", None) == "task queue 'prod-runtime'"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs cli/release.py: `release start` warns of unserved environment queues (workers.unserved) and "
+    "`release status` of a running release warns (workers.problem with its description and status)",
+)
+def test_start_and_status_name_the_environment_queue_nobody_polls(cli, worker, project, temporal, unique):
+    queue = f"{unique}-production"
+    app = f"application: shop\nenvironments:\n  - name: production\n    task_queue: {queue}\n"
+    service_file = project(service(step("deploy", "true")), app=app)
+    release = project.release_id("1.2.0")
+    warning = f"no worker is polling task queue '{queue}' (environment production)"
+    try:
+        started = cli.run("release", "start", str(service_file), "--version", "1.2.0")
+        assert started.returncode == 0, started.stderr
+        assert warning in started.stderr
+        wait_for(lambda: _pending_on(temporal, release, queue), what="the deploy step to be scheduled")
+        status = cli.run("release", "status", release)
+        assert status.returncode == 0 and warning in status.stderr, status.stderr
+    finally:
+        cli.run("release", "cancel", release)

@@ -21,7 +21,7 @@ queue, so the warning can say "task queue 'prod-runtime' (environment production
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -159,6 +159,28 @@ async def problem(
                 f"on {where(stuck, status)} and no worker took it (did the worker stop, or is it overloaded?)"
             )
     return None
+
+
+async def unserved(client: Client, queues: Mapping[str, str]) -> list[str]:
+    """What to warn of before a release gets there: the environments (``{name: task queue}``, as the
+    application names them; empty: the control queue) whose own queue no live worker polls."""
+    by_queue: dict[str, list[str]] = {}
+    for name, queue in queues.items():
+        if queue:
+            by_queue.setdefault(queue, []).append(name)
+    warnings = []
+    for queue, names in by_queue.items():
+        try:
+            if await polling(client, queue, workflows=False):
+                continue
+        except RPCError:
+            continue  # cannot tell; the check on the way says so if it stays unserved
+        label = "environment" if len(names) == 1 else "environments"
+        warnings.append(
+            f"no worker is polling task queue {queue!r} ({label} {', '.join(names)}); the release will wait "
+            f"there until one does (start `prodline worker --task-queue {queue}` where {' and '.join(names)} runs)"
+        )
+    return warnings
 
 
 def _oldest(tasks: Iterable[Scheduled], now: datetime) -> tuple[str, timedelta] | None:
