@@ -1,8 +1,9 @@
 """``--wait``: following a release until it ends, a timeout passes, or Ctrl-C.
 
 While it waits it asks, every ``PRODLINE_WORKER_CHECK_SECONDS`` (30 s), whether
-a worker takes the release's work, and warns each time none does: without a
-worker a release waits forever, in silence. Neither the timeout nor Ctrl-C
+a worker takes the release's work, and warns each time none does, naming the
+task queue (an environment's own, when its work waits there): without a worker
+a release waits forever, in silence. Neither the timeout nor Ctrl-C
 touches the release; the last line says that it goes on and how to follow it.
 """
 
