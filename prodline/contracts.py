@@ -335,7 +335,11 @@ class ReleaseStatus(ReleaseRef):
     decisions: list[DecisionRecord] = Field(default_factory=list, description="Every approval, rejection and refusal.")
 
     def environment(self, name: str) -> EnvironmentStatus:
-        return next(e for e in self.environments if e.name == name)
+        """The environment called ``name``; KeyError before the plan is resolved or if there is none."""
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(f"release {self.release_id} has no environment {name!r} (yet)")
 
 
 __all__ = [

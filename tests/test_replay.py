@@ -19,6 +19,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from prodline.contracts import (
     APPLY_STEP,
+    APPLY_UPDATE,
     DECIDE_SIGNAL,
     EVALUATE_RULE,
     FAILURE_TYPES,
@@ -26,6 +27,7 @@ from prodline.contracts import (
     RECORD_DEPLOYMENT,
     RECORD_SIGNAL,
     RELEASE_WORKFLOW,
+    RESOLVE_RELEASE,
     ReleaseState,
 )
 from prodline.workers.worker import WORKFLOWS
@@ -57,6 +59,8 @@ def what_happens_in(events: list[HistoryEvent]) -> Iterator[str]:
                 yield f"patch {json.loads(marker.details['patch-data'].payloads[0].data)['id']}"
             else:  # a local activity
                 yield f"local activity {json.loads(marker.details['data'].payloads[0].data)['activity_type']}"
+        elif event.HasField("workflow_execution_update_accepted_event_attributes"):
+            yield f"update {event.workflow_execution_update_accepted_event_attributes.accepted_request.input.name}"
         elif event.HasField("workflow_execution_signaled_event_attributes"):
             yield f"signal {event.workflow_execution_signaled_event_attributes.signal_name}"
         elif event.HasField("timer_fired_event_attributes"):
@@ -72,7 +76,8 @@ def what_happens_in(events: list[HistoryEvent]) -> Iterator[str]:
 
 def test_the_recorded_histories_exercise_everything_a_release_does():
     """A replay proves only what its histories contain. Together they must hold every
-    activity the release calls, its local activity and the ledger's signal, a decision, a
+    activity the release calls, its local activities (resolving the plan, recording it) and the
+    ledger's signal, an application's registered revision, a decision, a
     durable timer, and the ways a release ends, so a re-recording cannot quietly drop one."""
     seen = {thing for fixture in FIXTURES for thing in what_happens_in(list(history(fixture).events))}
     expected = {
@@ -80,6 +85,8 @@ def test_the_recorded_histories_exercise_everything_a_release_does():
         f"activity {APPLY_STEP}",
         f"activity {EVALUATE_RULE}",
         f"local activity {RECORD_DEPLOYMENT}",
+        f"local activity {RESOLVE_RELEASE}",
+        f"update {APPLY_UPDATE}",
         f"signal {DECIDE_SIGNAL}",
         f"signal {RECORD_SIGNAL}",
         "timer fired",
@@ -88,6 +95,7 @@ def test_the_recorded_histories_exercise_everything_a_release_does():
         f"{RELEASE_WORKFLOW} failed: {FAILURE_TYPES[ReleaseState.rejected]}",
         f"{RELEASE_WORKFLOW} cancelled",
         "patch final-status-memo",
+        "patch registered-applications",
     }
     assert expected - seen == set(), f"no recorded history has {sorted(expected - seen)}"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import textwrap
@@ -22,8 +23,10 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
-from prodline.config import load_request
-from prodline.contracts import Decision, Verdict
+from prodline.artifacts.store import LocalArtifactStore
+from prodline.client.applications import ApplicationClient
+from prodline.client.prepare import prepare
+from prodline.contracts import Decision, Verdict, application_id
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer
 from prodline.workers.supervisor import free_port
@@ -72,24 +75,33 @@ async def record() -> None:
     (work / "svc").mkdir()
     (work / "svc" / "prodline.service.yaml").write_text(SERVICE)
     deploy = work / "svc" / "deploy.sh"
+    # Steps run in a copy of the bundle: the switches this script reads are named by path.
     deploy.write_text(
-        textwrap.dedent("""\
+        textwrap.dedent(f"""\
         #!/bin/sh
-        [ -f ../fail ] && { echo "boom" >&2; exit 3; }
-        while [ -f ../hold ]; do sleep 0.05; done
+        [ -f {work}/fail ] && {{ echo "boom" >&2; exit 3; }}
+        while [ -f {work}/hold ]; do sleep 0.05; done
         echo deployed
         """)
     )
     deploy.chmod(0o755)
+    # The worker's and the CLI's shared store and the worker's bundle cache, for this run only.
+    store = LocalArtifactStore(work / "artifacts")
+    os.environ["PRODLINE_ARTIFACT_DIR"] = str(work / "artifacts")
+    os.environ["PRODLINE_CACHE_DIR"] = str(work / "cache")
+    os.environ["PRODLINE_TERRAFORM_DATA_DIR"] = str(work / "terraform")
     server = DevServer(work / "state", port=free_port(), ui=False)
     await server.start()
     try:
         client = await connect(server.address, "default")
         async with build_worker(client, QUEUE):
             service_file = work / "svc" / "prodline.service.yaml"
+            applications = ApplicationClient(client, QUEUE)
+            await applications.apply(work / "prodline.yaml", "platform-team", store)
+            await applications.apply(work / "prodline.yaml", "platform-team", store)  # unchanged: no revision
 
             async def start(version: str) -> WorkflowHandle:
-                request = load_request(service_file, version, {}, "ci-bot")
+                request = (await prepare(client, service_file, version, {}, "ci-bot", store)).request
                 return await client.start_workflow(
                     ReleaseWorkflow.run, request, id=request.release_id, task_queue=QUEUE,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -100,8 +112,9 @@ async def record() -> None:
 
             async def until(handle, predicate) -> None:
                 for _ in range(600):
-                    if predicate(await status(handle)):
-                        return
+                    with contextlib.suppress(KeyError):  # no environments before the plan is resolved
+                        if predicate(await status(handle)):
+                            return
                     await asyncio.sleep(0.05)
                 raise TimeoutError(handle.id)
 
@@ -143,11 +156,15 @@ async def record() -> None:
             ):
                 history = await handle.fetch_history()
                 (HERE / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
-            ledger = client.get_workflow_handle("deployments:shop.checkout:staging")
-            await ledger.terminate("recorded")  # close it so its history is complete
-            (HERE / "ledger.json").write_text(
-                json.dumps(json.loads((await ledger.fetch_history()).to_json()), indent=1) + "\n"
-            )
+            for name, workflow_id in (
+                ("ledger", "deployments:shop.checkout:staging"),
+                ("application", application_id("shop")),
+            ):
+                entity = client.get_workflow_handle(workflow_id)
+                await entity.terminate("recorded")  # close it so its history is complete
+                (HERE / f"{name}.json").write_text(
+                    json.dumps(json.loads((await entity.fetch_history()).to_json()), indent=1) + "\n"
+                )
     finally:
         server.stop()
     print(f"recorded histories in {HERE}", file=sys.stderr)
