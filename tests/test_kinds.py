@@ -15,13 +15,13 @@ import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from prodline.artifacts.store import open_store
 from prodline.activities.rules import PEOPLE_KINDS, RuleActivities
 from prodline.activities.rules import by_kind as evaluators_by_kind
 from prodline.activities.rules.base import RuleEvaluator
 from prodline.activities.steps import RUNNERS, by_kind
 from prodline.activities.steps.base import StepRunner
 from prodline.activities.steps.command import CommandRunner
+from prodline.artifacts.store import open_store
 from prodline.config.rules import ApprovalRule, Precondition, RuleSpec, rule_kinds
 from prodline.config.steps import CommandStep, Step, StepSpec, step_kinds
 from prodline.contracts import (

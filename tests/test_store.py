@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from boto3.session import Session
-from s3server import S3Server
 
 from prodline.artifacts.s3 import CHECKSUM_METADATA, S3ArtifactStore
 from prodline.artifacts.store import (
@@ -32,6 +31,8 @@ from prodline.artifacts.store import (
 )
 from prodline.errors import InvalidInput, Unavailable
 from prodline.workers.supervisor import free_port
+
+from s3server import S3Server
 
 MB = 1 << 20
 
