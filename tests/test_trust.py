@@ -147,9 +147,7 @@ def test_a_tampered_bundle_object_is_refused_as_corrupt_at_once(
     assert second.returncode == 1, second.stdout + second.stderr
     outcome = json.loads(second.stdout)
     assert outcome["state"] == "failed"
-    assert outcome["reason"].startswith(f"the release cannot start: bundle {ref.digest} in "), outcome["reason"]
-    assert "is corrupt" in outcome["reason"]
-    assert listed(cli, project, "failed") == [project.release_id("1.0.1")]
+    assert f"bundle {ref.digest} in " in outcome["reason"] and " is corrupt: " in outcome["reason"]
     assert "evil" not in "".join(p.read_text() for p in tmp_path.glob("deployed-*"))
     assert attempts_of(temporal, project.release_id("1.0.1")) == [1]  # not retried: retrying cannot help
     _, production = ledgers(temporal, project)
@@ -308,12 +306,31 @@ def test_a_service_file_in_the_bundle_that_does_not_validate_fails_with_located_
     status = final_status(cli, release)
     assert status["state"] == "failed"
     reason = status["reason"]
-    assert reason.startswith("the release cannot start: the service file in bundle sha256:"), reason
+    assert "the service file in bundle sha256:" in reason, reason
     assert f"does not validate against {project.application} revision 1:" in reason
     assert f"  prodline.service.yaml:{canary}: environments.canary: no environment 'canary' in application" in reason
     assert f"  prodline.service.yaml:{skip}: environments.production.skip.migrate: no step named 'migrate'" in reason
-    assert listed(cli, project, "failed") == [release]
     assert not list(tmp_path.glob("deployed-*"))
+
+
+def test_a_release_refused_before_it_starts_ends_failed_in_its_status_events_and_the_list(
+    cli, worker, project, temporal, task_queue
+):
+    # A refusal at resolve (a broken service file, a corrupt bundle, an unregistered
+    # application) must end the release like any failure: its reason says it could not
+    # start, its events say it failed, and `release list --state failed` finds it.
+    service_file = deploy_service(project)
+    cli.apply(project.root / "prodline.yaml")
+    service_file.write_text(service_file.read_text() + "environments:\n  canary: {}\n")
+    release = start_directly(
+        temporal, task_queue, service_file.parent, {"application": project.application, "version": "1.0.0"}
+    )
+    status = final_status(cli, release)
+    assert status["state"] == "failed"
+    assert status["reason"].startswith("the release cannot start: the service file in bundle "), status["reason"]
+    assert status["events"][-1]["message"].startswith("release failed: the release cannot start: ")
+    assert listed(cli, project, "running") == []
+    assert listed(cli, project, "failed") == [release]
 
 
 def test_rules_sent_in_the_request_are_ignored_for_the_registered_ones(
@@ -337,3 +354,48 @@ def test_rules_sent_in_the_request_are_ignored_for_the_registered_ones(
     assert cli.run("approve", release, "--as", "alice").returncode == 0
     assert final_status(cli, release)["state"] == "succeeded"
     assert not (tmp_path / "forged").exists()
+
+
+def test_a_direct_start_for_an_unregistered_application_fails_naming_app_apply(
+    cli, worker, project, temporal, task_queue
+):
+    service_file = deploy_service(project)  # never registered
+    release = start_directly(
+        temporal, task_queue, service_file.parent, {"application": project.application, "version": "1.0.0"}
+    )
+    status = final_status(cli, release)
+    assert status["state"] == "failed"
+    assert status["reason"].endswith(
+        f"application {project.application!r} is not registered in Temporal: "
+        "the platform team registers it with `prodline app apply prodline.yaml`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"service_file": "../../prodline.service.yaml"}, "is not a path inside the bundle"),
+        ({"service_file": "/etc/hostname"}, "is not a path inside the bundle"),
+        ({"service_file": "deploy.sh"}, "deploy.sh:2: not a prodline file"),
+        ({"service": "payments"}, "prodline.service.yaml in the bundle is service 'checkout', not 'payments'"),
+        ({"bundle": None}, "the release names no bundle"),
+    ],
+    ids=["dotdot", "absolute", "not-a-service-file", "another-service", "no-bundle"],
+)
+def test_a_direct_start_that_does_not_name_the_bundles_own_service_file_is_refused(
+    cli, worker, project, tmp_path, temporal, task_queue, fields, reason
+):
+    service_file = deploy_service(project)
+    cli.apply(project.root / "prodline.yaml")
+    # The legacy fields as an old client would send them: with no bundle, the code at this path.
+    legacy = {"service_dir": str(service_file.parent), "application_dir": str(project.root)}
+    release = start_directly(
+        temporal,
+        task_queue,
+        service_file.parent,
+        {"application": project.application, "version": "1.0.0", **legacy, **fields},
+    )
+    status = final_status(cli, release)
+    assert status["state"] == "failed"
+    assert reason in status["reason"], status["reason"]
+    assert not list(tmp_path.glob("deployed-*"))
