@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from prodline.artifacts.store import ArtifactStore, open_store
@@ -18,7 +19,10 @@ from prodline.errors import InvalidInput
 
 from . import exit_codes, render
 from .common import connected, emit, initiator, warn
-from .follow import follow
+from .follow import WORKER_CHECK_SECONDS, follow
+
+# `release status`: work scheduled this long ago and not started means no worker takes it.
+STATUS_STALL = timedelta(seconds=WORKER_CHECK_SECONDS)
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -84,6 +88,8 @@ async def _start(args: argparse.Namespace, client: ReleaseClient, values: dict[s
     problem = await client.worker_problem(started.task_queue)
     if problem:
         warn(problem)
+    for unserved in await client.unserved(prepared.queues):
+        warn(unserved)
     if not (args.wait and args.json):
         words = "started" if started.how == "started" else "is already running"
         words += "; following it" if args.wait else ""
@@ -124,6 +130,12 @@ async def status(args: argparse.Namespace, client: ReleaseClient) -> int:
             warn(f"no worker answers for {args.release_id} (task queue {queue!r}): showing its state only")
         else:
             warn(f"the history of {args.release_id} could not be read back: showing its state only")
+    elif view.outcome.running:
+        # The workflow answers, but its work may wait on an environment's queue nobody polls.
+        desc = view.outcome.description
+        problem = await client.worker_problem(desc.task_queue, desc, STATUS_STALL, view.status)
+        if problem:
+            warn(problem)
     link = client.ui_url(args.release_id)
     if args.json:
         print(

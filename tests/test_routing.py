@@ -270,11 +270,6 @@ def test_a_queue_is_named_with_the_environments_that_run_there():
     assert workers.where("prod-runtime", None) == "task queue 'prod-runtime'"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs cli/release.py: `release start` warns of unserved environment queues (workers.unserved) and "
-    "`release status` of a running release warns (workers.problem with its description and status)",
-)
 def test_start_and_status_name_the_environment_queue_nobody_polls(cli, worker, project, temporal, unique):
     queue = f"{unique}-production"
     app = f"application: shop\nenvironments:\n  - name: production\n    task_queue: {queue}\n"

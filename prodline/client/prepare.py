@@ -38,6 +38,7 @@ class Prepared:
     revision: Revision
     uploaded: int  # bytes sent to the store: 0 when it had the bundle already
     notes: list[str] = field(default_factory=list)
+    queues: dict[str, str] = field(default_factory=dict)  # environment -> its task queue ("" : the control queue)
 
 
 async def prepare(
@@ -87,7 +88,8 @@ async def prepare(
         service_file=inside,
         parameters=values,
     )
-    return Prepared(request, revision, uploaded, notes)
+    queues = {env.name: env.task_queue or "" for env in app.environments}
+    return Prepared(request, revision, uploaded, notes, queues)
 
 
 def check_locally(

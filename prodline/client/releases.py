@@ -273,10 +273,18 @@ class ReleaseClient:
         return await read_ledger(self.temporal, application, service, environment)
 
     async def worker_problem(
-        self, queue: str, description: WorkflowExecutionDescription | None = None, stall: timedelta | None = None
+        self,
+        queue: str,
+        description: WorkflowExecutionDescription | None = None,
+        stall: timedelta | None = None,
+        status: ReleaseStatus | None = None,
     ) -> str | None:
         """Why a release on ``queue`` does not move for want of a worker (see :mod:`.workers`), or None."""
-        return await workers.problem(self.temporal, queue, description, stall)
+        return await workers.problem(self.temporal, queue, description, stall, status)
+
+    async def unserved(self, queues: dict[str, str]) -> list[str]:
+        """Warnings for the environments whose own task queue no worker polls (see :mod:`.workers`)."""
+        return await workers.unserved(self.temporal, queues)
 
     # --- steering -------------------------------------------------------------------------
 
