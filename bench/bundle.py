@@ -160,6 +160,8 @@ def measure(runs: int) -> dict:
             "median": {k: statistics.median(v) for k, v in times.items()},
             "fetch": statistics.median(fetch),
             "checkout": {k: statistics.median(v) for k, v in checkout.items()},
+            # The fastest run too: file creation on a busy shared disk stalls now and then.
+            "checkout_best": {k: min(v) for k, v in checkout.items()},
         }
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(scratch)], check=False)
@@ -204,7 +206,7 @@ def ms(seconds: float) -> str:
 
 
 def report(r: dict, runs: int, load: dict) -> str:
-    m, c = r["median"], r["checkout"]
+    m, c, b = r["median"], r["checkout"], r["checkout_best"]
     ratio = m["first"] / m["baseline"]
     verdict = "met" if ratio <= 1.5 else "**missed**"
     small_verdict = "met" if c["small"] < 0.05 else "**missed**"
@@ -228,13 +230,13 @@ def report(r: dict, runs: int, load: dict) -> str:
             "",
             "On the worker:",
             "",
-            "| what | median | `cp -r` of the same tree |",
+            "| what | median (fastest) | `cp -r` of the same tree |",
             "|---|---|---|",
             f"| first use: fetch, verify, extract ({r['files']:,} files) | {ms(r['fetch'])} | |",
-            f"| checkout for a step, {r['files']:,} files, {r['bytes'] / 2**20:.0f} MB | {ms(c['big'])} | "
-            f"{ms(c['cp_big'])} |",
-            f"| checkout for a step, small service ({r['small_files']} files) | {ms(c['small'])} | "
-            f"{ms(c['cp_small'])} |",
+            f"| checkout for a step, {r['files']:,} files, {r['bytes'] / 2**20:.0f} MB | {ms(c['big'])} "
+            f"({ms(b['big'])}) | {ms(c['cp_big'])} ({ms(b['cp_big'])}) |",
+            f"| checkout for a step, small service ({r['small_files']} files) | {ms(c['small'])} "
+            f"({ms(b['small'])}) | {ms(c['cp_small'])} ({ms(b['cp_small'])}) |",
             "",
             f"Target (materialising under 50 ms): the small service {ms(c['small'])} ({small_verdict}); the "
             f"{r['files']:,}-file folder {ms(c['big'])} ({big_verdict}; a full copy costs what `cp -r` costs, "

@@ -461,9 +461,9 @@ def test_a_bundle_damaged_behind_the_stores_back_is_refused_as_corrupt(tmp_path,
     assert cache_is_empty(cache)
 
 
-def entry(name: str, data: bytes = b"", *, link: str | None = None, kind: bytes | None = None, **pax: str):
+def entry(name: str, data: bytes = b"", *, link: str | None = None, kind: bytes | None = None, pax=None):
     info = tarfile.TarInfo(name)
-    info.size, info.pax_headers = len(data), pax
+    info.size, info.pax_headers = len(data), pax or {}
     if link is not None:
         info.type, info.linkname, info.size = tarfile.SYMTYPE, link, 0
     if kind is not None:
@@ -497,7 +497,7 @@ def forged(store: LocalArtifactStore, members: list[tuple[tarfile.TarInfo, bytes
         ([entry("ok.txt", b"ok"), entry("hard", kind=tarfile.LNKTYPE, link="/etc/passwd")], "'hard' is not a file"),
         ([entry("pipe", kind=tarfile.FIFOTYPE)], "entry 'pipe' is not a file or a symbolic link"),
         ([entry("dir", kind=tarfile.DIRTYPE)], "entry 'dir' is not a file or a symbolic link"),
-        ([entry("big", b"x", **{"GNU.sparse.realsize": "99999999999"})], "'big' carries PAX headers or sparse"),
+        ([entry("big", b"x", pax={"GNU.sparse.realsize": "99999999999"})], "'big' carries PAX headers or sparse"),
         ([entry("a", b"1"), entry("a", b"2")], "entry 'a' appears twice"),
     ],
 )
