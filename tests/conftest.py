@@ -42,10 +42,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session", autouse=True)
 def worker_state(tmp_path_factory):
-    """Plans, outputs and Terraform data dirs of test releases stay in the session's temp dir."""
+    """Bundles, plans, outputs, bundle caches and Terraform data of test releases stay in the session's temp dir."""
     root = tmp_path_factory.mktemp("worker-state")
     os.environ["PRODLINE_ARTIFACT_DIR"] = str(root / "artifacts")
     os.environ["PRODLINE_TERRAFORM_DATA_DIR"] = str(root / "terraform")
+    os.environ["PRODLINE_CACHE_DIR"] = str(root / "cache")  # the workers' bundle cache
     return root
 
 
@@ -203,6 +204,7 @@ class Cli:
         env = {**self.env, "PRODLINE_TASK_QUEUE": REGISTRY_QUEUE, "PRODLINE_USER": "platform-team"}
         result = subprocess.run(self.argv("app", "apply", str(app_file)), env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+        self._applied.add((app_file.resolve(), app_file.read_bytes()))
         return result
 
     def _register_before_start(self, args: tuple[str, ...], cwd: Path | None) -> None:
@@ -213,10 +215,8 @@ class Cli:
         app_file = app_file or find_application_file(service_file)
         if app_file is None or not app_file.is_file():
             return
-        key = (app_file.resolve(), app_file.read_bytes())
-        if key not in self._applied:
+        if (app_file.resolve(), app_file.read_bytes()) not in self._applied:
             self.apply(app_file)
-            self._applied.add(key)
 
     def run(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
         self._register_before_start(args, cwd)

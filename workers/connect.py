@@ -26,7 +26,10 @@ class TemporalUnavailable(Unavailable):
 
 def connect_config(address: str | None = None, namespace: str | None = None) -> dict:
     try:
-        config = dict(ClientConfig.load_client_connect_config())
+        # An empty TEMPORAL_* variable counts as unset: CI systems turn a secret that is not
+        # defined into "" (an empty API key would otherwise switch TLS on, "" be a namespace).
+        variables = {k: v for k, v in os.environ.items() if v or not k.startswith("TEMPORAL_")}
+        config = dict(ClientConfig.load_client_connect_config(override_env_vars=variables))
     except Exception as exc:  # a broken temporal.toml or TLS file
         raise TemporalUnavailable(f"cannot load the Temporal connection settings: {exc}") from None
     config.setdefault("target_host", DEFAULT_ADDRESS)

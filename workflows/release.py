@@ -157,6 +157,8 @@ class ReleaseWorkflow:
             if isinstance(exc.cause, CancelledError):
                 raise asyncio.CancelledError() from exc
             raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {activity_failure(exc)}") from None
+        except ApplicationError as exc:  # how a local activity's last failure arrives
+            raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {exc.message}") from None
         self._plan = plan
         status = self._board.status
         status.environments = _environment_statuses(plan.environments)
