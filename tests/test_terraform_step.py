@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
 import subprocess
 import textwrap
 import time
@@ -17,8 +18,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from prodline.activities.steps import apply_step, plan_step
-from prodline.activities.steps.terraform import TerraformRunner
-from prodline.activities.terraform import TerraformCli, embedded_terraform_binary, terraform_env
+from prodline.activities.steps.terraform import TerraformRunner, local_state_dir
+from prodline.activities.terraform import (
+    OVERRIDE_FILE,
+    Backend,
+    TerraformCli,
+    embedded_terraform_binary,
+    local_state_override,
+    terraform_env,
+)
 from prodline.config.loader import load_service
 from prodline.config.release import load_plan
 from prodline.contracts import STALE_PLAN, StepResult, StepRun
@@ -91,10 +99,19 @@ def terraform_project(project, tmp_path, monkeypatch):
     return write
 
 
-def _state(service_file: Path, workspace: str) -> dict:
-    return json.loads(
-        (service_file.parent / "infra" / "terraform.tfstate.d" / workspace / "terraform.tfstate").read_text()
-    )
+def infra_state(service_file: Path, environment: str) -> Path:
+    """Where the worker keeps the infra step's local state in ``environment``: its data dir, never
+    the module's folder (a throwaway copy of the bundle)."""
+    return local_state_dir(load_service(service_file)[0].application, "checkout", environment, "infra")
+
+
+def state_folder(service_file: Path, environment: str) -> Path:
+    """The folder of the state file (and its lock) of the environment's workspace (named after it)."""
+    return infra_state(service_file, environment) / "workspaces" / environment
+
+
+def _state(service_file: Path, environment: str) -> dict:
+    return json.loads((state_folder(service_file, environment) / "terraform.tfstate").read_text())
 
 
 def test_plan_is_shown_before_approval_and_applied_per_workspace(
@@ -108,7 +125,7 @@ def test_plan_is_shown_before_approval_and_applied_per_workspace(
         infra = status["environments"][1]["steps"][0]
         assert infra["summary"] == "2 to add, 0 to change, 0 to destroy"
         assert "create: terraform_data.app" in infra["plan"] and "create: terraform_data.db" in infra["plan"]
-        assert not (service_file.parent / "infra/terraform.tfstate.d/production/terraform.tfstate").exists()
+        assert not (state_folder(service_file, "production") / "terraform.tfstate").exists()
         shown = cli.run("release", "status", release).stdout  # what a person reads before approving
         assert "plan of infra: 2 to add" in shown and "create: terraform_data.app" in shown
         approval = cli.run("approve", release, "--as", "alice")
@@ -156,14 +173,20 @@ def test_a_stale_plan_is_planned_again_and_approved_again(cli, worker, project, 
     assert app["instances"][0]["attributes"]["input"]["value"] == "5.0.1"
 
 
-def by_hand_in(service_file: Path, workspace: str, env: dict[str, str]) -> TerraformCli:
-    """Terraform as a person at a terminal would run it on the step's module and workspace."""
-    infra = str(service_file.parent / "infra")
-    cli = TerraformCli(embedded_terraform_binary(), infra, {"TF_DATA_DIR": str(service_file.parent / "by-hand"), **env})
+def by_hand_in(service_file: Path, environment: str, env: dict[str, str]) -> TerraformCli:
+    """Terraform as a person at a terminal would run it on the step's module and workspace: in a
+    checkout of their own (not the service's folder, which releases bundle), on the state the
+    worker keeps for the step, as an override file of their own names it."""
+    own = service_file.parent.parent / "by-hand"
+    shutil.copytree(service_file.parent / "infra", own / "infra", dirs_exist_ok=True)
+    override = local_state_override(Backend("local"), infra_state(service_file, environment))
+    assert override is not None
+    (own / "infra" / OVERRIDE_FILE).write_text(override)
+    cli = TerraformCli(embedded_terraform_binary(), str(own / "infra"), {"TF_DATA_DIR": str(own / "data"), **env})
 
     async def prepare() -> None:
         await cli.init()
-        await cli.select_workspace(workspace)
+        await cli.select_workspace(environment)
 
     run(prepare())
     return cli
@@ -233,7 +256,7 @@ def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(
     service_file = terraform_project()
     release = project.release_id("5.0.3")
     cli.run("release", "start", str(service_file), "--version", "5.0.3", "--param", "delay=60")
-    infra = service_file.parent / "infra"
+    lock = state_folder(service_file, "staging") / ".terraform.tfstate.lock.info"
 
     def applying() -> bool:
         status = cli.run("release", "status", release, "--json")
@@ -242,17 +265,10 @@ def test_cancelling_a_slow_apply_interrupts_terraform_and_leaves_no_lock(
     wait_for(applying, timeout=60, what="the apply to start")
     # Heartbeats carry progress: the first resource is done, the slow one is still being created.
     wait_for(lambda: heartbeat(temporal, release).get("resources") == 1, timeout=30, what="progress in heartbeats")
-    wait_for(
-        lambda: (
-            (infra / "terraform.tfstate.d/staging/.terraform.tfstate.lock.info").exists()
-            or (infra / ".terraform.tfstate.lock.info").exists()
-        ),
-        timeout=30,
-        what="terraform to take its lock",
-    )
+    wait_for(lock.exists, timeout=30, what="terraform to take its lock")
     result = cli.run("release", "cancel", release, "--wait", "--json")
     assert result.returncode == 0 and json.loads(result.stdout)["state"] == "cancelled"
-    assert not (infra / "terraform.tfstate.d/staging/.terraform.tfstate.lock.info").exists()
+    assert not lock.exists()
     # The state is unlocked: a plain plan (with locking, not waiting for the lock) works at once.
     after = by_hand_in(service_file, "staging", {"TF_VAR_app_version": "x"})
     run(dataclasses.replace(after, lock_timeout=timedelta(0)).plan("after.tfplan"))
@@ -288,7 +304,7 @@ def test_a_plan_waits_for_a_state_lock_being_released(terraform_project):
     spec = infra.step.terraform
     assert spec is not None
     holder = by_hand_in(service_file, "staging", {"TF_VAR_app_version": "hand", "TF_VAR_delay": "2"})
-    lock = service_file.parent / "infra/terraform.tfstate.d/staging/.terraform.tfstate.lock.info"
+    lock = state_folder(service_file, "staging") / ".terraform.tfstate.lock.info"
 
     async def plan_while_locked(runner: TerraformRunner) -> StepResult | ApplicationError:
         """Plan the step while a slow apply (a provisioner sleeping 2 s) holds the state lock."""
