@@ -28,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
+from prodline.activities.steps.terraform import local_state_dir
 from prodline.workers.devserver import DevServer
 from prodline.workers.supervisor import free_port
 
-from conftest import Cli, WorkerThread, client_for, process_alive, run, wait_for
+from conftest import REGISTRY_QUEUE, Cli, WorkerThread, client_for, process_alive, run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,9 @@ ORDER = [(env, step) for env in ENVIRONMENTS for step in STEPS]
 
 
 def write_release(root: Path, app_name: str, hold: tuple[str, str] | None) -> Path:
-    """Three steps in two environments; `hold` blocks until a gate file appears."""
+    """Three steps in two environments; `hold` blocks until a gate file appears.
+
+    Steps run in a copy of the service's bundle: the log and the gate are in ``root`` by its path."""
     (root / "prodline.yaml").write_text(
         f"application: {app_name}\nenvironments:\n  - name: staging\n  - name: production\n"
     )
@@ -52,11 +55,11 @@ def write_release(root: Path, app_name: str, hold: tuple[str, str] | None) -> Pa
     script.write_text(
         textwrap.dedent(f"""\
         #!/bin/sh
-        echo "$PRODLINE_ENVIRONMENT/$1 start" >> ../log
+        echo "$PRODLINE_ENVIRONMENT/$1 start" >> {root}/log
         if [ "$PRODLINE_ENVIRONMENT/$1" = "{gate_env}/{gate_step}" ]; then
-          while [ ! -f ../gate ]; do sleep 0.05; done
+          while [ ! -f {root}/gate ]; do sleep 0.05; done
         fi
-        echo "$PRODLINE_ENVIRONMENT/$1 done" >> ../log
+        echo "$PRODLINE_ENVIRONMENT/$1 done" >> {root}/log
         """)
     )
     script.chmod(0o755)
@@ -193,6 +196,8 @@ def test_server_restart_mid_release(tmp_path, cli):
     service_file = write_release(root, app_name, ("staging", "deploy"))
     env = dict(cli.env, TEMPORAL_ADDRESS=server.address, PRODLINE_TASK_QUEUE="restart")
     worker = WorkerThread(server.address, "restart").start()
+    # The application is registered on this server too, and its entity workflow must outlive the restart.
+    registry = WorkerThread(server.address, REGISTRY_QUEUE).start()
     try:
         started = Cli(env).run("release", "start", str(service_file), "--version", "1.0.0")
         assert started.returncode == 0, started.stderr
@@ -211,6 +216,7 @@ def test_server_restart_mid_release(tmp_path, cli):
         assert json.loads(result.stdout)["state"] == "succeeded"
     finally:
         worker.stop()
+        registry.stop()
         server.stop()
     log = (root / "log").read_text()
     assert log.count("staging/migrate start") == 1
@@ -222,7 +228,7 @@ variable "app_version" { type = string }
 resource "terraform_data" "app" {
   input = var.app_version
   provisioner "local-exec" {
-    command = "echo start >> ../provisioned; sleep 3; echo done >> ../provisioned"
+    command = "echo start >> ROOT/provisioned; sleep 3; echo done >> ROOT/provisioned"
   }
 }
 """
@@ -242,12 +248,13 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path, kill):
     )
     svc = tmp_path / "svc"
     (svc / "infra").mkdir(parents=True)
-    (svc / "infra" / "main.tf").write_text(TERRAFORM_MODULE)
+    # Terraform and the steps run in a copy of the bundle: what they leave for the test is in tmp_path.
+    (svc / "infra" / "main.tf").write_text(TERRAFORM_MODULE.replace("ROOT", str(tmp_path)))
     (svc / "prodline.service.yaml").write_text(
         f"service: checkout\napplication: {app_name}\nsteps:\n"
         f"  - name: infra\n    terraform: {{dir: infra, binary: {embedded_terraform_binary()}, variables: {{app_version: '{{{{ version }}}}'}}}}\n"
         "    heartbeat_timeout: 3s\n    retry: {initial_interval: 100ms}\n"
-        "  - name: announce\n    command: {apply: 'echo \"$PRODLINE_ENVIRONMENT\" >> ../announced'}\n"
+        f"  - name: announce\n    command: {{apply: 'echo \"$PRODLINE_ENVIRONMENT\" >> {tmp_path}/announced'}}\n"
     )
     env = dict(cli.env, PRODLINE_TASK_QUEUE=f"crash-tf-{uuid.uuid4().hex[:6]}")
     worker = cli.worker(env)
@@ -281,13 +288,15 @@ def test_worker_killed_mid_terraform_apply(cli, temporal, tmp_path, kill):
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
-    for workspace in ("staging", "production"):
-        state = json.loads((svc / "infra/terraform.tfstate.d" / workspace / "terraform.tfstate").read_text())
+    for workspace in ("staging", "production"):  # one workspace per environment, named after it
+        # The worker keeps local state in its data dir, not in the module's (copied) folder.
+        state_dir = local_state_dir(app_name, "checkout", workspace, "infra") / "workspaces" / workspace
+        state = json.loads((state_dir / "terraform.tfstate").read_text())
         [app] = [r for r in state["resources"] if r["name"] == "app"]
         assert app["instances"][0]["attributes"]["input"]["value"] == "7.0.0"
         assert "status" not in app["instances"][0]  # not left tainted
     assert (tmp_path / "announced").read_text().split() == ["staging", "production"]
-    provisioned = (svc / "provisioned").read_text().split()
+    provisioned = (tmp_path / "provisioned").read_text().split()
     assert provisioned.count("done") == provisioned.count("start") - 1  # all but the cut-off one finished
 
 
