@@ -23,10 +23,10 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from prodline.artifacts.store import ArtifactStore
 from prodline.config.steps import PulumiStep
 from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
 
-from prodline.artifacts.store import ArtifactStore
 from ..context import WorkerContext
 from ..process import heartbeat_while, redact
 from .base import StepRunner, applied, approved_plan_file, saved_plan, scratch_file
