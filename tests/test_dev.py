@@ -88,6 +88,29 @@ def test_a_server_left_by_a_killed_dev_process_does_not_block_the_next_start(dev
     assert len(servers_of(dev.state)) == 1
 
 
+def test_dev_apply_registers_the_application_once_across_restarts(dev):
+    """`prodline dev --apply FILE` registers an application, as the platform team would: a release
+    of its services can start at once. Started again on the same state, nothing new is registered."""
+    example = REPO / "examples/shop/prodline.yaml"
+    address = dict(os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{dev.port}")
+    address.pop("PRODLINE_TASK_QUEUE", None)  # the queue `prodline dev` serves: the default
+    started = dev("--detach", "--apply", str(example))
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "application shop: revision 1 registered" in (dev.state / "dev.log").read_text()
+    shown = prodline("app", "show", "shop", "--json", env=address)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    revision = json.loads(shown.stdout)
+    assert (revision["number"], revision["applied_by"]) == (1, "prodline dev")
+
+    assert dev("--stop").returncode == 0
+    again = dev("--detach", "--apply", str(example))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "application shop: revision 1 unchanged" in (dev.state / "dev.log").read_text()
+    history = prodline("app", "history", "shop", "--json", env=address)
+    assert history.returncode == 0, history.stdout + history.stderr
+    assert [r["number"] for r in json.loads(history.stdout)] == [1]
+
+
 def test_make_demo_on_another_port_keeps_what_it_writes_in_the_state_dir(tmp_path):
     port, ui_port = free_port(), free_port()
     state = tmp_path / "state"
@@ -105,6 +128,12 @@ def test_make_demo_on_another_port_keeps_what_it_writes_in_the_state_dir(tmp_pat
 
         listed = json.loads(prodline("release", "list", "--json", env=address).stdout)
         assert [r["state"] for r in listed] == ["succeeded"]
+        # The demo registered the example application (`prodline app apply`) and the release obeyed
+        # that revision, with the service's code from a bundle.
+        [revision] = json.loads(prodline("app", "history", "shop", "--json", env=address).stdout)
+        assert (revision["number"], revision["applied_by"]) == (1, "platform-team")
+        status = json.loads(prodline("release", "status", listed[0]["release_id"], "--json", env=address).stdout)
+        assert status["revision"] == 1 and status["bundle"].startswith("sha256:")
         for environment in ("staging", "production"):
             assert (state / "demo/terraform" / environment / "terraform.tfstate").is_file()
             assert (state / "demo" / environment / "checkout.version").is_file()
