@@ -8,9 +8,9 @@ folder lists them in: PAX format, entries sorted by path, no folder entries
 The digest is the SHA-256 of that tar, and the store keeps the tar itself
 under ``bundles/sha256/<hex>.tar``: not compressed, because packing runs on
 every ``release start`` (unchanged content included) and gzip, even at level 1,
-made packing a 20 MB folder three times slower than ``tar`` plus ``sha256sum``
-(bench/bundle.py); and uncompressed, the stored object's own checksum is the
-bundle's digest. The archive is written in one streaming pass (hashed as the
+adds about twice what ``tar`` plus ``sha256sum`` take for a 20 MB folder
+(bench/bundle.py), against a 1.5x budget; and uncompressed, the stored
+object's own checksum is the bundle's digest. The archive is written in one streaming pass (hashed as the
 files are read), never held in memory whole.
 
 Which files go in is :mod:`.listing`'s job.
