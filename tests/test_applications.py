@@ -8,7 +8,6 @@ team's CI would call it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import uuid
@@ -19,7 +18,6 @@ import pytest
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
 
-from prodline.artifacts import bundle
 from prodline.artifacts.bundle import bundle_key
 from prodline.artifacts.store import LocalArtifactStore
 from prodline.client import applications
@@ -193,7 +191,7 @@ def test_apply_registers_revisions_and_recognises_the_same_config(temporal, task
     assert first.revision.changes == ["first revision: environments staging, production"]
     assert first.revision.path == "prodline.yaml" and first.revision.comment == "first rules"
     files = first.revision.bundle
-    assert files is not None and files.files == (1 if PACK_EXCLUDES else 2)  # smoke.sh (and the file)
+    assert files is not None and files.files == 1  # smoke.sh: the file's text travels as the source
     assert store.get(bundle_key(files))  # the files its rules run are in the store
 
     # Applying the same again registers nothing (a retried CI job).
@@ -203,7 +201,7 @@ def test_apply_registers_revisions_and_recognises_the_same_config(temporal, task
     path.write_text(app_text(name, PRODUCTION_RULES.replace("      - approval: {approvers: [alice, bob]}\n", "")))
     second = with_apps(temporal, task_queue, lambda a: a.apply(path, "mallory", store))
     assert second.created and second.revision.number == 2
-    assert settings(second.revision.changes) == ["production: precondition approval removed"]
+    assert second.revision.changes == ["production: precondition approval removed"]
     assert second.revision.applied_by == "mallory"
 
     async def read(apps: ApplicationClient):
@@ -215,16 +213,7 @@ def test_apply_registers_revisions_and_recognises_the_same_config(temporal, task
     assert current is not None and current.number == 2 and current.source == path.read_text()
 
 
-# Until the bundle can leave the application file out, a comment edit changes the bundle.
-PACK_EXCLUDES = "exclude" in inspect.signature(bundle.pack).parameters
 
-
-def settings(changes: list[str]) -> list[str]:
-    """The change lines about settings: without the bundle line a file's own edit adds for now."""
-    return changes if PACK_EXCLUDES else [c for c in changes if not c.startswith("bundle changed: ")]
-
-
-@pytest.mark.xfail(not PACK_EXCLUDES, strict=True, reason="needs pack(root, exclude=...) in artifacts/bundle.py")
 def test_the_same_settings_reformatted_are_not_a_new_revision(temporal, task_queue, worker, name, folder, store):
     path = folder / "prodline.yaml"
     path.write_text(app_text(name))
@@ -234,6 +223,21 @@ def test_the_same_settings_reformatted_are_not_a_new_revision(temporal, task_que
     assert not again.created and again.revision.number == 1 and again.revision.applied_by == "alice"
     comparison = with_apps(temporal, task_queue, lambda a: a.compare(name, path))
     assert comparison.same and comparison.config_same
+
+
+def test_a_service_below_the_application_is_not_in_its_bundle(temporal, task_queue, worker, name, folder, store):
+    """A service's folder is the service team's bundle: its changes never make a new revision."""
+    path = folder / "prodline.yaml"
+    path.write_text(app_text(name))
+    service = folder / "checkout"
+    service.mkdir()
+    (service / "prodline.service.yaml").write_text(f"service: checkout\napplication: {name}\nsteps: []\n")
+    (service / "deploy.sh").write_text("echo v1\n")
+    first = with_apps(temporal, task_queue, lambda a: a.apply(path, "alice", store))
+    assert first.revision.bundle is not None and first.revision.bundle.files == 1  # smoke.sh alone
+    (service / "deploy.sh").write_text("echo v2\n")
+    again = with_apps(temporal, task_queue, lambda a: a.apply(path, "alice", store))
+    assert not again.created and again.revision.number == 1
 
 
 def test_a_changed_script_is_a_new_revision(temporal, task_queue, worker, name, folder, store):

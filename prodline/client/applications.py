@@ -14,7 +14,6 @@ Reads are queries, answered by a worker: without one they fail fast with
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,9 +36,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from prodline.artifacts.store import ArtifactStore
 from prodline.config.application import Application
 from prodline.config.errors import ConfigError
-from prodline.config.loader import load_application, load_application_text
+from prodline.config.loader import file_kind, load_application, load_application_text
 from prodline.config.release import BundleRef
-from prodline.config.yamlsource import Document
+from prodline.config.yamlsource import Document, read_yaml
 from prodline.contracts import ApplicationChange, Applied, Revision, application_id
 from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
 from prodline.workflows.application import ApplicationRun, ApplicationWorkflow, revision_digest
@@ -273,16 +272,33 @@ class ApplicationClient:
 
 
 def _pack(local: LocalApplication) -> Packed:
-    """The files the application's rules run.
+    """The files the application's rules run: its folder without the application file and
+    without the services' folders below it.
 
-    The application file itself is left out where ``pack`` can leave a file out: its text
-    is the revision's source already, and inside the bundle a comment edit would count as
-    new files (a new revision; `app diff` saying "different").
+    The application file's text is the revision's source already; inside the bundle a comment
+    edit would count as new files (a new revision, `app diff` saying "different"). A service's
+    folder is that service's own bundle, owned by its team: a change there must not change the
+    application.
     """
     from prodline.artifacts.bundle import pack
+    from prodline.artifacts.listing import list_bundle
 
-    options: dict[str, Any] = {"exclude": (local.inside,)} if "exclude" in inspect.signature(pack).parameters else {}
-    return pack(local.root, **options)
+    left_out = [local.inside]
+    for entry in list_bundle(local.root, left_out).entries:
+        if entry.link is None and _is_service_file(entry.rel, Path(entry.file)):
+            folder = entry.rel.rpartition("/")[0]
+            left_out.append(folder or entry.rel)  # a service beside the application: just its file
+    return pack(local.root, exclude=left_out)
+
+
+def _is_service_file(rel: str, path: Path) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    if not (name.startswith("prodline.") or name.endswith(".prodline.yaml")) or not name.endswith(".yaml"):
+        return False
+    try:
+        return file_kind(read_yaml(path)) == "service"
+    except ConfigError:
+        return False
 
 
 async def _settle(start: WithStartWorkflowOperation) -> None:
