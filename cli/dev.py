@@ -216,8 +216,12 @@ async def _work(args) -> int:
     queue = task_queue(args.task_queue)
     stop = stop_event()
     # A log line like every other one on stderr (JSON when that is not a terminal).
+    runtime = bool(getattr(args, "runtime", False))
     structlog.get_logger("prodline.worker").info(
-        "worker.started", task_queue=queue, address=client.service_client.config.target_host
+        "worker.started",
+        task_queue=queue,
+        role="runtime" if runtime else "control",
+        address=client.service_client.config.target_host,
     )
-    await run_until(build_worker(client, queue), stop)
+    await run_until(build_worker(client, queue, runtime=runtime), stop)
     return exit_codes.SUCCEEDED

@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a worker against an existing Temporal cluster")
     _connection(p)
+    p.add_argument(
+        "--runtime",
+        action="store_true",
+        help="serve an environment's own task queue (its `task_queue:`): its steps and rules only, "
+        "never release workflows",
+    )
     p.set_defaults(handler=lambda args: _dev().worker(args))
 
     p = sub.add_parser(

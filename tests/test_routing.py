@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +31,12 @@ STARTUP_SECONDS = 30
 
 
 class QueueWorker:
-    """`prodline worker --task-queue QUEUE`, typed as a user would, in its own process group
-    with its own HOME, bundle cache and working directory (the other workers' disks are not its own)."""
+    """`prodline worker --runtime --task-queue QUEUE` (an environment's own worker; ``runtime=False``:
+    a control worker), typed as a user would, in its own process group with its own HOME, bundle
+    cache and working directory (the other workers' disks are not its own)."""
 
-    def __init__(self, cli: Cli, queue: str, root: Path, **env: str):
-        self.cli, self.queue, self.root = cli, queue, root
+    def __init__(self, cli: Cli, queue: str, root: Path, runtime: bool = True, **env: str):
+        self.cli, self.queue, self.root, self.runtime = cli, queue, root, runtime
         for folder in ("home", "cache", "cwd"):
             (root / folder).mkdir(parents=True, exist_ok=True)
         self.env = {
@@ -48,7 +50,7 @@ class QueueWorker:
     def spawn(self) -> QueueWorker:
         log = (self.root / "worker.log").open("w")
         self.process = subprocess.Popen(
-            self.cli.argv("worker", "--task-queue", self.queue),
+            self.cli.argv("worker", *(["--runtime"] if self.runtime else []), "--task-queue", self.queue),
             env=self.env, cwd=self.root / "cwd", stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()
@@ -58,7 +60,9 @@ class QueueWorker:
         """Once it polls its queue (for activities: what an environment's queue is for)."""
 
         async def polled() -> bool:
-            return await workers.polling(await client_for(temporal), self.queue, activities=True)
+            return await workers.polling(
+                await client_for(temporal), self.queue, activities=True, workflows=not self.runtime
+            )
 
         wait_for(lambda: self._alive() and run(polled()), STARTUP_SECONDS, f"a worker polling {self.queue}")
         return self
@@ -194,14 +198,14 @@ def test_a_release_waits_for_the_environment_queue_nobody_polls_and_says_which(
     )
     warned = wait_for(lambda: stderr.with_text(warning), what="the no-worker warning")
     assert isinstance(warned, str)
-    assert f"`prodline worker --task-queue {queues['production']}` where production runs" in warned
+    assert f"`prodline worker --runtime --task-queue {queues['production']}` where production runs" in warned
     status_view = cli.json("release", "status", release)
     assert run(_problem(temporal, description, status_view)).startswith(warning)
 
     # What `release start` can say before the release gets there (from the registered environments).
     assert run(_unserved(temporal, queues)) == [
         f"no worker is polling task queue '{queues['production']}' (environment production); the release will "
-        f"wait there until one does (start `prodline worker --task-queue {queues['production']}` where production runs)"
+        f"wait there until one does (start `prodline worker --runtime --task-queue {queues['production']}` where production runs)"
     ]
 
     queue_workers.append(
@@ -285,3 +289,30 @@ def test_start_and_status_name_the_environment_queue_nobody_polls(cli, worker, p
         assert status.returncode == 0 and warning in status.stderr, status.stderr
     finally:
         cli.run("release", "cancel", release)
+
+
+def test_a_release_started_on_an_environments_queue_is_not_run_by_its_workers(
+    cli, worker, project, tmp_path, temporal, queue_workers, unique
+):
+    """The releaser picks the release's task queue (`--task-queue`). Started on production's own
+    queue, it must not find a worker there to run it, and with it the steps of an environment
+    that names no queue (staging here) next to production's credentials."""
+    log = tmp_path / "ran.log"
+    production = f"{unique}-production"
+    app = f"application: shop\nenvironments:\n  - name: staging\n  - name: production\n    task_queue: {production}\n"
+    service_file = project(service(step("deploy", f'echo "$RUNTIME $PRODLINE_ENVIRONMENT" >> {log}')), app=app)
+    queue_workers.append(QueueWorker(cli, production, tmp_path / "prod-box", RUNTIME="prod-box").start(temporal))
+
+    started = cli.run("release", "start", str(service_file), "--version", "1.0.0", "--task-queue", production)
+    assert started.returncode == 0, started.stderr
+    assert f"no worker is polling task queue '{production}'" in started.stderr
+    release = project.release_id("1.0.0")
+
+    async def first_task_waits() -> bool:
+        desc = await (await client_for(temporal)).get_workflow_handle(release).describe()
+        return desc.raw_description.HasField("pending_workflow_task") and desc.history_length <= 2
+
+    time.sleep(1.5)  # a worker that would take the release polls within milliseconds
+    assert run(first_task_waits()), "a runtime worker ran the release's workflow"
+    assert not log.exists()
+    assert cli.run("release", "cancel", release).returncode == 0

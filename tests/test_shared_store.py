@@ -101,7 +101,9 @@ def test_a_plan_made_on_one_worker_is_applied_by_another(
     def box(name: str, queue: str) -> QueueWorker:
         """A worker with a disk of its own: cache, Terraform data, home and working directory."""
         root = tmp_path / name
-        return QueueWorker(cli, queue, root, RUNTIME=name, PRODLINE_TERRAFORM_DATA_DIR=str(root / "terraform"))
+        return QueueWorker(
+            cli, queue, root, queue != task_queue, RUNTIME=name, PRODLINE_TERRAFORM_DATA_DIR=str(root / "terraform")
+        )
 
     control, a = box("control", task_queue).spawn(), box("worker-a", runtime).spawn()
     boxes += [control, a]

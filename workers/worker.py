@@ -1,10 +1,16 @@
 """The prodline worker: the release, ledger and application workflows plus every activity.
 
-One process serves one task queue. On the control queue it runs the workflows and
-resolves releases; on an environment's own queue (``task_queue:`` in the application
-file) it runs that environment's steps and rules, with that environment's credentials.
-Registering everything everywhere keeps one worker command; Temporal only hands a
-worker the tasks of its queue.
+One process serves one task queue, in one of two roles:
+
+* **control** (``prodline worker``): the release, ledger and application workflows, the
+  resolving of plans, and the steps and rules of environments that name no queue of their own;
+* **runtime** (``prodline worker --runtime --task-queue Q``): only the steps and rules of the
+  environment whose ``task_queue:`` is Q, with that environment's credentials.
+
+A runtime worker registers no workflow on purpose: the task queue of a release is chosen by
+whoever starts it (``--task-queue``), and a release started on production's queue must not
+find a worker there that would run it, and with it the steps of environments that name no
+queue, next to production's credentials. Nobody runs such a release; it waits, warned of.
 """
 
 from __future__ import annotations
@@ -28,20 +34,22 @@ WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow, ApplicationWorkflow]
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
-def build_worker(client: Client, task_queue: str, **options) -> Worker:
+def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **options) -> Worker:
     ledger = LedgerActivities(client)
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
     # A running step learns of a cancel only from a heartbeat's answer; the SDK sends heartbeats
     # at most every 0.8 x heartbeat_timeout (24 s by default). Cap that, so a cancel stops a
     # running command within seconds (steps heartbeat every 2 s, see activities/process.py).
     options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
+    step_and_rule_activities = [*steps.ACTIVITIES, RuleActivities(client).evaluate_rule]
+    if runtime:
+        return Worker(client, task_queue=task_queue, activities=step_and_rule_activities, **options)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=[
-            *steps.ACTIVITIES,
-            RuleActivities(client).evaluate_rule,
+            *step_and_rule_activities,
             ledger.record_deployment,
             ResolveActivities(client).resolve_release,
         ],

@@ -146,7 +146,7 @@ async def problem(
             if other != queue and not await polling(client, other, workflows=False):
                 return (
                     f"no worker is polling {where(other, status)}; the release does not move until one "
-                    f"does (start `prodline worker --task-queue {other}` {_runtime(other, status)})"
+                    f"does (start `prodline worker --runtime --task-queue {other}` {_runtime(other, status)})"
                 )
     except RPCError:
         return None  # cannot tell; the release itself is fine
@@ -178,7 +178,7 @@ async def unserved(client: Client, queues: Mapping[str, str]) -> list[str]:
         label = "environment" if len(names) == 1 else "environments"
         warnings.append(
             f"no worker is polling task queue {queue!r} ({label} {', '.join(names)}); the release will wait "
-            f"there until one does (start `prodline worker --task-queue {queue}` where {' and '.join(names)} runs)"
+            f"there until one does (start `prodline worker --runtime --task-queue {queue}` where {' and '.join(names)} runs)"
         )
     return warnings
 
