@@ -41,6 +41,11 @@ class Application(Model):
     application: Name = Field(description="Application name; services refer to it.")
     description: str = ""
     environments: list[Environment] = Field(min_length=1, description="Environments in promotion order.")
+    services: list[Name] | None = Field(
+        default=None,
+        description="The services that may be released under these rules; unset: any service naming this "
+        "application. Set it where services of other teams could claim it (shared workers or credentials).",
+    )
     bundle: BundleSpec = Field(
         default_factory=BundleSpec, description="The files this application's rules run, registered with it."
     )

@@ -34,6 +34,10 @@ def summarise(before: Application | None, after: Application) -> list[str]:
     lines: list[str] = []
     if before.description != after.description:
         lines.append("description changed")
+    if before.services != after.services:
+        was = ", ".join(before.services) if before.services is not None else "any"
+        now = ", ".join(after.services) if after.services is not None else "any"
+        lines.append(f"services changed: {was} -> {now}")
     if before.bundle != after.bundle:
         lines.append(f"bundle root changed: {before.bundle.root} -> {after.bundle.root}")
     old, new = before.environment_names, after.environment_names

@@ -99,6 +99,15 @@ def combine(app: Application, adoc: Document, service: Service, sdoc: Document) 
             ]
         )
     problems: list[Problem] = []
+    if app.services is not None and service.service not in app.services:
+        listed = ", ".join(app.services) or "none"
+        problems.append(
+            sdoc.problem(
+                ("service",),
+                f"application {app.application!r} does not list service {service.service!r}",
+                f"it lists: {listed}; the platform team adds services to `services:` in {adoc.path}",
+            )
+        )
     for env_name in service.environments:
         if app.environment(env_name) is None:
             close = difflib.get_close_matches(env_name, app.environment_names, n=1)

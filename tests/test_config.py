@@ -527,3 +527,20 @@ def test_the_http_rules_deprecated_attempts_count_as_failures_allowed(tmp_path):
     )
     checks = load_project(write(tmp_path, app=app)).environments[1].checks[1:]
     assert [c.failures_allowed for c in checks] == [2, 0, 2, 3]  # unset, attempts was 3: two blips tolerated
+
+
+def test_an_application_that_lists_its_services_refuses_any_other(tmp_path):
+    """A service file names its application; where the application lists its services, a
+    service of another team cannot claim its environments (and their workers)."""
+    app = APP.replace("application: shop\n", "application: shop\nservices: [cart]\n", 1)
+    service_file = write(tmp_path, app=app)
+    with pytest.raises(ConfigError) as caught:
+        load_project(service_file)
+    (problem,) = caught.value.problems
+    assert problem.file == str(service_file) and problem.loc == ("service",)
+    assert "application 'shop' does not list service 'checkout'" in str(problem)
+    assert "it lists: cart" in str(problem)
+    listed = write(
+        tmp_path, app=APP.replace("application: shop\n", "application: shop\nservices: [cart, checkout]\n", 1)
+    )
+    assert load_project(listed).service.service == "checkout"
