@@ -112,7 +112,11 @@ def _plan(request: ReleaseRequest, revision: Revision, tree: Path) -> ReleasePla
     if not path.is_file():
         raise refuse(f"bundle {request.bundle and request.bundle.digest} has no file {request.service_file!r}")
     # Problems name the file as it is in the bundle, not in this worker's cache.
-    service_doc = parse_yaml(path.read_text(encoding="utf-8"), Path(request.service_file))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise refuse(f"{request.service_file} in the bundle is not UTF-8 text") from None
+    service_doc = parse_yaml(text, Path(request.service_file))
     if file_kind(service_doc) != "service":
         raise refuse(f"{request.service_file} in the bundle is not a service file")
     service = parse_model(service_doc, Service)

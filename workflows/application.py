@@ -66,7 +66,8 @@ class ApplicationRun(BaseModel):
 
 def revision_digest(app: Application, bundle: BundleRef | None) -> str:
     """What a revision is: the validated config (not its formatting) and the files its rules run."""
-    canonical = json.dumps(app.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Defaults left out: a field added later (with its default) must not change old revisions' digests.
+    canonical = json.dumps(app.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
     payload = canonical + "\n" + (bundle.digest if bundle is not None else "")
     return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 

@@ -123,6 +123,7 @@ class ReleaseWorkflow:
             if workflow.patched(REGISTERED_APPLICATIONS):
                 # Whatever the input says about environments or rules is ignored: the plan
                 # comes from the registered application and the bundle, on a trusted worker.
+                self._board.status.environments = []
                 await self._resolve(request)
             for stage in self._plan.environments:
                 stop_if_cancelled()  # before the next environment counts as started
