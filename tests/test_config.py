@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -491,11 +492,29 @@ def test_an_approval_the_initiator_could_never_pass_is_refused_at_start(tmp_path
         " approval: alice started this release and may not approve it; 1 approver left, 2 needed"
         " (hint: start it as someone else (--initiator), list more approvers or lower min_approvers)"
     )
-    result = prodline(
+
+
+def test_release_start_refuses_an_approval_the_initiator_could_never_pass_by_the_registered_rules(
+    cli, worker, tmp_path
+):
+    name = f"shop-{uuid.uuid4().hex[:6]}"  # the session's registry is shared: an application of its own
+    own = lambda text: text.replace("application: shop\n", f"application: {name}\n")  # noqa: E731
+    service_file = write(tmp_path, app=own(APPROVAL_APP), service=own(SERVICE))
+    cli.auto_apply = False  # registered once, below: the local edit later must not be applied
+    cli.apply(tmp_path / "prodline.yaml")
+    result = cli.run(
         "release", "start", str(service_file), "--version", "1.0.0", "--param", "image=nginx", "--initiator", "bob"
     )
     assert result.returncode == 2
     assert "production: precondition approval: bob started this release and may not approve it" in result.stderr
+    assert f"{name} revision 1" in result.stderr  # located in the registered revision, not the local file
+
+    # A local copy without the rule changes nothing: the registered one still refuses.
+    (tmp_path / "prodline.yaml").write_text(own(APP))
+    again = cli.run(
+        "release", "start", str(service_file), "--version", "1.0.0", "--param", "image=nginx", "--initiator", "bob"
+    )
+    assert again.returncode == 2 and "bob started this release and may not approve it" in again.stderr
 
 
 @pytest.mark.parametrize(

@@ -95,14 +95,26 @@ async def prepare(
 def check_locally(
     service_file: Path, version: str, values: dict[str, str], initiator: str, application_file: Path | None = None
 ) -> None:
-    """Feedback before anything is contacted: the service against the local application file.
+    """Feedback before anything is contacted: the service file and the command line.
 
-    It can only refuse, never allow: what counts is the registered revision (:func:`prepare`).
+    Checked against the local application file if there is one, for the environments it
+    knows; only problems in the service file or the command line refuse here. Whatever the
+    local application file says about itself changes nothing: what counts is the registered
+    revision (:func:`prepare`).
     """
     load_service(service_file)
     local = application_file or find_application_file(service_file)
-    if local is not None:
+    if local is None:
+        problems = check_version(version)
+        if problems:
+            raise ConfigError(problems)
+        return
+    try:
         _check(lambda: load_project(service_file, local), version, values, initiator)
+    except ConfigError as exc:
+        own = [p for p in exc.problems if Path(p.file).resolve() != local.resolve()]
+        if own:
+            raise ConfigError(own) from None
 
 
 def _check(project: Callable[[], Project], version: str, values: dict[str, str], initiator: str) -> None:
