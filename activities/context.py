@@ -22,7 +22,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from prodline.artifacts.store import ArtifactStore
+from prodline.artifacts.store import ArtifactStore, sha256
 from prodline.config.templates import TemplateError, render, render_all
 from prodline.contracts import NON_RETRYABLE_CONFIG, RunContext
 
@@ -69,7 +69,16 @@ class WorkerContext:
         values: dict[str, str] = {}
         for name, key in self.run.sensitive_outputs.items():
             if key not in loaded:
-                loaded[key] = json.loads(self.store.get(key))
+                data = self.store.get(key)
+                expected = self.run.output_digests.get(key)
+                if expected and sha256(data) != expected:  # rewritten behind the store's back
+                    raise ApplicationError(
+                        f"the stored outputs {key!r} are not the ones the step that made them stored "
+                        "(checksum mismatch): refused",
+                        type=NON_RETRYABLE_CONFIG,
+                        non_retryable=True,
+                    )
+                loaded[key] = json.loads(data)
             value = loaded[key][name.rsplit(".", 1)[1]]
             values[name] = value if isinstance(value, str) else json.dumps(value)
         return values

@@ -118,6 +118,9 @@ class RunContext(ReleaseRef):
     sensitive_outputs: dict[str, str] = Field(
         default_factory=dict, description="steps.NAME.outputs.KEY -> artifact key holding the (secret) value."
     )
+    output_digests: dict[str, str] = Field(
+        default_factory=dict, description="Artifact key of outputs -> its SHA-256, as the step that stored it said."
+    )
 
 
 class StepResult(BaseModel):
@@ -131,6 +134,7 @@ class StepResult(BaseModel):
     outputs: dict[str, str] = Field(default_factory=dict, description="Non-sensitive outputs.")
     sensitive_outputs: list[str] = Field(default_factory=list, description="Names of sensitive outputs.")
     outputs_key: str | None = Field(default=None, description="Artifact-store key of all outputs, sensitive included.")
+    outputs_digest: str = Field(default="", description="SHA-256 of what is stored under outputs_key.")
 
 
 class StepRun(BaseModel):

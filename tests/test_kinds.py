@@ -165,3 +165,22 @@ def test_a_secret_in_a_failed_command_line_is_masked_before_the_line_is_cut(tmp_
     with pytest.raises(ApplicationError) as caught:
         asyncio.run(CommandRunner().apply(StepRun(context=context, step=Step(name="deploy", command=spec)), spec))
     assert caught.value.message == "`false --password *** --host db || exit 4…` exited with code 4"
+
+
+def test_sensitive_outputs_rewritten_in_the_store_are_refused_not_used(tmp_path):
+    """A later step reads an earlier step's secret outputs from the store; whoever can write
+    there (not history) must not be able to swap them: the digest the step reported is checked."""
+    key = "test-kinds/tampered/outputs.json"
+    digest = open_store().put(key, json.dumps({"url": "https://db.internal"}).encode())
+    open_store().put(key, json.dumps({"url": "https://attacker.example"}).encode())  # rewritten later
+    context = run_context(
+        environment="staging",
+        base_dir=str(tmp_path),
+        sensitive_outputs={"steps.infra.outputs.url": key},
+        output_digests={key: digest},
+    )
+    spec = CommandStep(apply="echo {{ steps.infra.outputs.url }} > used")
+    with pytest.raises(ApplicationError) as caught:
+        asyncio.run(CommandRunner().apply(StepRun(context=context, step=Step(name="deploy", command=spec)), spec))
+    assert "checksum mismatch" in caught.value.message and caught.value.non_retryable
+    assert not (tmp_path / "used").exists()

@@ -105,6 +105,7 @@ class ReleaseWorkflow:
         # Outputs of applied steps, per environment, for later steps' templates.
         self._outputs: dict[str, dict[str, str]] = {}
         self._sensitive: dict[str, dict[str, str]] = {}
+        self._output_digests: dict[str, dict[str, str]] = {}
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> ReleaseStatus:
@@ -248,6 +249,8 @@ class ReleaseWorkflow:
             outputs[f"{outputs_prefix(step.name)}{key}"] = value
         for key in result.sensitive_outputs:
             sensitive[f"{outputs_prefix(step.name)}{key}"] = result.outputs_key or ""
+        if result.outputs_key and result.outputs_digest:
+            self._output_digests.setdefault(stage.name, {})[result.outputs_key] = result.outputs_digest
         self._board.event(f"step {step.name} succeeded" + (f": {result.summary}" if result.summary else ""), stage.name)
 
     async def _step_activity(
@@ -303,6 +306,7 @@ class ReleaseWorkflow:
             run_id=workflow.info().run_id,
             outputs=self._outputs.get(stage.name, {}),
             sensitive_outputs=self._sensitive.get(stage.name, {}),
+            output_digests=self._output_digests.get(stage.name, {}),
         )
 
     async def _record(self, stage: EnvironmentRun, state: DeploymentState, reason: str = "") -> None:

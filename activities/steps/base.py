@@ -20,6 +20,7 @@ import json
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -117,18 +118,27 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+@dataclass(frozen=True)
+class Published:
+    visible: dict[str, str]  # non-sensitive outputs, for history
+    sensitive: list[str]  # names of the sensitive ones
+    key: str  # where all of them are in the store
+    digest: str  # their SHA-256: later steps refuse any other bytes
+    masks: list[str]  # strings to mask in the step's output
+
+
 def publish_outputs(
     run: StepRun, values: dict[str, Any], sensitive: set[str], store: ArtifactStore | None = None
-) -> tuple[dict[str, str], list[str], str, list[str]]:
-    """Store every output (for later steps), return (visible, sensitive names, store key, strings to mask)."""
+) -> Published:
+    """Store every output (for later steps); what history may know of them."""
     key = run.artifact_key("outputs.json")
-    (store or shared_store()).put(key, json.dumps(values, default=str).encode())
+    digest = (store or shared_store()).put(key, json.dumps(values, default=str).encode())
     visible = {name: as_text(v) for name, v in values.items() if name not in sensitive}
     masks = [as_text(values[name]) for name in sensitive]
     masks += [
         v for name in sensitive if isinstance(values[name], dict) for v in values[name].values() if isinstance(v, str)
     ]
-    return visible, sorted(sensitive), key, masks
+    return Published(visible, sorted(sensitive), key, digest, masks)
 
 
 def applied(
@@ -143,11 +153,12 @@ def applied(
 ) -> StepResult:
     """The result of an apply: every output stored for later steps, the non-sensitive ones in the
     result, and the sensitive values masked in ``output`` along with the step's own secrets."""
-    visible, names, key, masks = publish_outputs(run, values, sensitive, store)
+    published = publish_outputs(run, values, sensitive, store)
     return StepResult(
         summary=summary,
-        output=redact(output, [*masked, *masks]),
-        outputs=visible,
-        sensitive_outputs=names,
-        outputs_key=key,
+        output=redact(output, [*masked, *published.masks]),
+        outputs=published.visible,
+        sensitive_outputs=published.sensitive,
+        outputs_key=published.key,
+        outputs_digest=published.digest,
     )
