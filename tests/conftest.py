@@ -326,8 +326,9 @@ def waiting_in(cli: Cli, release_id: str, environment: str, text: str = "") -> d
         if result.returncode == 7:  # not started yet
             return None
         status = json.loads(result.stdout)
-        env = next(e for e in status["environments"] if e["name"] == environment)
-        return status if env["phase"] == "waiting" and text in env["waiting_on"] else None
+        # No environments yet (the plan is being resolved), or no answer from a busy worker: look again.
+        env = next((e for e in status.get("environments", []) if e["name"] == environment), None)
+        return status if env and env["phase"] == "waiting" and text in env["waiting_on"] else None
 
     return wait_for(check, what=f"{release_id} to wait in {environment} on {text!r}")
 

@@ -163,6 +163,26 @@ class S3Server:
         path_style = Config(s3={"addressing_style": "path"}, **config)
         return self.session().client("s3", endpoint_url=self.endpoint, config=path_style)
 
+    def terraform_backend(self, key: str) -> str:
+        """A Terraform ``backend "s3"`` block keeping state under ``key`` in this server's bucket."""
+        bucket = self.url.removeprefix("s3://").split("/", 1)[0]
+        return f"""
+terraform {{
+  backend "s3" {{
+    bucket                      = "{bucket}"
+    key                         = "{key}"
+    region                      = "{self.env["AWS_REGION"]}"
+    endpoints                   = {{ s3 = "{self.endpoint}" }}
+    use_path_style              = true
+    skip_credentials_validation = true
+    skip_region_validation      = true
+    skip_requesting_account_id  = true
+    skip_metadata_api_check     = true
+    use_lockfile                = true
+  }}
+}}
+"""
+
     def store(self, name: str | None = None, **options: Any) -> S3ArtifactStore:
         """An S3ArtifactStore on a fresh prefix under :attr:`url` (tests do not see each
         other's objects), configured explicitly rather than through os.environ."""

@@ -20,22 +20,8 @@ from test_routing import Lines, QueueWorker
 
 from conftest import approval_app, client_for, run, wait_for, waiting_in
 
-# The module keeps state in the object store and says on which worker it was applied.
+# The module (after its S3 backend block) says on which worker it was applied.
 MODULE = """
-terraform {
-  backend "s3" {
-    bucket                      = "BUCKET"
-    key                         = "KEY"
-    region                      = "REGION"
-    endpoints                   = { s3 = "ENDPOINT" }
-    use_path_style              = true
-    skip_credentials_validation = true
-    skip_region_validation      = true
-    skip_requesting_account_id  = true
-    skip_metadata_api_check     = true
-    use_lockfile                = true
-  }
-}
 variable "app_version" { type = string }
 resource "terraform_data" "app" {
   input = var.app_version
@@ -87,13 +73,7 @@ def test_a_plan_made_on_one_worker_is_applied_by_another(
     cli.env.update(s3_server.env, PRODLINE_ARTIFACTS=store, PRODLINE_WORKER_CHECK_SECONDS="0.5")
     log = tmp_path / "applied.log"
     state_key = f"{prefix}/state/infra.tfstate"
-    module = (
-        MODULE.replace("BUCKET", bucket)
-        .replace("KEY", state_key)
-        .replace("REGION", s3_server.env["AWS_REGION"])
-        .replace("ENDPOINT", s3_server.endpoint)
-        .replace("LOG", str(log))
-    )
+    module = s3_server.terraform_backend(state_key) + MODULE.replace("LOG", str(log))
     service_file = project(SERVICE, app=production_app(runtime))
     (service_file.parent / "infra").mkdir()
     (service_file.parent / "infra" / "main.tf").write_text(textwrap.dedent(module))

@@ -298,32 +298,13 @@ def test_the_declared_backend_is_found_as_terraform_reads_the_files(tmp_path, fi
 
 # --- the S3 backend: several workers, one object store ------------------------------------
 
-S3_BACKEND = """
-terraform {
-  backend "s3" {
-    bucket                      = "BUCKET"
-    key                         = "KEY"
-    region                      = "REGION"
-    endpoints                   = { s3 = "ENDPOINT" }
-    use_path_style              = true
-    skip_credentials_validation = true
-    skip_region_validation      = true
-    skip_requesting_account_id  = true
-    skip_metadata_api_check     = true
-    use_lockfile                = true
-  }
-}
-"""
-
 
 def test_an_s3_backend_shares_state_between_workers_through_the_object_store(tmp_path, s3_server, monkeypatch):
     """Three workers with their own disks: one plans, another applies, a third sees the state."""
     bucket, prefix = s3_server.url.removeprefix("s3://").split("/", 1)
     key = f"{prefix}/{uuid.uuid4().hex[:6]}/checkout/infra.tfstate"
-    backend = S3_BACKEND.replace("BUCKET", bucket).replace("KEY", key).replace("REGION", s3_server.env["AWS_REGION"])
-    step = Attempts(
-        tmp_path, embedded_terraform_binary(), module=backend.replace("ENDPOINT", s3_server.endpoint) + MODULE
-    )
+    backend = s3_server.terraform_backend(key)
+    step = Attempts(tmp_path, embedded_terraform_binary(), module=backend + MODULE)
     for name, value in s3_server.env.items():  # credentials come from the worker's environment
         monkeypatch.setenv(name, value)
 
