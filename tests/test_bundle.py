@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import subprocess
 import tarfile
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from prodline.artifacts.bundle import BundleError, Packed, bundle_key, pack, upload
-from prodline.artifacts.cache import BundleCache, BundleCorrupt
+from prodline.artifacts.cache import BundleCache, BundleCorrupt, NotInBundle
 from prodline.artifacts.store import ArtifactMissing, LocalArtifactStore
 from prodline.config.release import BundleRef
 
@@ -386,35 +387,46 @@ def listing(tree: Path) -> dict[str, str]:
     }
 
 
-def test_tree_fetches_a_bundle_once_and_keeps_it_read_only(tmp_path, store):
+ORIGINAL = {**SERVICE, "link": "-> deploy.sh"}
+
+
+def test_checkout_fetches_a_bundle_once_and_gives_each_attempt_a_writable_dated_copy(tmp_path, store):
     ref = uploaded(tmp_path, store)
     cache = BundleCache(store, tmp_path / "cache")
 
-    tree = cache.tree(ref)
-    assert cache.tree(ref) == tree
-    assert BundleCache(store, tmp_path / "cache").tree(ref) == tree  # another activity, same worker
+    first = cache.checkout(ref, tmp_path / "attempt-1")
+    second = BundleCache(store, tmp_path / "cache").checkout(ref, tmp_path / "attempt-2")  # another activity
+
     assert store.gets == 1
-    assert listing(tree) == {**SERVICE, "link": "-> deploy.sh"}
-    assert tree == tmp_path / "cache" / ref.digest.removeprefix("sha256:")
-    assert (tree / "deploy.sh").stat().st_mode & 0o777 == 0o555
-    assert (tree / "service.yaml").stat().st_mode & 0o777 == 0o444
-    assert (tree / "infra").stat().st_mode & 0o777 == 0o555
+    assert listing(first) == listing(second) == ORIGINAL
+    # the cache keeps the canonical tar itself, byte for byte what the store holds
+    assert cache.fetch(ref).read_bytes() == (store.root / bundle_key(ref)).read_bytes()
+    assert {p.name for p in cache.root.iterdir()} == {
+        ".locks",
+        ".incoming",
+        ref.digest.removeprefix("sha256:") + ".tar",
+    }
+    assert (first / "deploy.sh").stat().st_mode & 0o777 == 0o755
+    assert (first / "infra/main.tf").stat().st_mode & 0o777 == 0o644
+    # dated by the checkout, not 1970 (the canonical tar zeroes times): tools comparing times see fresh files
+    assert (first / "service.yaml").stat().st_mtime > time.time() - 600
 
 
 def test_two_activities_fetching_the_same_bundle_at_once_fetch_it_once(tmp_path):
     store = CountingStore(tmp_path / "store", delay=0.2)
     ref = uploaded(tmp_path, store)
-    trees: list[Path] = []
-    threads = [
-        threading.Thread(target=lambda: trees.append(BundleCache(store, tmp_path / "cache").tree(ref)))
-        for _ in range(3)
-    ]
+    copies: list[dict[str, str]] = []
+
+    def attempt(i: int) -> None:
+        copies.append(listing(BundleCache(store, tmp_path / "cache").checkout(ref, tmp_path / f"attempt-{i}")))
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
 
-    assert store.gets == 1 and len(set(trees)) == 1 and len(trees) == 3
+    assert store.gets == 1 and copies == [ORIGINAL] * 3
 
 
 def cache_is_empty(cache: BundleCache) -> bool:
@@ -438,15 +450,17 @@ def test_a_bundle_replaced_in_the_store_is_refused_as_corrupt_and_leaves_nothing
     cache = BundleCache(store, tmp_path / "cache")
 
     with pytest.raises(BundleCorrupt) as corrupt:
-        cache.tree(ref)
+        cache.checkout(ref, tmp_path / "attempt")
     assert f"bundle {ref.digest} in {store.root} (key {bundle_key(ref)}) is corrupt: its content hashes to" in str(
         corrupt.value
     )
-    assert cache_is_empty(cache)
+    assert cache_is_empty(cache) and not any((tmp_path / "attempt").iterdir())
+    with pytest.raises(BundleCorrupt, match="is corrupt: its content hashes to"):
+        cache.read(ref, "service.yaml")
 
     store.put(bundle_key(ref), (store.root / bundle_key(ref)).read_bytes()[:100])  # truncated
     with pytest.raises(BundleCorrupt, match="is corrupt"):
-        cache.tree(ref)
+        cache.checkout(ref, tmp_path / "attempt")
     assert cache_is_empty(cache)
 
 
@@ -457,7 +471,7 @@ def test_a_bundle_damaged_behind_the_stores_back_is_refused_as_corrupt(tmp_path,
     cache = BundleCache(store, tmp_path / "cache")
 
     with pytest.raises(BundleCorrupt, match=rf"bundle {ref.digest} in {store.root} \(key .*\) is corrupt"):
-        cache.tree(ref)
+        cache.checkout(ref, tmp_path / "attempt")
     assert cache_is_empty(cache)
 
 
@@ -504,11 +518,12 @@ def forged(store: LocalArtifactStore, members: list[tuple[tarfile.TarInfo, bytes
 def test_an_archive_that_would_write_or_point_outside_its_folder_is_refused(tmp_path, store, members, reason):
     ref = forged(store, members)
     cache = BundleCache(store, tmp_path / "cache" / "bundles")
+    into = tmp_path / "cache" / "attempt"
 
     with pytest.raises(BundleCorrupt) as refused:
-        cache.tree(ref)
+        cache.checkout(ref, into)
     assert reason in str(refused.value) and ref.digest in str(refused.value)
-    assert cache_is_empty(cache)
+    assert cache_is_empty(cache) and not any(into.iterdir())
     assert not (tmp_path / "cache" / "x").exists() and not (tmp_path / "x").exists()
 
 
@@ -516,7 +531,7 @@ def test_a_bundle_missing_from_the_store_names_the_store_variable(tmp_path, stor
     ref = BundleRef(digest="sha256:" + "0" * 64, size=10240, files=1)
 
     with pytest.raises(ArtifactMissing, match=f"bundle sha256:0+ is not in {store.root} .* PRODLINE_ARTIFACTS"):
-        BundleCache(store, tmp_path / "cache").tree(ref)
+        BundleCache(store, tmp_path / "cache").checkout(ref, tmp_path / "attempt")
 
 
 def test_checkout_is_a_writable_copy_whose_changes_never_reach_the_cache(tmp_path, store):
@@ -531,15 +546,151 @@ def test_checkout_is_a_writable_copy_whose_changes_never_reach_the_cache(tmp_pat
 
     assert os.access(work / "deploy.sh", os.X_OK) and (work / "deploy.sh").stat().st_mode & 0o200
     assert os.readlink(work / "link") == "deploy.sh"
-    assert listing(cache.tree(ref)) == {**SERVICE, "link": "-> deploy.sh"}
-    assert listing(cache.checkout(ref, tmp_path / "attempt-2")) == {**SERVICE, "link": "-> deploy.sh"}
+    assert listing(cache.checkout(ref, tmp_path / "attempt-2")) == ORIGINAL
     assert store.gets == 1
     with pytest.raises(FileExistsError):
         cache.checkout(ref, work)
+
+
+def test_a_bundle_left_empty_by_its_excludes_checks_out_as_an_empty_folder(tmp_path, store):
+    app = write(tmp_path / "platform", {"prodline.yaml": "environments: []\n"})
+    with pack(app, exclude=["prodline.yaml"]) as packed:
+        upload(packed, store)
+    cache = BundleCache(store, tmp_path / "cache")
+
+    assert list(cache.checkout(packed.ref, tmp_path / "attempt").iterdir()) == []
+    with pytest.raises(NotInBundle):
+        cache.read(packed.ref, "prodline.yaml")
 
 
 def test_the_cache_lives_under_prodline_cache_dir(tmp_path, store, monkeypatch):
     monkeypatch.setenv("PRODLINE_CACHE_DIR", str(tmp_path / "cache-dir"))
     ref = uploaded(tmp_path, store)
 
-    assert BundleCache(store).tree(ref).parent == tmp_path / "cache-dir" / "bundles"
+    assert BundleCache(store).fetch(ref).parent == tmp_path / "cache-dir" / "bundles"
+
+
+# --- reading one file (the service file, for the resolve activity) ---------------------------------
+
+
+def test_read_returns_a_files_bytes_following_links_inside_the_bundle(tmp_path, store):
+    ref = uploaded(tmp_path, store)
+    cache = BundleCache(store, tmp_path / "cache")
+
+    assert cache.read(ref, "service.yaml") == b"name: api\n"
+    assert cache.read(ref, "./infra//main.tf") == b"# tf\n"
+    assert cache.read(ref, "link") == SERVICE["deploy.sh"].encode()  # as the step's checkout would see it
+    assert store.gets == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("nothere.yaml", "has no file 'nothere.yaml'"),
+        ("infra", "has no file 'infra'"),  # a folder
+        ("../service.yaml", "'../service.yaml' is not a path inside bundle"),
+        ("/etc/passwd", "'/etc/passwd' is not a path inside bundle"),
+    ],
+)
+def test_read_of_what_is_not_a_file_of_the_bundle_says_so(tmp_path, store, path, message):
+    ref = uploaded(tmp_path, store)
+
+    with pytest.raises(NotInBundle, match=re.escape(message)) as missing:
+        BundleCache(store, tmp_path / "cache").read(ref, path)
+    assert isinstance(missing.value, BundleCorrupt)  # callers refusing corrupt bundles refuse this too
+
+
+def test_read_checks_every_entry_of_a_forged_archive(tmp_path, store):
+    ref = forged(store, [entry("service.yaml", b"name: api\n"), entry("../x", b"escaped")])
+
+    with pytest.raises(BundleCorrupt, match=r"entry '\.\./x' is not a plain relative path"):
+        BundleCache(store, tmp_path / "cache").read(ref, "service.yaml")
+
+
+# --- a cache edited behind the worker's back ---------------------------------------------------
+
+
+def edit_cache_as_a_step_could(root: Path) -> int:
+    """What any step on the worker can do (it runs as the worker's user): make the whole cache
+    writable and rewrite, in place and at the same size, every cached copy of the deploy script."""
+    subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
+    edited = 0
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink() and b"echo deploy" in (data := path.read_bytes()):
+            path.write_bytes(data.replace(b"echo deploy", b"echo hacked"))
+            edited += 1
+    return edited
+
+
+def test_a_cache_edited_by_a_step_is_never_used_the_next_checkout_gets_the_bundles_bytes(tmp_path, store):
+    ref = uploaded(tmp_path, store)
+    cache = BundleCache(store, tmp_path / "cache")
+    cache.checkout(ref, tmp_path / "attempt-1")
+
+    assert edit_cache_as_a_step_could(cache.root) >= 1  # the edit reached the cache: the test bites
+    work = cache.checkout(ref, tmp_path / "attempt-2")
+
+    assert listing(work) == ORIGINAL
+    assert store.gets == 2  # the edited copy was thrown away and fetched again
+    assert listing(cache.checkout(ref, tmp_path / "attempt-3")) == ORIGINAL
+    assert store.gets == 2  # and the new copy is used from then on
+
+
+def test_a_cache_edited_by_a_step_is_never_what_read_returns(tmp_path, store):
+    ref = uploaded(tmp_path, store)
+    cache = BundleCache(store, tmp_path / "cache")
+    assert cache.read(ref, "deploy.sh") == SERVICE["deploy.sh"].encode()
+
+    assert edit_cache_as_a_step_could(cache.root) >= 1
+    assert cache.read(ref, "deploy.sh") == SERVICE["deploy.sh"].encode()
+    assert store.gets == 2
+
+
+def test_a_cached_copy_swapped_for_another_bundle_or_grown_is_not_used(tmp_path, store):
+    ref = uploaded(tmp_path, store)
+    other = uploaded(tmp_path / "other", store, {**SERVICE, "deploy.sh": "#!/bin/sh\necho OTHER\n"})
+    cache = BundleCache(store, tmp_path / "cache")
+    mine = cache.fetch(ref)
+
+    mine.unlink()  # a new file in its place: another bundle's archive, digest-true for that one
+    mine.write_bytes(cache.fetch(other).read_bytes())
+    assert listing(cache.checkout(ref, tmp_path / "attempt-1")) == ORIGINAL
+
+    with cache.fetch(ref).open("ab") as f:  # more after the end of the archive
+        f.write(b"\0" * 10240)
+    assert listing(cache.checkout(ref, tmp_path / "attempt-2")) == ORIGINAL
+    assert store.gets == 4  # both bundles once, then ref twice more
+
+
+def test_an_edited_cache_and_an_edited_store_object_refuse_the_bundle_and_hand_out_nothing(tmp_path, store):
+    ref = uploaded(tmp_path, store)
+    cache = BundleCache(store, tmp_path / "cache")
+    cache.checkout(ref, tmp_path / "attempt-1")
+    edit_cache_as_a_step_could(cache.root)
+    key = store.root / bundle_key(ref)
+    key.write_bytes(tampered(key))
+    into = tmp_path / "attempt-2"
+
+    with pytest.raises(BundleCorrupt, match=rf"bundle {ref.digest} in {store.root} \(key .*\) is corrupt"):
+        cache.checkout(ref, into)
+    assert into.is_dir() and not any(into.iterdir())  # nothing edited is left for a step to run
+    with pytest.raises(BundleCorrupt, match="is corrupt"):
+        cache.read(ref, "deploy.sh")
+    assert cache_is_empty(cache)
+
+
+class Meddled(BundleCache):
+    """A cache that something on the worker rewrites as soon as each fresh copy lands."""
+
+    def _refetch(self, ref: BundleRef, bad: os.stat_result | None) -> None:
+        super()._refetch(ref, bad)
+        edit_cache_as_a_step_could(self.root)
+
+
+def test_a_cache_rewritten_after_every_fetch_fails_the_checkout_clearly_after_a_few_fetches(tmp_path, store):
+    ref = uploaded(tmp_path, store)
+    into = tmp_path / "attempt"
+
+    with pytest.raises(BundleCorrupt, match=r"changed while it was being read, again and again: .* it was not used"):
+        Meddled(store, tmp_path / "cache").checkout(ref, into)
+    assert store.gets == 3 and not any(into.iterdir())  # then it gave up
