@@ -7,7 +7,9 @@ only difference between them is the workflow code. Prints ``ready`` once
 polling; SIGTERM shuts it down gracefully.
 
 With ``PRODLINE_BENCH_TIMINGS=FILE`` a prodline worker times the parts of the
-release path (bench/pathcost.py) and writes them to FILE when it stops.
+release path (bench/pathcost.py) and writes them to FILE when it stops; with
+``PRODLINE_BENCH_FIX=NAME[,NAME]`` it runs with trial changes to the resolve
+activity (bench/pathcost.py, ``bench/run.py --fix``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,14 @@ def build(kind: str, client, queue: str) -> Worker:
 async def main(kind: str, address: str, queue: str) -> None:
     timings_file = os.environ.get("PRODLINE_BENCH_TIMINGS", "") if kind == "prodline" else ""
     timings: dict[str, list[float]] = {}
+    if kind == "prodline" and os.environ.get("PRODLINE_BENCH_FIX"):
+        from pathcost import apply_fixes
+
+        apply_fixes(os.environ["PRODLINE_BENCH_FIX"])
     if timings_file:
         from pathcost import instrument
 
-        instrument(timings, os.environ.get("PRODLINE_BENCH_FIX", ""))
+        instrument(timings)
     client = await connect(address, "default")
     stop = stop_event()
     async with build(kind, client, queue):

@@ -13,10 +13,18 @@ parts in two ways:
   writes them there when it stops (``python bench/pathcost.py --engine`` runs the engine
   benchmark's prodline batch that way and prints the parts).
 
-``PRODLINE_BENCH_FIX=plan-cache`` makes the instrumented worker remember resolved plans by
-what they are made of (the revision's digest, the bundle, the service file, the values, the
-initiator): the change recommended for ``activities/resolve.py``, tried here without
-touching it.
+``PRODLINE_BENCH_FIX`` (``bench/run.py --fix``) makes a bench worker try a change to
+``activities/resolve.py`` without touching it (comma-separated):
+
+* ``plan-cache``: remember resolved plans by what they are made of (the revision's digest,
+  the bundle, the service file, the values, the initiator);
+* ``describe-cache``: instead of a query (answered by a worker, so queued behind every
+  workflow task under load), *describe* the application workflow (answered by the server)
+  and take the revision from a per-process cache. What it models: the application workflow
+  keeps its current revision's number and digest in its memo, and resolve reads the memo
+  with ``describe()``, querying only for a revision it has not seen (revisions never
+  change once applied). The trial skips reading the memo (the application workflow does
+  not write one yet) and so only pays the describe; the cache is keyed by application.
 """
 
 from __future__ import annotations
@@ -89,7 +97,7 @@ def plan_cache(resolve_module: Any) -> None:
     original = resolve_module._plan
     plans: dict[tuple, Any] = {}
 
-    def cached(request: Any, revision: Any, tree: Path) -> Any:
+    def cached(request: Any, revision: Any, *where: Any) -> Any:
         key = (
             request.application,
             request.service,
@@ -102,25 +110,55 @@ def plan_cache(resolve_module: Any) -> None:
         )
         plan = plans.get(key)
         if plan is None:
-            plan = plans[key] = original(request, revision, tree)
+            plan = plans[key] = original(request, revision, *where)
         return plan.model_copy(deep=True)
 
     resolve_module._plan = cached
 
 
-def instrument(timings: Timings, fix: str = "") -> None:
+def describe_cache(resolve_module: Any) -> None:
+    """The revision from a per-process cache after a describe of the application workflow (see above)."""
+    from prodline.contracts import application_id
+
+    original = resolve_module.registered_revision
+    revisions: dict[str, Any] = {}
+
+    async def described(client: Any, application: str, number: int = 0) -> Any:
+        await client.get_workflow_handle(application_id(application)).describe()  # the server's answer: the memo
+        if number or application not in revisions:
+            revision = await original(client, application, number)
+            if number:
+                return revision
+            revisions[application] = revision
+        return revisions[application]
+
+    resolve_module.registered_revision = described
+
+
+FIXES = {"plan-cache": plan_cache, "describe-cache": describe_cache}
+
+
+def apply_fixes(names: str) -> None:
+    """Apply the trial changes ``names`` (comma-separated) before the worker is built."""
+    from prodline.activities import resolve
+
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        if name not in FIXES:
+            raise SystemExit(f"PRODLINE_BENCH_FIX: unknown change {name!r}; choose from {', '.join(FIXES)}")
+        FIXES[name](resolve)
+
+
+def instrument(timings: Timings) -> None:
     """Wrap the path's parts (before the worker is built) so that every call's time is recorded."""
     from prodline.activities import resolve, steps
     from prodline.artifacts.cache import BundleCache
 
-    if fix == "plan-cache":
-        plan_cache(resolve)
-    elif fix:
-        raise SystemExit(f"PRODLINE_BENCH_FIX={fix!r}: unknown; the one there is: plan-cache")
     resolve.registered_revision = _timed_async(timings, "resolve_query_revision", resolve.registered_revision)
     resolve._plan = _timed_sync(timings, "resolve_parse_validate_plan", resolve._plan)
-    BundleCache.tree = _timed_sync(timings, "bundle_cache_tree", BundleCache.tree)
-    BundleCache.checkout = _timed_sync(timings, "bundle_checkout_copy", BundleCache.checkout)
+    # The cache's API moves while bundles are hardened: time whichever of these it has.
+    for method in ("tree", "read", "fetch", "checkout"):
+        if hasattr(BundleCache, method):
+            setattr(BundleCache, method, _timed_sync(timings, f"bundle_cache_{method}", getattr(BundleCache, method)))
     resolve.ResolveActivities.resolve_release = _timed_async(
         timings, "resolve_release_total", resolve.ResolveActivities.resolve_release
     )
@@ -157,14 +195,13 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 async def floor(n: int) -> dict[str, dict[str, float]]:
     from common import artifact_folders, client_for, dev_server, register, requests_for, unique, write_project
 
-    from prodline.activities import resolve
-    from prodline.activities.workspace import attempt_workspace
-    from prodline.artifacts.cache import BundleCache
+    timings: Timings = {}
+    instrument(timings)  # before the worker and the activities exist, as in a bench worker
+    from prodline.activities import resolve, steps
     from prodline.artifacts.store import open_store
     from prodline.contracts import RunContext
     from prodline.workers.worker import build_worker
 
-    timings: Timings = {}
     async with dev_server("pathcost") as server, artifact_folders("pathcost"):
         client = await client_for(server)
         queue = unique("bench-pathcost-")
@@ -174,13 +211,8 @@ async def floor(n: int) -> dict[str, dict[str, float]]:
             async with build_worker(client, queue):
                 await register(client, queue, Path(tmp) / "prodline.yaml")
                 request = (await requests_for(client, service_file, ["1.0.0"]))[0]
-                assert request.bundle is not None
                 store = open_store()
                 activities = resolve.ResolveActivities(client, store)
-                cache = BundleCache(store)
-                revision = await resolve.registered_revision(client, app)
-                assert revision is not None
-                tree = cache.tree(request.bundle)  # fetched once, as the first release on a worker does
                 context = RunContext(
                     release_id=request.release_id,
                     application=app,
@@ -190,24 +222,12 @@ async def floor(n: int) -> dict[str, dict[str, float]]:
                     bundle=request.bundle,
                     base_dir=".",
                 )
+                await activities.resolve_release(request)  # the first fetches the bundle: not counted
+                timings.clear()
                 for _ in range(n):
-                    began = time.perf_counter()
                     await activities.resolve_release(request)
-                    _add(timings, "resolve_release_total", began)
-                    began = time.perf_counter()
-                    await resolve.registered_revision(client, app)
-                    _add(timings, "resolve_query_revision", began)
-                    began = time.perf_counter()
-                    cache.tree(request.bundle)
-                    _add(timings, "bundle_cache_tree", began)
-                    began = time.perf_counter()
-                    resolve._plan(request, revision, tree)
-                    _add(timings, "resolve_parse_validate_plan", began)
-                    began = time.perf_counter()
-                    async with attempt_workspace(context, store):
-                        _add(timings, "workspace_open", began)
-                        began = time.perf_counter()
-                    _add(timings, "workspace_close", began)
+                    async with steps.attempt_workspace(context, store):
+                        pass
     return summary(timings)
 
 
@@ -236,7 +256,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--engine", action="store_true", help="the engine benchmark's prodline batch, instrumented")
-    parser.add_argument("--fix", default="", help="with --engine: plan-cache")
+    parser.add_argument("--fix", default="", help=f"with --engine: trial changes, comma-separated: {', '.join(FIXES)}")
     args = parser.parse_args()
     if args.engine:
         result, rows = asyncio.run(under_load(args.n, args.fix))

@@ -40,7 +40,17 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--quick", action="store_true", help="smaller N (a smoke test, about two minutes)")
     parser.add_argument("--no-save", action="store_true", help="print only; leave RESULTS.md and results.json alone")
     parser.add_argument("--live", action="store_true", help="measure the working tree as is, not a copy of it")
+    parser.add_argument(
+        "--fix",
+        default="",
+        metavar="NAME[,NAME]",
+        help="bench workers try these changes to the resolve activity (bench/pathcost.py); needs --no-save",
+    )
     args = parser.parse_args(argv)
+    if args.fix and not args.no_save:
+        parser.error("--fix measures a trial change, not prodline as it is: add --no-save")
+    if args.fix:
+        os.environ["PRODLINE_BENCH_FIX"] = args.fix
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()] or list(NAMES)
     unknown = [n for n in names if n not in NAMES]
     if unknown:
