@@ -394,7 +394,11 @@ def test_checkout_fetches_a_bundle_once_and_gives_each_attempt_a_writable_dated_
     ref = uploaded(tmp_path, store)
     cache = BundleCache(store, tmp_path / "cache")
 
-    first = cache.checkout(ref, tmp_path / "attempt-1")
+    old = os.umask(0o077)  # the worker's umask does not change the bundle's modes
+    try:
+        first = cache.checkout(ref, tmp_path / "attempt-1")
+    finally:
+        os.umask(old)
     second = BundleCache(store, tmp_path / "cache").checkout(ref, tmp_path / "attempt-2")  # another activity
 
     assert store.gets == 1
@@ -513,6 +517,8 @@ def forged(store: LocalArtifactStore, members: list[tuple[tarfile.TarInfo, bytes
         ([entry("dir", kind=tarfile.DIRTYPE)], "entry 'dir' is not a file or a symbolic link"),
         ([entry("big", b"x", pax={"GNU.sparse.realsize": "99999999999"})], "'big' carries PAX headers or sparse"),
         ([entry("a", b"1"), entry("a", b"2")], "entry 'a' appears twice"),
+        ([entry("a", b"1"), entry("a/b", b"2")], "entry 'a/b' lies below the file 'a'"),
+        ([entry("a/b", b"2"), entry("a", link=".")], "entry 'a' is also the folder of earlier entries"),
     ],
 )
 def test_an_archive_that_would_write_or_point_outside_its_folder_is_refused(tmp_path, store, members, reason):

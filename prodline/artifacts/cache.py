@@ -4,16 +4,18 @@ Steps run as the worker's user, so anything the worker keeps on disk a step can
 change (``chmod -R u+w`` undoes any read-only mode): the check scripts of an
 application's bundle, another service's code. The cache therefore keeps no tree
 that is trusted because it exists. It keeps the canonical tar of each bundle,
-and every use reads that tar through SHA-256 while using it, so the bytes that
-were hashed are the bytes that were used (no window between a check and a use):
+and every use reads that file once into memory, hashes those bytes and, if they
+are the bundle's, uses those very bytes: no window between a check and a use,
+whatever happens to the file meanwhile.
 
-* :meth:`BundleCache.checkout` extracts the tar into an attempt's own folder,
-  hashing as it goes; the checkout is handed out only if the whole file hashed
-  to the digest. If it did not (the cached copy was edited), the folder is
-  emptied, the copy thrown away and the bundle fetched again from the store,
-  verified before it is kept;
-* :meth:`BundleCache.read` returns one file's bytes out of the tar, the same way
-  (the resolve activity reads the service file so).
+* :meth:`BundleCache.checkout` extracts them into an attempt's own folder;
+* :meth:`BundleCache.read` returns one file's bytes (the resolve activity reads the
+  service file so).
+
+A cached copy that does not hash to the digest (edited since it was verified) is
+thrown away and the bundle fetched again from the store, verified before it is
+kept; what was edited is never used. A bundle is at most the packing limit (100 MB
+by default), so holding it in memory for one use is affordable.
 
 Layout under the cache root (``$PRODLINE_CACHE_DIR/bundles``, else
 ``~/.cache/prodline/bundles``):
@@ -26,11 +28,11 @@ Layout under the cache root (``$PRODLINE_CACHE_DIR/bundles``, else
   worker (threads or processes) fetch a bundle once between them.
 
 Extraction trusts nothing in the archive, digest or not (whoever can write the
-store can forge one): tarfile's ``data`` filter plus checks of our own -- only
-files and symbolic links, canonical relative names (no ``/`` at the start, no
-``..``), no duplicates, nothing below a link, links relative and inside, checked
-again on the finished tree. A bundle whose true bytes fail them is refused and
-not kept.
+store can forge one): checks of our own on every entry before anything is written
+-- only files and symbolic links, canonical relative names (no ``/`` at the start,
+no ``..``), no duplicates, nothing below a link or a file, links relative and
+inside -- then tarfile's ``data`` filter, then the links again on the finished
+tree. A bundle whose true bytes fail them is refused and not kept.
 
 Each checkout is a full, writable extraction: steps write into their folder
 (``terraform init`` makes ``.terraform/``) and may append to files in place, so
@@ -54,11 +56,14 @@ import re
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, NoReturn, TypeVar
+from typing import NoReturn
 
 from prodline.config.release import BundleRef
 from prodline.errors import ProdlineError
@@ -67,12 +72,10 @@ from .bundle import bundle_key
 from .store import ArtifactCorrupt, ArtifactMissing, ArtifactStore
 
 CACHE_VARIABLE = "PRODLINE_CACHE_DIR"
-_CHUNK = 1 << 20
 # A cached copy found edited is fetched again; one that keeps failing while being read is being
 # rewritten as we read it, by something on this worker: give up rather than loop.
 _ROUNDS = 4  # the first use, then up to three fetches
-T = TypeVar("T")
-# How many symbolic links :meth:`BundleCache.read` follows to reach a regular file.
+# How many symbolic links :meth:`BundleCache.read` follows to reach a file.
 _MAX_LINKS = 8
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -99,20 +102,22 @@ class BundleCache:
     def checkout(self, ref: BundleRef, into: Path) -> Path:
         """Extract ``ref`` into ``into`` (absent or empty), writable, for one activity attempt.
 
-        Returns only once every byte extracted was proven against the digest.
+        What is extracted is the bytes that hashed to the digest, held in memory, so no
+        change to the cache after (or while) they were read can reach the checkout.
         """
         into.mkdir(parents=True, exist_ok=True)
         if any(into.iterdir()):
             raise FileExistsError(errno.EEXIST, "a bundle checkout needs an empty folder", str(into))
+        data, cached = self._verified(ref)
         try:
-            self._use(ref, lambda f: _extract(f, into), lambda: _empty(into))
-        except BaseException:
+            _extract(data, _LAYOUTS.of(ref.digest, data), into)
+        except BaseException as exc:
             _empty(into)
-            raise
+            self._refuse(ref, cached, exc)
         return into
 
     def read(self, ref: BundleRef, path: str) -> bytes:
-        """The bytes of the regular file ``path`` (relative, ``/``-separated) in ``ref``.
+        """The bytes of the file ``path`` (relative, ``/``-separated) in ``ref``, proven like a checkout.
 
         Symbolic links inside the bundle are followed, as a step's checkout would.
         Raises :class:`NotInBundle` if there is no such file.
@@ -120,14 +125,14 @@ class BundleCache:
         wanted = posixpath.normpath(path)
         if wanted.startswith("/") or wanted in (".", "..") or wanted.startswith("../"):
             raise NotInBundle(f"{path!r} is not a path inside bundle {ref.digest}")
-        for _ in range(_MAX_LINKS + 1):
-            kind, value = self._use(ref, lambda f, name=wanted: _find(f, name), lambda: None)
-            if kind == "file":
-                return value
-            if kind == "missing":
-                raise NotInBundle(f"bundle {ref.digest} has no file {path!r}")
-            wanted = value.decode()  # a link inside the bundle (checked when the archive was read)
-        raise NotInBundle(f"{path!r} in bundle {ref.digest} is a chain of more than {_MAX_LINKS} symbolic links")
+        data, cached = self._verified(ref)
+        try:
+            found = _find(data, _LAYOUTS.of(ref.digest, data), wanted)
+        except BaseException as exc:
+            self._refuse(ref, cached, exc)
+        if found is None:
+            raise NotInBundle(f"bundle {ref.digest} has no file {path!r}")
+        return found
 
     def tree(self, ref: BundleRef) -> Path:
         """TRANSITIONAL, for activities/resolve.py until it calls :meth:`read`: a fresh, verified
@@ -153,48 +158,38 @@ class BundleCache:
 
     # --- each use proves the bytes it uses ------------------------------------------------
 
-    def _use(self, ref: BundleRef, consume: Callable[[_Hashing], T], reset: Callable[[], None]) -> T:
-        """``consume(reader)`` on the cached tar, kept only if the bytes it read hashed to the digest.
-
-        An edited copy is thrown away (``reset`` undoes what ``consume`` did) and the bundle
-        fetched again from the store. ``consume`` raises :class:`_Unsafe` for an archive it
-        refuses; that counts only if the bytes are the bundle's own (then the bundle is bad).
-        """
+    def _verified(self, ref: BundleRef) -> tuple[bytes, os.stat_result]:
+        """The cached tar's bytes, read once into memory and hashed there, and which file they came
+        from. A copy that does not hash to the digest (edited since it was verified) is thrown away
+        and the bundle fetched again from the store: it is never used."""
         path = self._archive(ref)
-        bad: os.stat_result | None = None
+        cached: os.stat_result | None = None
         for round_ in range(_ROUNDS):
             if round_:
-                self._refetch(ref, bad)  # missing, or edited since it was verified: never used
+                self._refetch(ref, cached)
             try:
                 f = path.open("rb")
             except FileNotFoundError:
-                bad = None
+                cached = None
                 continue
             with f:
-                bad = os.fstat(f.fileno())
-                if bad.st_size != ref.size:  # told apart without hashing
+                cached = os.fstat(f.fileno())
+                if cached.st_size != ref.size:  # told apart without reading it
                     continue
-                reader = _Hashing(f, ref.size)
-                try:
-                    result = consume(reader)
-                except (_Unsafe, tarfile.TarError, OSError) as exc:
-                    reader.drain()
-                    if reader.proven(ref):  # the bundle's own bytes fail: the bundle is bad (or the disk is)
-                        self._refuse(ref, bad, exc)
-                    reset()
-                    continue
-                reader.drain()
-                if reader.proven(ref):
-                    return result
-                reset()
+                data = f.read(ref.size + 1)  # one more: a copy growing as we read is not the bundle
+            if len(data) == ref.size and "sha256:" + hashlib.sha256(data).hexdigest() == ref.digest:
+                return data, cached
         raise BundleCorrupt(
             f"the cached copy of bundle {ref.digest} at {path} changed while it was being read, again and again: "
             "something on this worker is writing into its bundle cache (a step?); it was not used"
         )
 
     def _refuse(self, ref: BundleRef, cached: os.stat_result, exc: BaseException) -> NoReturn:
-        if isinstance(exc, OSError):
-            raise exc  # the bundle is fine, this worker's disk is not (full, say): the attempt is retried
+        """Re-raise ``exc``, met using the bundle's own (verified) bytes: if it is about them, the
+        bundle is refused and its cached copy removed; if it is about this worker (a full disk),
+        it goes up as it is and the attempt is retried."""
+        if not isinstance(exc, _Unsafe | tarfile.TarError):
+            raise exc
         self._discard(ref, cached)
         reason = exc if isinstance(exc, _Unsafe) else f"it cannot be extracted: {exc}"
         raise BundleCorrupt(
@@ -297,48 +292,6 @@ def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-# --- hash while reading ----------------------------------------------------------------------
-
-
-class _Hashing:
-    """A file read through SHA-256, never past ``limit`` bytes (an edited copy may have grown).
-
-    Read-only and forward-only, as tarfile's stream mode reads it."""
-
-    def __init__(self, f: BinaryIO, limit: int):
-        self.f, self.left, self.sha = f, limit, hashlib.sha256()
-        self.position = 0
-        self.overrun = False
-
-    def read(self, size: int = -1, /) -> bytes:
-        size = self.left if size < 0 else min(size, self.left)
-        data = self.f.read(size) if size else b""
-        self.sha.update(data)
-        self.left -= len(data)
-        self.position += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self.position
-
-    def write(self, b: bytes, /) -> int:
-        raise io.UnsupportedOperation("read-only")
-
-    def seek(self, pos: int, /) -> int:
-        raise io.UnsupportedOperation("forward reads only")
-
-    def close(self) -> None:
-        pass  # the caller closes the file
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-        self.overrun = bool(self.f.read(1))
-
-    def proven(self, ref: BundleRef) -> bool:
-        return not self.left and not self.overrun and "sha256:" + self.sha.hexdigest() == ref.digest
-
-
 def _verify(archive: Path, ref: BundleRef, where: str) -> None:
     fix = "the stored object was changed or damaged: delete it and start the release again to upload it anew"
     size = archive.stat().st_size
@@ -357,66 +310,143 @@ class _Unsafe(Exception):
     pass
 
 
-def _stream(reader: _Hashing) -> tarfile.TarFile:
-    # Stream mode ("r|"): one sequential pass, so every byte goes through the hash once.
-    return tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK)
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    name: str
+    offset: int  # where its bytes start in the archive
+    size: int
+    mode: int  # as the data filter leaves it
+    link: str | None  # a symbolic link's target, as stored
 
 
-def _fresh_files(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """The ``data`` filter, and no bundle times (all zero): files are dated by their checkout."""
-    # mtime None: tarfile's utime() leaves the time alone (typeshed types mtime as float only).
-    return tarfile.data_filter(member, dest).replace(mtime=None, deep=False)  # pyright: ignore[reportArgumentType]
+def _layout(data: bytes) -> tuple[_Entry, ...]:
+    """Every entry of a verified archive, checked (ours, then tarfile's ``data`` filter), before
+    anything is written."""
+    entries = _Entries()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = tar.getmembers()
+    for member in members:
+        entries.check(member)
+    # The filter resolves paths on disk; against an empty folder it judges the names alone,
+    # which is what a fresh checkout is, so its verdict holds for every checkout.
+    with tempfile.TemporaryDirectory(prefix="prodline-filter-") as empty:
+        real = os.path.realpath(empty)
+        members = [tarfile.data_filter(m, real) for m in members]
+    return tuple(_Entry(m.name, m.offset_data, m.size, m.mode, m.linkname if m.issym() else None) for m in members)
 
 
-def _extract(reader: _Hashing, dest: Path) -> None:
-    """Extract the archive, refusing any entry `prodline release start` would never have packed."""
-    seen: dict[str, bool] = {}  # name -> is a link
-    with _stream(reader) as tar:
-        for member in tar:
-            _check_member(member, seen)
-            tar.extract(member, dest, filter=_fresh_files)
-    _check_links(dest, [name for name, link in seen.items() if link])
+class _Layouts:
+    """The checked entries of the bundles this process verified, by digest, the most recent kept.
+
+    They are a function of bytes that hashed to the digest, so they hold for any bytes that
+    hash to it again: each use still reads and hashes the archive, but parses and checks it
+    once. They live in the worker's memory, which a step does not edit as it can the disk.
+    """
+
+    def __init__(self, keep: int = 64):
+        self.keep = keep
+        self._known: OrderedDict[str, tuple[_Entry, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, digest: str, data: bytes) -> tuple[_Entry, ...]:
+        with self._lock:
+            known = self._known.get(digest)
+            if known is not None:
+                self._known.move_to_end(digest)
+                return known
+        layout = _layout(data)  # raises for an archive refused: nothing is kept
+        with self._lock:
+            self._known[digest] = layout
+            while len(self._known) > self.keep:
+                self._known.popitem(last=False)
+        return layout
 
 
-def _find(reader: _Hashing, name: str) -> tuple[str, bytes]:
-    """Look for ``name`` while checking every entry: ("file", bytes), ("link", target) or ("missing", b"")."""
-    found: tuple[str, bytes] = ("missing", b"")
-    with _stream(reader) as tar:
-        seen: dict[str, bool] = {}
-        for member in tar:
-            _check_member(member, seen)
-            if member.name != name:
-                continue
-            if member.issym():
-                target = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
-                found = ("link", target.encode())
-            else:
-                data = tar.extractfile(member)
-                assert data is not None  # a regular file: _check_member let only those and links through
-                found = ("file", data.read())
-    return found
+_LAYOUTS = _Layouts()
 
 
-def _check_member(member: tarfile.TarInfo, seen: dict[str, bool]) -> None:
-    name = member.name
-    if name.startswith("/") or name in ("", ".", "..") or posixpath.normpath(name) != name or name.startswith("../"):
-        raise _Unsafe(f"entry {name!r} is not a plain relative path inside the bundle")
-    if name in seen:
-        raise _Unsafe(f"entry {name!r} appears twice")
-    parent = posixpath.dirname(name)
-    while parent:
-        if seen.get(parent):
-            raise _Unsafe(f"entry {name!r} lies below the symbolic link {parent!r}")
-        parent = posixpath.dirname(parent)
-    if set(member.pax_headers) - {"path", "linkpath"} or member.sparse is not None:
-        raise _Unsafe(f"entry {name!r} carries PAX headers or sparse data no bundle has")
-    if member.issym():
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
-        if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
-            raise _Unsafe(f"symbolic link {name!r} -> {member.linkname!r} leaves the bundle")
-    elif not member.isreg():
-        raise _Unsafe(f"entry {name!r} is not a file or a symbolic link")
-    seen[name] = member.issym()
+def _extract(data: bytes, layout: tuple[_Entry, ...], dest: Path) -> None:
+    """Write a verified archive's checked entries into the empty folder ``dest``.
+
+    Written here rather than by ``TarFile.extract`` (which for a 2,000-file bundle takes
+    twice as long): each file is created new (``O_EXCL``) and never through a link
+    (``O_NOFOLLOW``; no entry lies below one), its bytes straight from the verified buffer,
+    its mode the filter's (whatever the worker's umask). Times are not set: files are dated
+    by their checkout (the canonical tar zeroes them).
+    """
+    view = memoryview(data)
+    made = {""}
+    for entry in layout:
+        parent = posixpath.dirname(entry.name)
+        if parent not in made:
+            os.makedirs(os.path.join(dest, parent), exist_ok=True)
+            made.add(parent)
+        path = os.path.join(dest, entry.name)
+        if entry.link is not None:
+            os.symlink(entry.link, path)
+            continue
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, entry.mode)
+            chunk = view[entry.offset : entry.offset + entry.size]
+            while chunk:
+                chunk = chunk[os.write(fd, chunk) :]
+        finally:
+            os.close(fd)
+    _check_links(dest, [entry.name for entry in layout if entry.link is not None])
+
+
+def _find(data: bytes, layout: tuple[_Entry, ...], name: str) -> bytes | None:
+    """The bytes of the file ``name`` in a verified archive, through links inside it; None if none."""
+    by_name = {entry.name: entry for entry in layout}
+    for _ in range(_MAX_LINKS + 1):
+        entry = by_name.get(name)
+        if entry is None:
+            return None
+        if entry.link is None:
+            return data[entry.offset : entry.offset + entry.size]
+        name = posixpath.normpath(posixpath.join(posixpath.dirname(name), entry.link))
+    return None  # a chain of links longer than any bundle needs
+
+
+class _Entries:
+    """What an archive listed so far: each name and whether it is a link, and the folders names imply."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, bool] = {}
+        self.folders: set[str] = set()
+
+    def check(self, member: tarfile.TarInfo) -> None:
+        name = member.name
+        if (
+            name.startswith("/")
+            or name in ("", ".", "..")
+            or posixpath.normpath(name) != name
+            or name.startswith("../")
+        ):
+            raise _Unsafe(f"entry {name!r} is not a plain relative path inside the bundle")
+        if name in self.links:
+            raise _Unsafe(f"entry {name!r} appears twice")
+        if name in self.folders:
+            raise _Unsafe(f"entry {name!r} is also the folder of earlier entries")
+        parents = []
+        parent = posixpath.dirname(name)
+        while parent:
+            if parent in self.links:
+                what = "symbolic link" if self.links[parent] else "file"
+                raise _Unsafe(f"entry {name!r} lies below the {what} {parent!r}")
+            parents.append(parent)
+            parent = posixpath.dirname(parent)
+        if set(member.pax_headers) - {"path", "linkpath"} or member.sparse is not None:
+            raise _Unsafe(f"entry {name!r} carries PAX headers or sparse data no bundle has")
+        if member.issym():
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
+            if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
+                raise _Unsafe(f"symbolic link {name!r} -> {member.linkname!r} leaves the bundle")
+        elif not member.isreg():
+            raise _Unsafe(f"entry {name!r} is not a file or a symbolic link")
+        self.links[name] = member.issym()
+        self.folders.update(parents)
 
 
 def _check_links(tree: Path, links: list[str]) -> None:
