@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from prodline.artifacts.cache import BundleCache, BundleCorrupt
+from prodline.artifacts.cache import BundleCache, BundleCorrupt, NotInBundle
 from prodline.artifacts.store import ArtifactMissing, ArtifactStore
 from prodline.config.application import Application
 from prodline.config.errors import ConfigError
@@ -87,13 +87,17 @@ class ResolveActivities:
             )
         if request.bundle is None or not request.service_file:
             raise refuse("the release names no bundle: start it with `prodline release start` (0.2 or later)")
+        inside = PurePosixPath(request.service_file)
+        if inside.is_absolute() or ".." in inside.parts:
+            raise refuse(f"service file {request.service_file!r} is not a path inside the bundle")
         cache = BundleCache(self._store or shared_store())
         try:
-            tree = await asyncio.to_thread(cache.tree, request.bundle)
-        except (BundleCorrupt, ArtifactMissing) as exc:  # an unreachable store is retried instead
+            # The service file's bytes, proven against the bundle's digest on this very read.
+            data = await asyncio.to_thread(cache.read, request.bundle, request.service_file)
+        except (BundleCorrupt, ArtifactMissing, NotInBundle) as exc:  # an unreachable store is retried
             raise refuse(str(exc)) from None
         try:
-            return _plan(request, revision, tree)
+            return _plan(request, revision, data)
         except ConfigError as exc:
             problems = "\n".join(f"  {p}" for p in exc.problems)
             raise refuse(
@@ -102,18 +106,13 @@ class ResolveActivities:
             ) from None
 
 
-def _plan(request: ReleaseRequest, revision: Revision, tree: Path) -> ReleasePlan:
+def _plan(request: ReleaseRequest, revision: Revision, data: bytes) -> ReleasePlan:
     app_doc = parse_yaml(revision.source, Path(revision.path or "prodline.yaml"))
     app = parse_model(app_doc, Application)
     inside = PurePosixPath(request.service_file)
-    if inside.is_absolute() or ".." in inside.parts:
-        raise refuse(f"service file {request.service_file!r} is not a path inside the bundle")
-    path = tree / inside
-    if not path.is_file():
-        raise refuse(f"bundle {request.bundle and request.bundle.digest} has no file {request.service_file!r}")
-    # Problems name the file as it is in the bundle, not in this worker's cache.
+    # Problems name the file as it is in the bundle.
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise refuse(f"{request.service_file} in the bundle is not UTF-8 text") from None
     service_doc = parse_yaml(text, Path(request.service_file))

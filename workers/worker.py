@@ -25,6 +25,7 @@ from prodline.activities import steps
 from prodline.activities.ledger import LedgerActivities
 from prodline.activities.resolve import ResolveActivities
 from prodline.activities.rules import RuleActivities
+from prodline.activities.workspace import sweep_workspaces
 from prodline.workflows.application import ApplicationWorkflow
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
@@ -35,6 +36,8 @@ HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
 def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **options) -> Worker:
+    # Attempt folders a killed worker left behind (each attempt removes its own otherwise).
+    sweep_workspaces()
     ledger = LedgerActivities(client)
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
     # A running step learns of a cancel only from a heartbeat's answer; the SDK sends heartbeats

@@ -44,7 +44,6 @@ worker (only running steps as another user, or in a sandbox, could).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import fcntl
@@ -133,17 +132,6 @@ class BundleCache:
         if found is None:
             raise NotInBundle(f"bundle {ref.digest} has no file {path!r}")
         return found
-
-    def tree(self, ref: BundleRef) -> Path:
-        """TRANSITIONAL, for activities/resolve.py until it calls :meth:`read`: a fresh, verified
-        checkout of ``ref`` of its own, never shared, removed when the process exits (or by the
-        next worker's sweep). Not for steps: they use :meth:`checkout`. Remove with its last caller.
-        """
-        parent = self.root / "attempts"
-        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        into = Path(tempfile.mkdtemp(prefix=f"tree-{ref.short}-", dir=parent))
-        atexit.register(remove_tree, into)
-        return self.checkout(ref, into)
 
     def fetch(self, ref: BundleRef) -> Path:
         """The cached canonical tar of ``ref``, fetched and verified if absent (a worker's warm-up).
