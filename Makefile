@@ -8,7 +8,7 @@ UI_PORT ?= $(shell echo $$(($(PORT) + 1000)))
 DEMO_VERSION ?= 1.0.$(shell date +%Y%m%d%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: install demo stop test lint bench clean
+.PHONY: install demo env stop test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: install
 		--version $(DEMO_VERSION) --param demo_state=$(abspath $(STATE_DIR))/demo --wait
 	$(DEMO_ENV) $(BIN)/prodline release list --service checkout --limit 5
 	@echo "Explore it at http://localhost:$(UI_PORT) ; stop the server with: make stop"
+
+# What a shell needs to run `prodline` by hand against the demo: eval "$$(make -s env)".
+env:
+	@echo 'export PATH="$(abspath $(BIN)):$$PATH" $(DEMO_ENV)'
 
 stop: install
 	$(BIN)/prodline dev --stop --state-dir $(STATE_DIR)

@@ -46,8 +46,8 @@ async def _serve(args, folder: Path) -> int:
 
     logs.configure()
     # Plans, outputs and Terraform working data of local releases live with the server's state.
-    os.environ.setdefault("PRODLINE_ARTIFACT_DIR", str(folder / "artifacts"))
-    os.environ.setdefault("PRODLINE_CACHE_DIR", str(folder / "cache"))
+    # The artifact store and bundle cache stay the user's defaults (unless set): `release start`
+    # in another shell then uploads where this worker reads, with nothing to set.
     os.environ.setdefault("PRODLINE_TERRAFORM_DATA_DIR", str(folder / "terraform"))
     server = DevServer(folder, port=args.port, ui_port=args.ui_port, ui=not args.headless)
     ready = folder / READY_FILE
@@ -77,7 +77,9 @@ async def _serve(args, folder: Path) -> int:
             if server.ui_url:
                 print(f"Temporal UI at {server.ui_url}", flush=True)
             print(f"prodline worker on task queue {queue!r}; Ctrl-C stops both", flush=True)
-            print(f"artifact store: {info['artifacts']} (release start needs PRODLINE_ARTIFACTS set to it)", flush=True)
+            print(
+                f"artifact store: {info['artifacts']} (release start must use the same: PRODLINE_ARTIFACTS)", flush=True
+            )
             await stop.wait()
     finally:
         # The state file goes last: while it exists, `--stop` knows whom to wait for, and
@@ -169,7 +171,7 @@ def _detach(args, folder: Path) -> int:
         print(json.dumps({"state": state, **info}))
     else:
         print(f"prodline dev {state} (pid {info['pid']}): Temporal at {info['address']}, UI at {info['ui_url']}")
-        print(f"artifact store: {info.get('artifacts', '')} (set PRODLINE_ARTIFACTS to it for release start)")
+        print(f"artifact store: {info.get('artifacts', '')} (release start must use the same: PRODLINE_ARTIFACTS)")
         print(f"stop it with: prodline dev --stop --state-dir {folder}")
     return exit_codes.SUCCEEDED
 
@@ -217,11 +219,17 @@ async def _work(args) -> int:
     stop = stop_event()
     # A log line like every other one on stderr (JSON when that is not a terminal).
     runtime = bool(getattr(args, "runtime", False))
+    if runtime and not args.task_queue:
+        raise InvalidInput(
+            "--runtime serves an environment's own task queue: name it with --task-queue "
+            "(the `task_queue:` of that environment in the application file)"
+        )
     structlog.get_logger("prodline.worker").info(
         "worker.started",
         task_queue=queue,
         role="runtime" if runtime else "control",
         address=client.service_client.config.target_host,
+        artifacts=_store_location(),
     )
     await run_until(build_worker(client, queue, runtime=runtime), stop)
     return exit_codes.SUCCEEDED

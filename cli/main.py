@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runtime",
         action="store_true",
-        help="serve an environment's own task queue (its `task_queue:`): its steps and rules only, "
-        "never release workflows",
+        help="serve an environment's own task queue (its `task_queue:`, given with --task-queue): its "
+        "steps and rules only, never release workflows. Every worker needs the Temporal connection and "
+        "PRODLINE_ARTIFACTS (the store the CLI uploads bundles to)",
     )
     p.set_defaults(handler=lambda args: _dev().worker(args))
 

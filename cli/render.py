@@ -57,10 +57,14 @@ def details(status: ReleaseStatus, events: int = 10, output_lines: int = 5) -> s
     """What `release status` shows below the summary: plans and output tails of the steps
     that ran, every decision, and the recent events."""
     lines = []
+    if status.revision:  # what the release obeys and deploys, pinned when it started
+        bundle = status.bundle.removeprefix("sha256:")[:12]
+        lines.append(f"obeys {status.application} revision {status.revision}; deploys bundle {bundle}")
     for env in status.environments:
         for step in env.steps:
             if step.plan and env.phase is not Phase.waiting:  # a waiting environment's plans are in the summary
-                lines.append(f"plan of {env.name}/{step.name}" + (f": {step.summary}" if step.summary else ":"))
+                # The summary is the latest word on the step: its plan's, or its apply's once applied.
+                lines.append(f"plan of {env.name}/{step.name}" + (f" ({step.summary})" if step.summary else ":"))
                 lines += [f"  {line}" for line in step.plan.splitlines()]
             if step.output:
                 lines.append(f"output of {env.name}/{step.name} (last lines):")

@@ -82,6 +82,7 @@ def test_a_local_application_file_without_the_approval_does_not_remove_it(cli, w
     notes = [line for line in started.stderr.splitlines() if "differs from" in line]
     assert len(notes) == 1, started.stderr
     assert f"{project.root / 'prodline.yaml'} differs from {project.application} revision 1" in notes[0]
+    assert "(production: precondition approval removed)" in notes[0]  # says what the local copy lacks
     assert f"`prodline app diff {project.application} {project.root / 'prodline.yaml'}`" in notes[0]
 
     status = waiting_in(cli, release, "production", "approval")

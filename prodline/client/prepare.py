@@ -22,6 +22,7 @@ from prodline.activities.resolve import registered_revision
 from prodline.artifacts.bundle import pack, upload
 from prodline.artifacts.store import ArtifactStore
 from prodline.config.application import Application
+from prodline.config.changes import summarise
 from prodline.config.errors import ConfigError
 from prodline.config.loader import find_application_file, load_application, load_project, load_service
 from prodline.config.problems import parse_model
@@ -138,7 +139,10 @@ def _local_application_note(local: Path | None, registered: Application, revisio
         app = None
     if app == registered:
         return []
+    changes = (summarise(registered, app) or ["its settings differ"]) if app is not None else ["it does not validate"]
+    shown = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
     return [
-        f"{local} differs from {registered.application} revision {revision.number} registered in Temporal; "
-        f"the release obeys the registered revision (see `prodline app diff {registered.application} {local}`)"
+        f"{local} differs from {registered.application} revision {revision.number} registered in Temporal "
+        f"({shown}); the release obeys the registered revision "
+        f"(see `prodline app diff {registered.application} {local}`)"
     ]
