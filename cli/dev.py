@@ -213,17 +213,17 @@ async def _work(args) -> int:
     from prodline.workers.connect import connect, task_queue
     from prodline.workers.worker import build_worker, run_until
 
-    logs.configure()
-    client = await connect(args.address, args.namespace)
-    queue = task_queue(args.task_queue)
-    stop = stop_event()
-    # A log line like every other one on stderr (JSON when that is not a terminal).
     runtime = bool(getattr(args, "runtime", False))
     if runtime and not args.task_queue:
         raise InvalidInput(
             "--runtime serves an environment's own task queue: name it with --task-queue "
             "(the `task_queue:` of that environment in the application file)"
         )
+    logs.configure()
+    client = await connect(args.address, args.namespace)
+    queue = task_queue(args.task_queue)
+    stop = stop_event()
+    # A log line like every other one on stderr (JSON when that is not a terminal).
     structlog.get_logger("prodline.worker").info(
         "worker.started",
         task_queue=queue,

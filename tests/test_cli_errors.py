@@ -361,3 +361,10 @@ def test_a_namespace_without_search_attributes_points_at_setup_and_setup_registe
     }
     assert cli.run("release", "start", str(service_file), "--version", "9.7.0").returncode == 0
     assert [r["release_id"] for r in cli.json("release", "list")] == [project.release_id("9.7.0")]
+
+
+def test_a_runtime_worker_without_its_queue_is_refused(cli):
+    """A runtime worker on the control queue would serve nothing it should: say what to give."""
+    result = cli.run("worker", "--runtime")
+    assert result.returncode == 2
+    assert "--runtime serves an environment's own task queue: name it with --task-queue" in result.stderr
