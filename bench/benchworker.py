@@ -9,7 +9,9 @@ polling; SIGTERM shuts it down gracefully.
 With ``PRODLINE_BENCH_TIMINGS=FILE`` a prodline worker times the parts of the
 release path (bench/pathcost.py) and writes them to FILE when it stops; with
 ``PRODLINE_BENCH_FIX=NAME[,NAME]`` it runs with trial changes to the resolve
-activity (bench/pathcost.py, ``bench/run.py --fix``).
+activity (bench/pathcost.py, ``bench/run.py --fix``); with
+``PRODLINE_BENCH_PROFILE=FILE`` it runs under cProfile (every thread) and
+writes the stats to FILE.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ async def main(kind: str, address: str, queue: str) -> None:
         from pathcost import instrument
 
         instrument(timings)
+    profile_file = os.environ.get("PRODLINE_BENCH_PROFILE", "") if kind == "prodline" else ""
+    profile = None
+    if profile_file:
+        from pathcost import ThreadsProfile
+
+        profile = ThreadsProfile()
     client = await connect(address, "default")
     stop = stop_event()
     async with build(kind, client, queue):
@@ -61,6 +69,8 @@ async def main(kind: str, address: str, queue: str) -> None:
     if timings_file:
         with open(timings_file, "w") as f:
             json.dump(timings, f)
+    if profile is not None:
+        profile.dump(profile_file)
 
 
 if __name__ == "__main__":

@@ -120,9 +120,13 @@ class WorkerProcess(ManagedProcess):
         return memory_kb(self.pid, "VmHWM") / 1024
 
 
-def bench_worker(kind: str, address: str, queue: str, log_file: Path) -> WorkerProcess:
+def bench_worker(
+    kind: str, address: str, queue: str, log_file: Path, env: dict[str, str] | None = None
+) -> WorkerProcess:
+    """A bench/benchworker.py process; ``env`` adds to (or, with an empty value, removes from) ours."""
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v}
     argv = [sys.executable, str(BENCH / "benchworker.py"), kind, address, queue]
-    return WorkerProcess(f"{kind} worker", argv, log_file, env=os.environ, stop_timeout=30)
+    return WorkerProcess(f"{kind} worker", argv, log_file, env=environment, stop_timeout=30)
 
 
 def prodline_worker(address: str, queue: str, log_file: Path) -> WorkerProcess:

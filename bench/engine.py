@@ -27,6 +27,7 @@ over first start -> last close.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections import Counter
@@ -63,6 +64,9 @@ from prodline.contracts import ledger_id
 TARGET_THROUGHPUT = 0.8  # prodline / raw, at least
 TARGET_P50 = 1.5  # prodline / raw, at most
 SAMPLE = 20  # workflows per batch whose histories say where the time went
+# `bench/run.py --fix NAME`: one more batch, prodline with a trial change to the resolve activity.
+FIX_VARIABLE = "PRODLINE_BENCH_FIX"
+FIXED = "prodline+fix"
 
 
 async def _raw_batch(client: Client, queue: str, prefix: str, n: int, plan: list[str]) -> None:
@@ -191,14 +195,16 @@ async def _prodline(
     warmup: int,
     timeout: float,
     history: dict,
+    fix: str = "",
 ) -> dict:
     """The prodline batch: its own worker, a warm-up application and a fresh one measured
-    (empty ledgers); fills ``history`` (what one release puts in Temporal) if it is empty."""
-    warm_app, app = unique(f"warm{round_}x"), unique(f"engine{round_}x")
+    (empty ledgers); fills ``history`` (what one release puts in Temporal) if it is empty.
+    ``fix``: the worker tries these changes to the resolve activity (bench/pathcost.py)."""
+    warm_app, app = unique(f"warm{round_}{'f' if fix else ''}x"), unique(f"engine{round_}{'f' if fix else ''}x")
     warm_file = write_project(folder / warm_app, warm_app, ["noop"])[0]
     service_file = write_project(folder / app, app, ["noop"])[0]
     queue = unique("bench-prodline-")
-    worker = bench_worker("prodline", address, queue, folder / f"{queue}.log").start()
+    worker = bench_worker("prodline", address, queue, folder / f"{queue}.log", {FIX_VARIABLE: fix}).start()
     releases = ReleaseClient(client, queue)  # the start `prodline release start` makes
     try:
         # The platform team's `prodline app apply`, once per application, on this worker's
@@ -213,7 +219,7 @@ async def _prodline(
             server_pid,
             worker,
             queue,
-            "prodline",
+            FIXED if fix else "prodline",
             n,
             warmup,
             lambda: asyncio.gather(*(releases.start(r) for r in warm_requests)),
@@ -231,13 +237,15 @@ async def _prodline(
     return result
 
 
-async def run_prodline_only(n: int, warmup: int = 10, timeout: float = 300.0) -> dict:
+async def run_prodline_only(n: int, fix: str = "", warmup: int = 10, timeout: float = 300.0) -> dict:
     """One prodline batch on its own server (bench/pathcost.py instruments its worker)."""
     async with dev_server("engine") as server, artifact_folders("engine"):
         client = await client_for(server)
         assert server.process is not None
         with tempfile.TemporaryDirectory(prefix="prodline-bench-engine-") as tmp:
-            return await _prodline(client, server.address, server.process.pid, Path(tmp), 0, n, warmup, timeout, {})
+            return await _prodline(
+                client, server.address, server.process.pid, Path(tmp), 0, n, warmup, timeout, {}, fix
+            )
 
 
 async def run(quick: bool = False) -> dict:
@@ -246,6 +254,7 @@ async def run(quick: bool = False) -> dict:
     rounds = 1 if quick else 2
     timeout = 300.0
     per_round: list[dict[str, dict]] = []
+    fix = os.environ.pop(FIX_VARIABLE, "")  # only the extra batch's worker gets it
     async with dev_server("engine") as server, artifact_folders("engine"):
         client = await client_for(server)
         assert server.process is not None
@@ -281,7 +290,7 @@ async def run(quick: bool = False) -> dict:
             log(f"engine overhead: N={n} per batch (+{warmup} warm-up), {rounds} round(s), server {server.address}")
             for round_ in range(rounds):
                 # Every other round runs the batches in reverse, so drift in the server favours nobody.
-                order = ["raw-steps", "prodline", "raw-activities"]
+                order = ["raw-steps", "prodline", *([FIXED] if fix else []), "raw-activities"]
                 if round_ % 2:
                     order.reverse()
                 batches: dict[str, dict] = {}
@@ -290,13 +299,17 @@ async def run(quick: bool = False) -> dict:
                         batches[name] = await _prodline(
                             client, server.address, server_pid, folder, round_, n, warmup, timeout, history
                         )
+                    elif name == FIXED:
+                        batches[name] = await _prodline(
+                            client, server.address, server_pid, folder, round_, n, warmup, timeout, history, fix
+                        )
                     elif name == "raw-steps":
                         batches[name] = await raw(name, [ACTIVITY] * steps)
                     else:
                         batches[name] = await raw(name, history["plan"])
                 per_round.append(batches)
 
-    names = ["raw-steps", "prodline", "raw-activities"]
+    names = ["raw-steps", "prodline", *([FIXED] if fix else []), "raw-activities"]
     combined = {name: _mean([r[name] for r in per_round]) for name in names}
     ratios = {base: _ratios(combined["prodline"], combined[base]) for base in ("raw-steps", "raw-activities")}
     spread = {
@@ -317,6 +330,16 @@ async def run(quick: bool = False) -> dict:
         "ratios": ratios,
         "ratio_spread": spread,
         "history": history | {"steps": steps},
+        **(
+            {
+                "fix": fix,
+                "fix_ratios": {
+                    base: _ratios(combined[FIXED], combined[base]) for base in ("raw-steps", "raw-activities")
+                },
+            }
+            if fix
+            else {}
+        ),
         "targets": {
             "throughput": {
                 "target": f">= {TARGET_THROUGHPUT}",

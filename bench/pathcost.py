@@ -165,6 +165,53 @@ def instrument(timings: Timings) -> None:
     steps.attempt_workspace = _timed_workspace(timings, steps.attempt_workspace)
 
 
+class ThreadsProfile:
+    """cProfile in every thread of the process (workflow activations run in a thread pool, the
+    event loop and activities in the main thread), merged into one stats file at the end.
+
+    Started before the worker, so that each thread the pool creates starts its own profile (its
+    first event, through ``threading.setprofile``). Python only: the SDK's Rust core is not in it.
+    """
+
+    def __init__(self) -> None:
+        import cProfile
+        import threading
+
+        self._new = cProfile.Profile
+        self.profiles = [cProfile.Profile()]
+        threading.setprofile(self._start_thread)
+        self.profiles[0].enable()
+
+    def _start_thread(self, *_: Any) -> None:
+        profile = self._new()
+        self.profiles.append(profile)
+        profile.enable()  # replaces this hook, for this thread
+
+    def dump(self, path: str) -> None:
+        import pstats
+        import threading
+
+        threading.setprofile(None)
+        main, *others = self.profiles
+        main.disable()
+        stats = pstats.Stats(main)
+        for profile in others:  # the worker has stopped: these threads are idle or gone
+            stats.add(profile)
+        stats.dump_stats(path)
+
+
+def top(path: str, count: int = 30) -> str:
+    """The heaviest functions of a stats file, by own time and by cumulative time."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(path, stream=out)
+    stats.sort_stats("tottime").print_stats(count)
+    stats.sort_stats("cumulative").print_stats(count)
+    return out.getvalue()
+
+
 def summary(timings: Timings) -> dict[str, dict[str, float]]:
     out = {}
     for name, values in sorted(timings.items()):
@@ -193,13 +240,22 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 
 async def floor(n: int) -> dict[str, dict[str, float]]:
-    from common import artifact_folders, client_for, dev_server, register, requests_for, unique, write_project
+    from common import (
+        artifact_folders,
+        client_for,
+        cpu_seconds,
+        dev_server,
+        register,
+        requests_for,
+        unique,
+        write_project,
+    )
 
     timings: Timings = {}
     instrument(timings)  # before the worker and the activities exist, as in a bench worker
     from prodline.activities import resolve, steps
     from prodline.artifacts.store import open_store
-    from prodline.contracts import RunContext
+    from prodline.contracts import RunContext, application_id
     from prodline.workers.worker import build_worker
 
     async with dev_server("pathcost") as server, artifact_folders("pathcost"):
@@ -224,30 +280,61 @@ async def floor(n: int) -> dict[str, dict[str, float]]:
                 )
                 await activities.resolve_release(request)  # the first fetches the bundle: not counted
                 timings.clear()
+                cpu: Timings = {}  # CPU of the whole process (the worker answering the query included)
                 for _ in range(n):
+                    began = time.process_time()
                     await activities.resolve_release(request)
+                    cpu.setdefault("cpu: resolve_release_total", []).append(time.process_time() - began)
+                    began = time.process_time()
+                    await resolve.registered_revision(client, app)
+                    cpu.setdefault("cpu: resolve_query_revision", []).append(time.process_time() - began)
+                    began = time.process_time()
                     async with steps.attempt_workspace(context, store):
                         pass
-    return summary(timings)
+                    cpu.setdefault("cpu: workspace_open_close", []).append(time.process_time() - began)
+                # The calls made directly above were timed by the wrapper too: keep resolve's own.
+                timings["resolve_query_revision"] = timings["resolve_query_revision"][::2]
+                parts = {name: list(values) for name, values in timings.items()}
+                # What the server spends on the two ways of reading the current revision: the query
+                # (forwarded to a worker through matching) and a describe (the server answers alone).
+                assert server.process is not None
+                handle = client.get_workflow_handle(application_id(app))
+                for name, call in (
+                    ("query", lambda: resolve.registered_revision(client, app)),
+                    ("describe", handle.describe),
+                ):
+                    server_cpu, began_cpu = cpu_seconds(server.process.pid), time.process_time()
+                    for _ in range(n):
+                        began = time.perf_counter()
+                        await call()
+                        _add(timings, f"current revision by {name}", began)
+                    own = (time.process_time() - began_cpu) / n
+                    cpu[f"cpu: current revision by {name} (this process, worker included)"] = [own]
+                    cpu[f"cpu: current revision by {name} (server)"] = [
+                        (cpu_seconds(server.process.pid) - server_cpu) / n
+                    ]
+                    parts[f"current revision by {name}"] = timings[f"current revision by {name}"]
+    return summary(parts) | summary(cpu)
 
 
 # --- under load: the engine benchmark's prodline batch with an instrumented worker --------------
 
 
-async def under_load(n: int, fix: str) -> tuple[dict, dict[str, dict[str, float]]]:
-    """One warm-up and one measured prodline batch of bench/engine.py's, the worker instrumented."""
+async def under_load(n: int, fix: str, profile: str = "") -> tuple[dict, dict[str, dict[str, float]]]:
+    """One warm-up and one measured prodline batch of bench/engine.py's, the worker instrumented
+    (and, with ``profile``, profiled: stats written there)."""
     import engine
 
     with tempfile.TemporaryDirectory(prefix="prodline-bench-pathcost-") as tmp:
         out = Path(tmp) / "timings.json"
         os.environ["PRODLINE_BENCH_TIMINGS"] = str(out)
-        if fix:
-            os.environ["PRODLINE_BENCH_FIX"] = fix
+        if profile:
+            os.environ["PRODLINE_BENCH_PROFILE"] = profile
         try:
-            result = await engine.run_prodline_only(n)
+            result = await engine.run_prodline_only(n, fix)
         finally:
             os.environ.pop("PRODLINE_BENCH_TIMINGS", None)
-            os.environ.pop("PRODLINE_BENCH_FIX", None)
+            os.environ.pop("PRODLINE_BENCH_PROFILE", None)
         timings = json.loads(out.read_text()) if out.exists() else {}
     return result, summary(timings)
 
@@ -256,10 +343,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--engine", action="store_true", help="the engine benchmark's prodline batch, instrumented")
+    parser.add_argument("--profile", metavar="FILE", help="with --engine: cProfile the worker into FILE")
     parser.add_argument("--fix", default="", help=f"with --engine: trial changes, comma-separated: {', '.join(FIXES)}")
     args = parser.parse_args()
     if args.engine:
-        result, rows = asyncio.run(under_load(args.n, args.fix))
+        result, rows = asyncio.run(under_load(args.n, args.fix, args.profile or ""))
         print(
             f"prodline batch, N={args.n}{' with ' + args.fix if args.fix else ''}: {result['throughput']:.2f} wf/s, "
             f"p50 {result['p50'] * 1000:.0f} ms, worker CPU {result['worker_cpu_ms']:.0f} ms/wf\n"
@@ -268,6 +356,8 @@ def main() -> int:
         rows = asyncio.run(floor(args.n))
         print(f"each part alone, {args.n} calls in a row, idle server, in-process worker:\n")
     print(table(rows))
+    if args.engine and args.profile:
+        print("\n" + top(args.profile))
     return 0
 
 

@@ -214,7 +214,7 @@ def engine_lines(r: dict) -> list[str]:
     for name, x in b.items():
         if "plan" in x:
             acts = _plan(x["plan"].count("activity"), x["plan"].count("local"))
-        elif name == "prodline":
+        elif name.startswith("prodline"):
             acts = _plan(h["activities"], h.get("local_activities", 0))
         else:
             acts = f"{x.get('activities_per_workflow', 0):g}"
@@ -234,6 +234,11 @@ def engine_lines(r: dict) -> list[str]:
         p50 = f" ({spread['p50'][0]:.2f}-{spread['p50'][1]:.2f})" if spread else ""
         lines.append(
             f"| {base} | {x['throughput']:.2f}x{thr} | {x['p50']:.2f}x{p50} | {x['p95']:.2f}x | "
+            f"{x['worker_cpu']:.2f}x | {x['server_cpu']:.2f}x |"
+        )
+    for base, x in r.get("fix_ratios", {}).items():
+        lines.append(
+            f"| {base}, prodline with {r['fix']} | {x['throughput']:.2f}x | {x['p50']:.2f}x | {x['p95']:.2f}x | "
             f"{x['worker_cpu']:.2f}x | {x['server_cpu']:.2f}x |"
         )
     t = r["targets"]
