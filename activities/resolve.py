@@ -18,6 +18,7 @@ edited after ``release start``: the bundle is named by its content.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 
@@ -36,7 +37,14 @@ from prodline.config.release import ReleasePlan, ReleaseRequest, build_plan
 from prodline.config.resolve import combine
 from prodline.config.service import Service
 from prodline.config.yamlsource import parse_yaml
-from prodline.contracts import NON_RETRYABLE_CONFIG, RESOLVE_RELEASE, REVISION_QUERY, Revision, application_id
+from prodline.contracts import (
+    NON_RETRYABLE_CONFIG,
+    RESOLVE_RELEASE,
+    REVISION_MEMO,
+    REVISION_QUERY,
+    Revision,
+    application_id,
+)
 from prodline.errors import Unavailable
 
 from .workspace import shared_store
@@ -66,6 +74,39 @@ async def registered_revision(client: Client, application: str, number: int = 0)
         raise
 
 
+async def current_revision(client: Client, application: str) -> Revision | None:
+    """The current revision, found the cheap way: the application workflow's memo says which one
+    (a describe, answered by the server; a query would wait in line for a worker), and a
+    revision, once applied, never changes, so each is fetched once per worker process."""
+    try:
+        description = await client.get_workflow_handle(application_id(application)).describe(
+            rpc_timeout=REGISTRY_TIMEOUT
+        )
+        memo = await description.memo()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    current = memo.get(REVISION_MEMO)
+    if not isinstance(current, dict) or not isinstance(current.get("number"), int):
+        return await registered_revision(client, application)  # an application workflow without the memo
+    key = (application, current["number"], current.get("digest"))
+    revision = _REVISIONS.get(key)
+    if revision is None:
+        revision = await registered_revision(client, application, current["number"])
+        if revision is None or revision.digest != current.get("digest"):  # re-created since: ask afresh
+            return await registered_revision(client, application)
+        _REVISIONS[key] = revision
+    return revision
+
+
+# Revisions by (application, number, digest) and plans by everything they are made of: both
+# are content-addressed, so a hit is exactly what resolving again would give.
+_REVISIONS: dict[tuple[str, int, str | None], Revision] = {}
+_PLANS: OrderedDict[tuple, ReleasePlan] = OrderedDict()
+_PLANS_KEPT = 256
+
+
 def refuse(message: str) -> ApplicationError:
     """A release that cannot start: retrying does not help."""
     return ApplicationError(message, type=NON_RETRYABLE_CONFIG, non_retryable=True)
@@ -79,7 +120,7 @@ class ResolveActivities:
     @activity.defn(name=RESOLVE_RELEASE)
     async def resolve_release(self, request: ReleaseRequest) -> ReleasePlan:
         """The registered revision's rules with the bundle's steps, resolved per environment."""
-        revision = await registered_revision(self.client, request.application)
+        revision = await current_revision(self.client, request.application)
         if revision is None:
             raise refuse(
                 f"application {request.application!r} is not registered in Temporal: "
@@ -92,10 +133,32 @@ class ResolveActivities:
             raise refuse(f"service file {request.service_file!r} is not a path inside the bundle")
         cache = BundleCache(self._store or shared_store())
         try:
-            # The service file's bytes, proven against the bundle's digest on this very read.
+            # The service file's bytes, proven against the bundle's digest on this very read
+            # (every release: a bundle changed in the store or the cache is refused here).
             data = await asyncio.to_thread(cache.read, request.bundle, request.service_file)
         except (BundleCorrupt, ArtifactMissing, NotInBundle) as exc:  # an unreachable store is retried
             raise refuse(str(exc)) from None
+        key = (
+            revision.application,
+            revision.number,
+            revision.digest,
+            request.service,
+            request.bundle.digest,
+            request.service_file,
+            tuple(sorted(request.parameters.items())),
+            request.initiator,
+        )
+        if key in _PLANS:  # parsing and validating again would give the same plan
+            _PLANS.move_to_end(key)
+            return _PLANS[key]
+        plan = self._resolved(request, revision, data)
+        _PLANS[key] = plan
+        if len(_PLANS) > _PLANS_KEPT:
+            _PLANS.popitem(last=False)
+        return plan
+
+    def _resolved(self, request: ReleaseRequest, revision: Revision, data: bytes) -> ReleasePlan:
+        assert request.bundle is not None
         try:
             return _plan(request, revision, data)
         except ConfigError as exc:

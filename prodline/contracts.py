@@ -43,6 +43,9 @@ APPLICATION_WORKFLOW = "Application"
 APPLY_UPDATE = "apply"  # ApplicationChange -> Applied
 REVISION_QUERY = "revision"  # revision number (0: the current one) -> Revision | None
 REVISIONS_QUERY = "revisions"  # -> list[Revision], oldest first, without their sources
+# Memo key of the application workflow: its current revision's {"number", "digest"}, readable
+# with a describe (answered by the server) where a query would wait for a worker.
+REVISION_MEMO = "prodline.revision"
 
 RESOLVE_RELEASE = "prodline.resolve_release"  # ReleaseRequest -> ReleasePlan
 PLAN_STEP = "prodline.plan_step"
@@ -364,6 +367,7 @@ __all__ = [
     "RELEASE_WORKFLOW",
     "RESOLVE_RELEASE",
     "REVISIONS_QUERY",
+    "REVISION_MEMO",
     "REVISION_QUERY",
     "STALE_PLAN",
     "STATUS_QUERY",

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from prodline.contracts import (
         APPLICATION_WORKFLOW,
         APPLY_UPDATE,
+        REVISION_MEMO,
         REVISION_QUERY,
         REVISIONS_QUERY,
         ApplicationChange,
@@ -94,6 +95,8 @@ class ApplicationWorkflow:
 
     @workflow.run
     async def run(self, run: ApplicationRun) -> None:
+        if self._revisions:  # a continued run: its memo starts empty
+            self._publish(self._revisions[-1])
         await workflow.wait_condition(
             lambda: (
                 workflow.info().is_continue_as_new_suggested()
@@ -129,7 +132,12 @@ class ApplicationWorkflow:
             source=change.source,
         )
         self._revisions.append(revision)
+        self._publish(revision)
         return Applied(revision=_listed(revision), created=True)
+
+    def _publish(self, current: Revision) -> None:
+        """The current revision in the memo: releases resolve against it without a query."""
+        workflow.upsert_memo({REVISION_MEMO: {"number": current.number, "digest": current.digest}})
 
     @apply.validator
     def _validate(self, change: ApplicationChange) -> None:
