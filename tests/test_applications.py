@@ -213,7 +213,6 @@ def test_apply_registers_revisions_and_recognises_the_same_config(temporal, task
     assert current is not None and current.number == 2 and current.source == path.read_text()
 
 
-
 def test_the_same_settings_reformatted_are_not_a_new_revision(temporal, task_queue, worker, name, folder, store):
     path = folder / "prodline.yaml"
     path.write_text(app_text(name))
