@@ -24,7 +24,9 @@ parts in two ways:
   keeps its current revision's number and digest in its memo, and resolve reads the memo
   with ``describe()``, querying only for a revision it has not seen (revisions never
   change once applied). The trial skips reading the memo (the application workflow does
-  not write one yet) and so only pays the describe; the cache is keyed by application.
+  not write one yet) and so only pays the describe; the cache is keyed by application;
+* ``no-copy``: not a change to make, a measure: every attempt links to one shared tree per
+  bundle instead of extracting its own copy, so the difference is what the copies cost.
 """
 
 from __future__ import annotations
@@ -135,7 +137,28 @@ def describe_cache(resolve_module: Any) -> None:
     resolve_module.registered_revision = described
 
 
-FIXES = {"plan-cache": plan_cache, "describe-cache": describe_cache}
+def no_copy(resolve_module: Any) -> None:
+    """Not a fix -- it gives up what the copy is for -- but a measure of what the copy costs: each
+    attempt's folder links to one tree per bundle, extracted once per process, instead of holding
+    its own extraction (the lock, the folder and its removal stay)."""
+    from prodline.artifacts.cache import BundleCache
+
+    extract = BundleCache.checkout
+    trees: dict[str, Path] = {}
+
+    def linked(self: Any, ref: Any, into: Path) -> Path:
+        tree = trees.get(ref.digest)
+        if tree is None:
+            tree = trees[ref.digest] = extract(self, ref, Path(tempfile.mkdtemp(prefix="bench-shared-")) / "code")
+        if into.is_dir():
+            into.rmdir()
+        into.symlink_to(tree, target_is_directory=True)
+        return into
+
+    BundleCache.checkout = linked
+
+
+FIXES = {"plan-cache": plan_cache, "describe-cache": describe_cache, "no-copy": no_copy}
 
 
 def apply_fixes(names: str) -> None:
@@ -150,7 +173,7 @@ def apply_fixes(names: str) -> None:
 
 def instrument(timings: Timings) -> None:
     """Wrap the path's parts (before the worker is built) so that every call's time is recorded."""
-    from prodline.activities import resolve, steps
+    from prodline.activities import ledger, resolve, steps
     from prodline.artifacts.cache import BundleCache
 
     resolve.registered_revision = _timed_async(timings, "resolve_query_revision", resolve.registered_revision)
@@ -161,6 +184,10 @@ def instrument(timings: Timings) -> None:
             setattr(BundleCache, method, _timed_sync(timings, f"bundle_cache_{method}", getattr(BundleCache, method)))
     resolve.ResolveActivities.resolve_release = _timed_async(
         timings, "resolve_release_total", resolve.ResolveActivities.resolve_release
+    )
+    # Not new, for comparison: the other local activity (a signal-with-start to the ledger).
+    ledger.LedgerActivities.record_deployment = _timed_async(
+        timings, "record_deployment (local, not new)", ledger.LedgerActivities.record_deployment
     )
     steps.attempt_workspace = _timed_workspace(timings, steps.attempt_workspace)
 
