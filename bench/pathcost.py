@@ -13,18 +13,13 @@ parts in two ways:
   writes them there when it stops (``python bench/pathcost.py --engine`` runs the engine
   benchmark's prodline batch that way and prints the parts).
 
-``PRODLINE_BENCH_FIX`` (``bench/run.py --fix``) makes a bench worker try a change to
-``activities/resolve.py`` without touching it (comma-separated):
+``PRODLINE_BENCH_FIX`` (``bench/run.py --fix``) makes a bench worker run with one of
+these changes (comma-separated), to compare in the same run:
 
-* ``plan-cache``: remember resolved plans by what they are made of (the revision's digest,
-  the bundle, the service file, the values, the initiator);
-* ``describe-cache``: instead of a query (answered by a worker, so queued behind every
-  workflow task under load), *describe* the application workflow (answered by the server)
-  and take the revision from a per-process cache. What it models: the application workflow
-  keeps its current revision's number and digest in its memo, and resolve reads the memo
-  with ``describe()``, querying only for a revision it has not seen (revisions never
-  change once applied). The trial skips reading the memo (the application workflow does
-  not write one yet) and so only pays the describe; the cache is keyed by application;
+* ``uncached``: resolve as it was before 792b73c: every release *queries* the application
+  workflow for its current revision (answered by a worker, so queued behind every workflow
+  task under load) and parses and validates the files again; today it *describes* the
+  workflow (answered by the server) and keeps revisions and plans per worker process;
 * ``no-copy``: not a change to make, a measure: every attempt links to one shared tree per
   bundle instead of extracting its own copy, so the difference is what the copies cost.
 """
@@ -93,48 +88,14 @@ def _timed_workspace(timings: Timings, opener: Callable[..., Any]) -> Callable[.
     return timed
 
 
-def plan_cache(resolve_module: Any) -> None:
-    """Remember plans by what they are made of: a revision's digest names its source and bundle,
-    a bundle's digest its files, so the same inputs give the same plan; what comes back is a copy."""
-    original = resolve_module._plan
-    plans: dict[tuple, Any] = {}
+def uncached(resolve_module: Any) -> None:
+    """Resolve as before 792b73c: a query for the current revision and a fresh plan every release."""
 
-    def cached(request: Any, revision: Any, *where: Any) -> Any:
-        key = (
-            request.application,
-            request.service,
-            request.bundle.digest if request.bundle else "",
-            request.service_file,
-            tuple(sorted(request.parameters.items())),
-            request.initiator,
-            revision.number,
-            revision.digest,
-        )
-        plan = plans.get(key)
-        if plan is None:
-            plan = plans[key] = original(request, revision, *where)
-        return plan.model_copy(deep=True)
+    async def queried(client: Any, application: str) -> Any:
+        return await resolve_module.registered_revision(client, application)  # looked up now: timed too
 
-    resolve_module._plan = cached
-
-
-def describe_cache(resolve_module: Any) -> None:
-    """The revision from a per-process cache after a describe of the application workflow (see above)."""
-    from prodline.contracts import application_id
-
-    original = resolve_module.registered_revision
-    revisions: dict[str, Any] = {}
-
-    async def described(client: Any, application: str, number: int = 0) -> Any:
-        await client.get_workflow_handle(application_id(application)).describe()  # the server's answer: the memo
-        if number or application not in revisions:
-            revision = await original(client, application, number)
-            if number:
-                return revision
-            revisions[application] = revision
-        return revisions[application]
-
-    resolve_module.registered_revision = described
+    resolve_module.current_revision = queried
+    resolve_module._PLANS_KEPT = 0  # each plan is dropped as soon as it is kept: never a hit
 
 
 def no_copy(resolve_module: Any) -> None:
@@ -158,7 +119,7 @@ def no_copy(resolve_module: Any) -> None:
     BundleCache.checkout = linked
 
 
-FIXES = {"plan-cache": plan_cache, "describe-cache": describe_cache, "no-copy": no_copy}
+FIXES = {"uncached": uncached, "no-copy": no_copy}
 
 
 def apply_fixes(names: str) -> None:
@@ -176,8 +137,10 @@ def instrument(timings: Timings) -> None:
     from prodline.activities import ledger, resolve, steps
     from prodline.artifacts.cache import BundleCache
 
+    if hasattr(resolve, "current_revision"):  # since 792b73c: a describe, then the revision kept per process
+        resolve.current_revision = _timed_async(timings, "resolve_current_revision", resolve.current_revision)
     resolve.registered_revision = _timed_async(timings, "resolve_query_revision", resolve.registered_revision)
-    resolve._plan = _timed_sync(timings, "resolve_parse_validate_plan", resolve._plan)
+    resolve._plan = _timed_sync(timings, "resolve_parse_validate_plan", resolve._plan)  # on a plan-cache miss
     # The cache's API moves while bundles are hardened: time whichever of these it has.
     for method in ("tree", "read", "fetch", "checkout"):
         if hasattr(BundleCache, method):
@@ -307,20 +270,15 @@ async def floor(n: int) -> dict[str, dict[str, float]]:
                 )
                 await activities.resolve_release(request)  # the first fetches the bundle: not counted
                 timings.clear()
-                cpu: Timings = {}  # CPU of the whole process (the worker answering the query included)
+                cpu: Timings = {}  # CPU of the whole process (the worker answering a query included)
                 for _ in range(n):
                     began = time.process_time()
                     await activities.resolve_release(request)
                     cpu.setdefault("cpu: resolve_release_total", []).append(time.process_time() - began)
                     began = time.process_time()
-                    await resolve.registered_revision(client, app)
-                    cpu.setdefault("cpu: resolve_query_revision", []).append(time.process_time() - began)
-                    began = time.process_time()
                     async with steps.attempt_workspace(context, store):
                         pass
                     cpu.setdefault("cpu: workspace_open_close", []).append(time.process_time() - began)
-                # The calls made directly above were timed by the wrapper too: keep resolve's own.
-                timings["resolve_query_revision"] = timings["resolve_query_revision"][::2]
                 parts = {name: list(values) for name, values in timings.items()}
                 # What the server spends on the two ways of reading the current revision: the query
                 # (forwarded to a worker through matching) and a describe (the server answers alone).
