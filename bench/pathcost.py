@@ -324,25 +324,77 @@ async def under_load(n: int, fix: str, profile: str = "") -> tuple[dict, dict[st
     return result, summary(timings)
 
 
+BEGIN = "<!-- pathcost:begin: written by bench/pathcost.py --save -->"
+END = "<!-- pathcost:end -->"
+TITLE = "## 6. The release path, part by part"
+
+
+def save(text: str, results: Path) -> None:
+    """Put ``text`` between this section's markers in RESULTS.md (bench/report.py keeps the section)."""
+    content = results.read_text()
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in content and END in content:
+        head, rest = content.split(BEGIN, 1)
+        content = head + block + rest.split(END, 1)[1]
+    elif "\n## History" in content:
+        head, tail = content.split("\n## History", 1)
+        content = f"{head.rstrip()}\n\n{TITLE}\n\n{block}\n\n## History{tail}"
+    else:
+        content = f"{content.rstrip()}\n\n{TITLE}\n\n{block}\n"
+    results.write_text(content)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--engine", action="store_true", help="the engine benchmark's prodline batch, instrumented")
+    parser.add_argument("--all", action="store_true", help="both: each part alone, then the instrumented batch")
     parser.add_argument("--profile", metavar="FILE", help="with --engine: cProfile the worker into FILE")
     parser.add_argument("--fix", default="", help=f"with --engine: trial changes, comma-separated: {', '.join(FIXES)}")
+    parser.add_argument("--save", action="store_true", help="write the tables into bench/RESULTS.md (section 6)")
     args = parser.parse_args()
-    if args.engine:
-        result, rows = asyncio.run(under_load(args.n, args.fix, args.profile or ""))
-        print(
-            f"prodline batch, N={args.n}{' with ' + args.fix if args.fix else ''}: {result['throughput']:.2f} wf/s, "
-            f"p50 {result['p50'] * 1000:.0f} ms, worker CPU {result['worker_cpu_ms']:.0f} ms/wf\n"
-        )
-    else:
+    from report import machine, machine_line
+
+    out = [
+        f"_Run of {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())} (`python bench/pathcost.py --all --save`), "
+        f"{machine_line(machine())}; 1-min load average before: {os.getloadavg()[0]:.2f}._",
+        "",
+        "A release resolves its plan in a local activity on the control worker (`activities/resolve.py`: the "
+        "application workflow's current revision, the service file read out of the bundle and proven against "
+        "its digest, the plan) and runs each step attempt in its own copy of the bundle "
+        "(`activities/workspace.py`).",
+    ]
+    if args.all or not args.engine:
         rows = asyncio.run(floor(args.n))
-        print(f"each part alone, {args.n} calls in a row, idle server, in-process worker:\n")
-    print(table(rows))
+        out += [
+            "",
+            f"Each part alone, {args.n} calls in a row, an idle embedded server, the worker in process "
+            "(CPU: this process, so the worker answering a query is included; server: the dev server's CPU):",
+            "",
+            table(rows),
+        ]
+    if args.all or args.engine:
+        result, rows = asyncio.run(under_load(args.n, args.fix, args.profile or ""))
+        out += [
+            "",
+            f"Under load: the engine benchmark's prodline batch (N={args.n} started at once"
+            f"{', with ' + args.fix if args.fix else ''}; {result['throughput']:.2f} wf/s, p50 "
+            f"{result['p50'] * 1000:.0f} ms, worker CPU {result['worker_cpu_ms']:.0f} ms/wf), every call of the "
+            "instrumented worker:",
+            "",
+            table(rows),
+        ]
+    text = "\n".join(out)
+    print(text)
     if args.engine and args.profile:
         print("\n" + top(args.profile))
+    if args.save:
+        if args.fix or args.profile:
+            raise SystemExit("--save records prodline as it is: not with --fix or --profile")
+        from report import RESULTS_MD
+
+        save(text, RESULTS_MD)
+        print(f"wrote {RESULTS_MD}")
     return 0
 
 
