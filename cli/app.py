@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 
 from prodline.client import ReleaseClient
 from prodline.client.applications import ApplicationClient
+from prodline.client.signatures import Signer
 from prodline.contracts import Revision
 
 from . import exit_codes
 from .common import connected, emit, initiator, warn
+from .keys import signer_from
 
 
 def _applications(client: ReleaseClient) -> ApplicationClient:
@@ -32,16 +35,25 @@ def _when(revision: Revision) -> str:
     return f"{revision.applied_at:%Y-%m-%d %H:%M:%S %Z}".strip()
 
 
+def apply(args: argparse.Namespace) -> int:
+    # An admin names themself with --as or PRODLINE_USER; not $USER, which says nothing of who holds the key.
+    signer = signer_from(args, by=args.as_ or os.environ.get("PRODLINE_USER", ""))
+    return _apply(args, signer)
+
+
 @connected
-async def apply(args: argparse.Namespace, client: ReleaseClient) -> int:
+async def _apply(args: argparse.Namespace, client: ReleaseClient, signer: Signer | None) -> int:
     from prodline.artifacts.store import open_store
 
     applied = await _applications(client).apply(
-        Path(args.file), initiator(args.as_), open_store(), args.comment or "", on_warning=warn
+        Path(args.file), initiator(args.as_), open_store(), args.comment or "", on_warning=warn, signer=signer
     )
     revision = applied.revision
     if applied.created:
-        lines = [f"{revision.application}: revision {revision.number} registered (digest {_short(revision.digest)})"]
+        signed = f"; signed by {revision.signed_by}" if revision.signed_by else ""
+        lines = [
+            f"{revision.application}: revision {revision.number} registered (digest {_short(revision.digest)}{signed})"
+        ]
         lines += [f"  {change}" for change in revision.changes]
     else:
         lines = [f"{revision.application}: unchanged, revision {revision.number} is current"]
@@ -74,8 +86,8 @@ async def show(args: argparse.Namespace, client: ReleaseClient) -> int:
         lines.append(
             f"  bundle   {revision.bundle.digest} ({revision.bundle.files} files, {revision.bundle.size} bytes)"
         )
-    if revision.signature:
-        lines.append(f"  signed   {revision.signature[:24]}...")
+    if revision.signed_by:
+        lines.append(f"  signed   by {revision.signed_by}")
     lines.append("  changes:")
     lines += [f"    {change}" for change in revision.changes]
     lines.append("")

@@ -54,6 +54,21 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _signing(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--key",
+        metavar="PATH",
+        help=f"sign {what} with this SSH key: a private key file (e.g. ~/.ssh/id_ed25519), or the .pub of a "
+        "key in ssh-agent. The signature is made here and verified by the workers; the key never leaves",
+    )
+    parser.add_argument(
+        "--valid-for",
+        type=_duration,
+        metavar="DURATION",
+        help="with --key: how long the signature may be used (default 15m, at most 24h)",
+    )
+
+
 def _connection(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "Temporal connection (default: TEMPORAL_* variables, temporal.toml, localhost:7233)"
@@ -192,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--environment", help="the environment decided on (default: the one the release waits in)")
         p.add_argument("--as", dest="as_", metavar="NAME", help="who decides (default: $PRODLINE_USER or $USER)")
         p.add_argument("--comment", help="recorded with the decision")
-        p.add_argument("--json", action="store_true")
+        _signing(p, "the decision (required where the environment says `verify: ssh`)")
+        p.add_argument("--yes", action="store_true", help="do not ask for confirmation (only asked at a terminal)")
+        p.add_argument("--json", action="store_true", help="print the verdict as JSON (never asks)")
         _connection(p)
         p.set_defaults(handler=handler)
 
@@ -210,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the release obeys the revision registered in Temporal",
     )
     p.add_argument("--initiator", help="who starts it (default: $PRODLINE_USER, $GITHUB_ACTOR or $USER)")
+    _signing(p, "the start (so forbid_initiator compares verified people)")
     p.add_argument("--wait", action="store_true", help="follow progress and exit with the release's outcome")
     _timeout(p, "the release")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -259,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="the application file, e.g. prodline.yaml")
     p.add_argument("--as", dest="as_", metavar="NAME", help="who applies it (default: $PRODLINE_USER or $USER)")
     p.add_argument("--comment", help="recorded with the revision")
+    _signing(p, "the change as an admin (required when the workers have admin keys, PRODLINE_ADMIN_KEYS)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _connection(p)
     p.set_defaults(handler=lambda args: _app().apply(args))

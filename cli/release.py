@@ -14,12 +14,14 @@ from pathlib import Path
 from prodline.artifacts.store import ArtifactStore, open_store
 from prodline.client import Progress, ReleaseClient
 from prodline.client.prepare import check_locally, prepare
+from prodline.client.signatures import Signer
 from prodline.contracts import ReleaseState
 from prodline.errors import InvalidInput
 
 from . import exit_codes, render
 from .common import connected, emit, initiator, warn
 from .follow import WORKER_CHECK_SECONDS, follow
+from .keys import signer_from
 
 # `release status`: work scheduled this long ago and not started means no worker takes it.
 STATUS_STALL = timedelta(seconds=WORKER_CHECK_SECONDS)
@@ -47,13 +49,21 @@ def start(args: argparse.Namespace) -> int:
     _timeout_needs_wait(args)
     values = _params(args.param)
     app_file = Path(args.app) if args.app else None
+    # A bad key or --valid-for is refused before anything is checked, packed or sent.
+    signer = signer_from(args, by=args.initiator or "")
     check_locally(Path(args.service_file), args.version, values, initiator(args.initiator), app_file)
     store = open_store()
-    return _start(args, values, store)
+    return _start(args, values, store, signer)
 
 
 @connected
-async def _start(args: argparse.Namespace, client: ReleaseClient, values: dict[str, str], store: ArtifactStore) -> int:
+async def _start(
+    args: argparse.Namespace,
+    client: ReleaseClient,
+    values: dict[str, str],
+    store: ArtifactStore,
+    signer: Signer | None,
+) -> int:
     prepared = await prepare(
         client.temporal,
         Path(args.service_file),
@@ -62,6 +72,7 @@ async def _start(args: argparse.Namespace, client: ReleaseClient, values: dict[s
         initiator(args.initiator),
         store,
         Path(args.app) if args.app else None,
+        signer,
     )
     for note in prepared.notes:
         warn(note)

@@ -74,8 +74,9 @@ def details(status: ReleaseStatus, events: int = 10, output_lines: int = 5) -> s
         for d in status.decisions:
             verdict = "counted" if d.accepted else f"refused: {d.reason}"
             comment = f' "{d.comment}"' if d.comment else ""
+            who = d.by + (f" ({d.verified})" if d.verified else "")  # how `by` is known, when signed
             lines.append(
-                f"  {d.at:%Y-%m-%d %H:%M:%S}  {d.environment:<12} {d.by} {d.verdict.value}{comment}: {verdict}"
+                f"  {d.at:%Y-%m-%d %H:%M:%S}  {d.environment:<12} {who} {d.verdict.value}{comment}: {verdict}"
             )
     lines.append("recent events:")
     lines += [
@@ -86,13 +87,27 @@ def details(status: ReleaseStatus, events: int = 10, output_lines: int = 5) -> s
 
 
 def decision_prompt(status: ReleaseStatus, environment: str, verdict: Verdict) -> str:
-    """What an approver sees before the decision is sent."""
+    """What an approver sees before the decision is sent: what a signed decision names, too."""
     env = status.environment(environment)
-    lines = [f"{verdict.value} {status.service} {status.version} into {environment} (started by {status.initiator})"]
+    started = status.initiator + (f", {status.initiator_verified}" if status.initiator_verified else "")
+    lines = [f"{verdict.value} {status.service} {status.version} into {environment} (started by {started})"]
     if env.waiting_on:
         lines.append(f"  waiting on: {env.waiting_on}")
-    lines += plans(env, indent="  ")
+    if status.revision:
+        digest = f" (digest {_short(status.revision_digest)})" if status.revision_digest else ""
+        lines.append(f"  obeys {status.application} revision {status.revision}{digest}")
+    if status.bundle:
+        lines.append(f"  deploys bundle {_short(status.bundle)}")
+    for step in env.steps:
+        if step.plan or step.plan_digest:
+            digest = f" [plan {_short(step.plan_digest)}]" if step.plan_digest else ""
+            lines.append(f"  plan of {step.name}{digest}" + (f": {step.summary}" if step.summary else ":"))
+            lines += [f"    {line}" for line in step.plan.splitlines()]
     return "\n".join(lines)
+
+
+def _short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
 
 
 def release_table(rows: list[ListedRelease]) -> str:

@@ -31,7 +31,10 @@ def test_approvals_need_distinct_allowed_people_and_refusals_are_recorded(cli, w
     wrong_env = decide("--as", "alice", "--environment", "staging")
     assert wrong_env.returncode == 8 and "waiting in production, not staging" in wrong_env.stdout
     first = decide("--as", "alice", "--comment", "dashboards green")
-    assert first.returncode == 0 and "approve by alice accepted" in first.stdout
+    assert (
+        first.returncode == 0
+        and "approve by alice counted: production: precondition approval: 1/2 approvals (alice)" in first.stdout
+    )
     assert "approve checkout 3.0.0 into production (started by ci-bot)" in first.stdout
     twice = decide("--as", "alice")
     assert twice.returncode == 8 and "alice already approved" in twice.stdout
@@ -47,13 +50,16 @@ def test_approvals_need_distinct_allowed_people_and_refusals_are_recorded(cli, w
     ]  # fmt: skip
     assert decisions[0]["comment"] == "lgtm"
 
-    # Every attempt, refused ones included, is a signal in the workflow's history.
-    async def signals():
+    # Every attempt, refused ones included, is an Update in the workflow's history, answered there.
+    async def events():
         client = await client_for(temporal)
-        history = await client.get_workflow_handle(release).fetch_history()
-        return [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+        return (await client.get_workflow_handle(release).fetch_history()).events
 
-    assert len(run(signals())) == 6
+    history = run(events())
+    kinds = [e.WhichOneof("attributes") for e in history]
+    assert kinds.count("workflow_execution_update_accepted_event_attributes") == 6
+    assert kinds.count("workflow_execution_update_completed_event_attributes") == 6
+    assert "workflow_execution_signaled_event_attributes" not in kinds
     late = cli.run("approve", release, "--as", "bob")
     assert late.returncode == 8 and "already succeeded" in late.stderr
 

@@ -37,13 +37,15 @@ from prodline.artifacts.store import ArtifactStore
 from prodline.config.application import Application
 from prodline.config.errors import ConfigError
 from prodline.config.loader import file_kind, load_application, load_application_text
-from prodline.config.release import BundleRef
+from prodline.config.release import BundleRef, revision_digest
 from prodline.config.yamlsource import Document, read_yaml
-from prodline.contracts import ApplicationChange, Applied, Revision, application_id
+from prodline.contracts import APPLY_REFUSED, APPLY_UPDATE, ApplicationChange, Applied, Revision, application_id
 from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
-from prodline.workflows.application import ApplicationRun, ApplicationWorkflow, revision_digest
+from prodline.identity.documents import ApplyDocument
+from prodline.workflows.application import ApplicationRun, ApplicationWorkflow
 
 from . import workers
+from .signatures import Signer
 
 if TYPE_CHECKING:
     from prodline.artifacts.bundle import Packed
@@ -56,6 +58,10 @@ ANSWER_SECONDS = 5
 POLLER_GRACE_SECONDS = 5
 
 Handle = WorkflowHandle[ApplicationWorkflow, None]
+
+
+class ApplyRefused(WrongState):
+    """The workers' admin keys refused the change (unsigned, or not by an admin): nothing changed."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,14 @@ class ApplicationClient:
         comment: str = "",
         *,
         on_warning: Callable[[str], None] | None = None,
+        signer: Signer | None = None,
     ) -> Applied:
-        """Register the file as the application's new revision (or find it current already)."""
+        """Register the file as the application's new revision (or find it current already).
+
+        With a ``signer``, an admin signs the change: an ApplyDocument naming the revision's
+        digest, computed as the workflow computes it, and the revision it replaces (so the
+        signature is good for this one step only). The workers verify it against their admin keys.
+        """
         from prodline.artifacts.bundle import upload  # packing costs imports only apply needs
 
         local = read_local(path)
@@ -146,6 +158,16 @@ class ApplicationClient:
         change = ApplicationChange(
             source=local.source, path=local.inside, bundle=bundle, applied_by=applied_by, comment=comment
         )
+        if signer is not None:
+            name = local.app.application
+            current = await self.current(name)
+            document = signer.document(
+                ApplyDocument,
+                application=name,
+                digest=revision_digest(local.app, bundle),
+                replaces=current.number if current is not None else 0,
+            )
+            change = change.model_copy(update={"signed": signer.sign(document)})
         return await self.send(local.app.application, change)
 
     async def send(self, name: str, change: ApplicationChange) -> Applied:
@@ -164,14 +186,19 @@ class ApplicationClient:
             static_summary=f"application {name}",
         )
         try:
-            return await self.temporal.execute_update_with_start_workflow(
-                ApplicationWorkflow.apply,
+            # By name: the SDK types an async update method's result as a coroutine.
+            applied: Applied = await self.temporal.execute_update_with_start_workflow(
+                APPLY_UPDATE,
                 change,
                 start_workflow_operation=start,
+                result_type=Applied,
                 rpc_timeout=timedelta(seconds=APPLY_SECONDS),
             )
+            return applied
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == APPLY_REFUSED:
+                raise ApplyRefused(f"app apply refused: {cause.message}") from None
             if isinstance(cause, ApplicationError):
                 raise InvalidInput(f"Temporal refused the change to {name}:\n{cause.message}") from None
             raise

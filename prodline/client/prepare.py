@@ -31,6 +31,9 @@ from prodline.config.resolve import Project, combine
 from prodline.config.yamlsource import parse_yaml
 from prodline.contracts import Revision
 from prodline.errors import InvalidInput
+from prodline.identity.documents import StartDocument
+
+from .signatures import Signer
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,14 @@ async def prepare(
     initiator: str,
     store: ArtifactStore,
     application_file: Path | None = None,
+    signer: Signer | None = None,
 ) -> Prepared:
     """The request for releasing ``service_file`` at ``version``; ConfigError/InvalidInput if it cannot be.
 
     The service is checked against the revision registered in Temporal, which is what the
     worker will check again (:func:`check_locally` is the offline check before this one).
+    With a ``signer``, the initiator signs the start once the bundle is known: the release,
+    the bundle's digest and the parameters (a StartDocument), verified by the workflow.
     """
     service, service_doc = load_service(service_file)
     local = application_file or find_application_file(service_file)
@@ -89,6 +95,17 @@ async def prepare(
         service_file=inside,
         parameters=values,
     )
+    if signer is not None:
+        document = signer.document(
+            StartDocument,
+            release=request.release_id,
+            application=request.application,
+            service=request.service,
+            version=request.version,
+            bundle=bundle.digest,
+            parameters=values,
+        )
+        request = request.model_copy(update={"signed": signer.sign(document)})
     queues = {env.name: env.task_queue or "" for env in app.environments}
     return Prepared(request, revision, uploaded, notes, queues)
 

@@ -9,7 +9,6 @@ gets the same message and exit code.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -35,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from prodline.activities.ledger import read_ledger
 from prodline.config.release import ReleaseRequest
 from prodline.contracts import (
-    DECIDE_SIGNAL,
+    DECIDE_UPDATE,
     FAILURE_TYPES,
     Decision,
     DecisionRecord,
@@ -46,13 +47,15 @@ from prodline.contracts import (
     Verdict,
 )
 from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
+from prodline.identity.documents import DecisionDocument, Signed
 from prodline.workers.connect import connect, task_queue, ui_url
 from prodline.workflows import search_attributes as sa
 from prodline.workflows.release import ReleaseWorkflow
 
 from . import history, listing, setup, workers
+from .signatures import Signer
 
-# How long a decision may take to show up in the release's status before the CLI gives up.
+# How long a worker has to judge a decision before the CLI gives up waiting for the verdict.
 CONFIRM_SECONDS = 15
 
 _STATE_BY_FAILURE_TYPE = {v: k for k, v in FAILURE_TYPES.items()}
@@ -119,6 +122,23 @@ class DecisionTarget:
     release_id: str
     environment: str
     status: ReleaseStatus = field(repr=False)
+    run_id: str = ""  # the workflow run the status is of: a decision is sent to that run only
+
+    def document(self, verdict: Verdict, comment: str, signer: Signer) -> DecisionDocument:
+        """What an approver signs: exactly what they were shown (this status), nothing read again."""
+        env = self.status.environment(self.environment)
+        return signer.document(
+            DecisionDocument,
+            release=self.status.release_id,
+            run=self.run_id,
+            environment=self.environment,
+            verdict=verdict.value,
+            comment=comment,
+            plans={s.name: s.plan_digest for s in env.steps if s.plan_digest},
+            bundle=self.status.bundle,
+            revision=self.status.revision,
+            revision_digest=self.status.revision_digest,
+        )
 
 
 class ReleaseClient:
@@ -316,33 +336,65 @@ class ReleaseClient:
             raise WrongState(f"release {release_id} is not waiting for a decision; give --environment")
         if environment not in {e.name for e in status.environments}:
             raise InvalidInput(f"release {release_id} has no environment {environment!r}")
-        return DecisionTarget(release_id, environment, status)
+        # The status names its run; a release started before it did is named by describe.
+        return DecisionTarget(release_id, environment, status, status.run_id or outcome.description.run_id)
 
-    async def decide(self, target: DecisionTarget, verdict: Verdict, by: str, comment: str = "") -> DecisionRecord:
-        """Send the decision and return how the release judged it (accepted, or refused and why).
+    async def decide(
+        self, target: DecisionTarget, verdict: Verdict, by: str, comment: str = "", signed: Signed | None = None
+    ) -> DecisionRecord:
+        """Send the decision as an Update and return the release's verdict on it (counted, or refused and why).
 
-        The decision is a signal, so it is in the release's history whatever
-        happens; the verdict on that very signal is then read from the status.
+        Only the round trip: a signature (:meth:`DecisionTarget.document`, then
+        :meth:`Signer.sign`) is made before, apart, so each can be timed alone. The Update
+        goes to the run the approver was shown; the workflow records every attempt.
         """
         decision = Decision(
-            request_id=uuid.uuid4().hex, environment=target.environment, by=by, verdict=verdict, comment=comment
+            request_id=uuid.uuid4().hex,
+            environment=target.environment,
+            by=by,
+            verdict=verdict,
+            comment=comment,
+            signed=signed,
         )
+        handle = self.handle(target.release_id, target.run_id or None)
         try:
-            await self.handle(target.release_id).signal(DECIDE_SIGNAL, decision)
+            async with asyncio.timeout(CONFIRM_SECONDS + 1):
+                return await handle.execute_update(
+                    DECIDE_UPDATE,
+                    decision,
+                    id=decision.request_id,
+                    result_type=DecisionRecord,
+                    rpc_timeout=timedelta(seconds=CONFIRM_SECONDS),
+                )
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            raise Unavailable(
+                f"no worker judged the decision on {target.release_id} within {CONFIRM_SECONDS}s; it may still be "
+                f"once one runs (check `prodline release status {target.release_id}`)"
+            ) from None
+        except WorkflowUpdateFailedError as exc:
+            # The release did not judge it: it ended meanwhile, or it refused the Update itself.
+            await self._raise_if_ended(target)
+            cause = exc.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+            raise WrongState(f"release {target.release_id} did not take the decision: {message}") from None
         except RPCError as exc:
             if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
                 raise  # Temporal unreachable or refusing: reported as such
-            raise WrongState(f"release {target.release_id} is no longer running: {exc}") from None
-        deadline = time.monotonic() + CONFIRM_SECONDS
-        while time.monotonic() < deadline:
-            status = await self.live_status(target.release_id)
-            record = next(
-                (d for d in (status.decisions if status else []) if d.request_id == decision.request_id), None
-            )
-            if record is not None:
-                return record
-            await asyncio.sleep(0.1)
-        raise Unavailable("the decision was sent but not confirmed in time; check `prodline release status`")
+            await self._raise_if_ended(target)
+            raise WrongState(f"release {target.release_id} is no longer running: {exc.message}") from None
+
+    async def _raise_if_ended(self, target: DecisionTarget) -> None:
+        """Say how the release ended (or that another run replaced the one shown), if it did."""
+        outcome = await self.outcome(target.release_id)
+        if outcome.state.final or not outcome.running:
+            raise WrongState(
+                f"release {target.release_id} already {outcome.state.value}; there is nothing to decide"
+            ) from None
+        if target.run_id and outcome.description.run_id != target.run_id:
+            raise WrongState(
+                f"release {target.release_id} was started again (run {outcome.description.run_id}) since you "
+                "looked; look again and decide on the new run"
+            ) from None
 
     async def register_search_attributes(self) -> setup.Setup:
         """Register prodline's search attributes on this namespace (idempotent)."""
