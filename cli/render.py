@@ -75,9 +75,7 @@ def details(status: ReleaseStatus, events: int = 10, output_lines: int = 5) -> s
             verdict = "counted" if d.accepted else f"refused: {d.reason}"
             comment = f' "{d.comment}"' if d.comment else ""
             who = d.by + (f" ({d.verified})" if d.verified else "")  # how `by` is known, when signed
-            lines.append(
-                f"  {d.at:%Y-%m-%d %H:%M:%S}  {d.environment:<12} {who} {d.verdict.value}{comment}: {verdict}"
-            )
+            lines.append(f"  {d.at:%Y-%m-%d %H:%M:%S}  {d.environment:<12} {who} {d.verdict.value}{comment}: {verdict}")
     lines.append("recent events:")
     lines += [
         f"  {e.at:%Y-%m-%d %H:%M:%S}  {e.environment or '-':<12} {(e.message.splitlines() or [''])[0]}"
