@@ -25,6 +25,9 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
+from prodline.identity.documents import Signed
+
+from .application import Application
 from .base import Model, Name, Version
 from .errors import ConfigError, Problem
 from .loader import load_project
@@ -46,6 +49,16 @@ class BundleRef(Model):
         return self.digest.removeprefix("sha256:")[:12]
 
 
+def revision_digest(app: Application, bundle: BundleRef | None) -> str:
+    """What an application revision is: the validated config (not its formatting) and the
+    files its rules run. The application workflow records it; an admin signing an apply
+    computes the same (``prodline app apply --key``)."""
+    # Defaults left out: a field added later (with its default) must not change old revisions' digests.
+    canonical = json.dumps(app.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
+    payload = canonical + "\n" + (bundle.digest if bundle is not None else "")
+    return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
+
+
 class ReleaseRequest(Model):
     """Input of the release workflow: what the releaser asks for, no policy."""
 
@@ -56,6 +69,9 @@ class ReleaseRequest(Model):
     bundle: BundleRef | None = Field(default=None, description="The service's code; the only code the release runs.")
     service_file: str = Field(default="", description="Path of the service file inside the bundle.")
     parameters: dict[str, str] = Field(default_factory=dict, description="Values given with --param.")
+    signed: Signed | None = Field(
+        default=None, description="The initiator's signature over the start (`release start --key`)."
+    )
     # Releases started before applications were registered carried their resolved config
     # here. Only their replays read these fields; a new run ignores them (workflows/release.py).
     service_dir: str = ""
@@ -70,7 +86,8 @@ class ReleaseRequest(Model):
     @property
     def digest(self) -> str:
         """Fingerprint of what was asked; tells a retried start whether the code or values changed."""
-        payload = self.model_dump(mode="json", exclude={"initiator"})
+        # A retried start signs afresh: who and the signature are not what was asked.
+        payload = self.model_dump(mode="json", exclude={"initiator", "signed"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -79,6 +96,7 @@ class EnvironmentRun(Model):
 
     name: Name
     task_queue: str = Field(default="", description="Where its steps and rules run; empty: the control queue.")
+    verify: str = Field(default="none", description="`ssh`: decisions here count only when signed by `people`.")
     env: dict[str, str] = Field(default_factory=dict)
     parameters: dict[str, str] = Field(default_factory=dict)
     steps: list[Step]
@@ -97,6 +115,10 @@ class ReleasePlan(Model):
     application_dir: str = Field(description="Folder of the application file: inside its bundle, or absolute.")
     secrets: dict[str, str] = Field(default_factory=dict, description="Secret parameter -> worker variable.")
     environments: list[EnvironmentRun]
+    people: dict[str, list[str]] = Field(
+        default_factory=dict, description="Who may sign decisions, with their public keys (from the revision)."
+    )
+    signed_starts: bool = False
 
     @classmethod
     def carried_by(cls, request: ReleaseRequest) -> ReleasePlan:
@@ -177,6 +199,7 @@ def build_plan(
             EnvironmentRun(
                 name=env.environment.name,
                 task_queue=env.environment.task_queue or "",
+                verify=env.environment.verify,
                 env=dict(env.environment.env),
                 parameters=params,
                 steps=env.steps,
@@ -194,6 +217,8 @@ def build_plan(
             else str(project.application_file.resolve().parent),
             "secrets": {n: p.from_env for n, p in service.parameters.items() if p.type == "secret" and p.from_env},
             "environments": plans,
+            "people": project.application.people,
+            "signed_starts": project.application.signed_starts,
             **pinned,
         }
     )

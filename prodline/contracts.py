@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from prodline.config.release import BundleRef, release_id
 from prodline.config.rules import Check, Precondition
 from prodline.config.steps import Step
+from prodline.identity.documents import Signed
 
 # --- names ------------------------------------------------------------------------------
 
@@ -32,7 +33,8 @@ RELEASE_WORKFLOW = "Release"
 STATUS_QUERY = "status"
 # Memo key of a closed release's final status: readable with `describe`, no worker needed.
 FINAL_STATUS_MEMO = "prodline.status"
-DECIDE_SIGNAL = "decide"
+DECIDE_SIGNAL = "decide"  # before decisions were Updates; still judged the same way
+DECIDE_UPDATE = "decision"  # Decision -> DecisionRecord: the verdict, counted or refused, and why
 
 LEDGER_WORKFLOW = "DeploymentLedger"
 RECORD_SIGNAL = "record"
@@ -53,6 +55,10 @@ APPLY_STEP = "prodline.apply_step"
 FETCH_STEP = "prodline.fetch_step"
 EVALUATE_RULE = "prodline.evaluate_rule"
 RECORD_DEPLOYMENT = "prodline.record_deployment"
+ADMIT_APPLY = "prodline.admit_apply"  # ApplyAdmission -> signer ("" when the workers hold no admin keys)
+
+# Error type of an apply the workers' admin keys refuse.
+APPLY_REFUSED = "ApplyRefused"
 
 # Application error types the workflow tells apart.
 NON_RETRYABLE_CONFIG = "ConfigurationError"
@@ -218,8 +224,11 @@ class ApplicationChange(BaseModel):
     bundle: BundleRef | None = Field(default=None, description="The files its rules run.")
     applied_by: str
     comment: str = ""
-    # Reserved for signed changes: a signature over `digest` by a key the platform trusts.
-    signature: str = ""
+    signed: Signed | None = Field(
+        default=None,
+        description="An admin's signature over the change (an ApplyDocument naming its digest and the revision "
+        "it replaces); required when the workers are configured with admin keys (PRODLINE_ADMIN_KEYS).",
+    )
 
 
 class Revision(BaseModel):
@@ -234,8 +243,19 @@ class Revision(BaseModel):
     comment: str = ""
     path: str = ""
     bundle: BundleRef | None = None
-    signature: str = ""
+    signed_by: str = Field(
+        default="", description="The admin whose signature was verified, with the key's fingerprint."
+    )
     source: str = Field(default="", description="The file's text; empty in `revisions` listings.")
+
+
+class ApplyAdmission(BaseModel):
+    """Input of the admin check of an apply: what the signature must name."""
+
+    application: str
+    digest: str = Field(description="The new revision's digest, as the application workflow computed it.")
+    replaces: int = Field(description="The revision current now (0: none): the signature must name it.")
+    signed: Signed | None = None
 
 
 class Applied(BaseModel):
@@ -254,19 +274,32 @@ class Verdict(StrEnum):
 
 
 class Decision(BaseModel):
-    """Signal payload of `prodline approve|reject`."""
+    """Update payload of `prodline approve|reject`."""
 
     request_id: str
     environment: str
     by: str
     verdict: Verdict
     comment: str = ""
+    signed: Signed | None = Field(
+        default=None, description="The approver's signature over a DecisionDocument (`prodline approve --key`)."
+    )
 
 
-class DecisionRecord(Decision):
+class DecisionRecord(BaseModel):
+    """A decision as the release judged it: every attempt, counted or not, is kept."""
+
+    request_id: str
+    environment: str
+    by: str = Field(description="Who decided: the key's owner when signed, else the name given.")
+    verdict: Verdict
+    comment: str = ""
     at: datetime
     accepted: bool
     reason: str = ""
+    progress: str = Field(default="", description="The gate after this decision, e.g. '1/2 approvals'.")
+    verified: str = Field(default="", description="How `by` is known: 'ssh SHA256:...' when signed, else empty.")
+    signature_digest: str = Field(default="", description="SHA-256 of the signature: one use only.")
 
 
 # --- the release's status: the query's answer and the workflow's result --------------------
@@ -312,6 +345,7 @@ class StepStatus(BaseModel):
     phase: Phase = Phase.pending
     summary: str = ""
     plan: str = ""
+    plan_digest: str = Field(default="", description="What an approval of this plan signs (the current plan).")
     output: str = Field(default="", description="Tail of what the step printed when applied (secrets masked).")
 
 
@@ -333,7 +367,10 @@ class Event(BaseModel):
 
 class ReleaseStatus(ReleaseRef):
     initiator: str
+    initiator_verified: str = Field(default="", description="'ssh SHA256:...' when the start was signed.")
+    run_id: str = Field(default="", description="The workflow run; signed decisions name it.")
     revision: int = Field(default=0, description="The application revision this release obeys (0: older release).")
+    revision_digest: str = ""
     bundle: str = Field(default="", description="Digest of the service bundle it deploys.")
     state: ReleaseState = ReleaseState.running
     reason: str = ""
@@ -350,10 +387,13 @@ class ReleaseStatus(ReleaseRef):
 
 
 __all__ = [
+    "ADMIT_APPLY",
     "APPLICATION_WORKFLOW",
+    "APPLY_REFUSED",
     "APPLY_STEP",
     "APPLY_UPDATE",
     "DECIDE_SIGNAL",
+    "DECIDE_UPDATE",
     "EVALUATE_RULE",
     "FAILURE_TYPES",
     "FETCH_STEP",
@@ -373,6 +413,7 @@ __all__ = [
     "STATUS_QUERY",
     "ApplicationChange",
     "Applied",
+    "ApplyAdmission",
     "Decision",
     "DecisionRecord",
     "DeploymentRecord",

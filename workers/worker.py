@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from prodline.activities import steps
+from prodline.activities.admins import admit_apply
 from prodline.activities.ledger import LedgerActivities
 from prodline.activities.resolve import ResolveActivities
 from prodline.activities.rules import RuleActivities
@@ -55,6 +56,7 @@ def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **op
             *step_and_rule_activities,
             ledger.record_deployment,
             ResolveActivities(client).resolve_release,
+            admit_apply,
         ],
         **options,
     )

@@ -18,27 +18,31 @@ canonical JSON included) needs ``workflow.patched``.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import asyncio
+from datetime import timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from prodline.config.application import Application
     from prodline.config.changes import bundle_changes, summarise
     from prodline.config.errors import ConfigError
     from prodline.config.loader import load_application_text
-    from prodline.config.release import BundleRef
+    from prodline.config.release import BundleRef, revision_digest
     from prodline.contracts import (
+        ADMIT_APPLY,
         APPLICATION_WORKFLOW,
+        APPLY_REFUSED,
         APPLY_UPDATE,
         REVISION_MEMO,
         REVISION_QUERY,
         REVISIONS_QUERY,
         ApplicationChange,
         Applied,
+        ApplyAdmission,
         Revision,
         application_id,
     )
@@ -53,6 +57,9 @@ CARRIED_SOURCE_BYTES = 1024 * 1024
 # The error type of a refused change.
 INVALID_APPLICATION = "InvalidApplication"
 
+# Applies are admitted by the workers' admin keys (activities/admins.py); older histories were not.
+SIGNED_APPLIES = "signed-applies"
+
 
 class ApplicationRun(BaseModel):
     """Input of one run of the application workflow."""
@@ -63,14 +70,6 @@ class ApplicationRun(BaseModel):
     updates_per_run: int = Field(
         default=0, ge=0, description="Continue as new after this many applies (0: when Temporal suggests it)."
     )
-
-
-def revision_digest(app: Application, bundle: BundleRef | None) -> str:
-    """What a revision is: the validated config (not its formatting) and the files its rules run."""
-    # Defaults left out: a field added later (with its default) must not change old revisions' digests.
-    canonical = json.dumps(app.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
-    payload = canonical + "\n" + (bundle.digest if bundle is not None else "")
-    return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
 def application_of(workflow_id: str) -> str:
@@ -92,6 +91,8 @@ class ApplicationWorkflow:
         self._revisions: list[Revision] = list(run.revisions) if carried else []
         self._application = application_of(info.workflow_id)
         self._applies = 0
+        # One apply at a time: an admission check awaits, and the revision it replaces must stay current.
+        self._applying = asyncio.Lock()
 
     @workflow.run
     async def run(self, run: ApplicationRun) -> None:
@@ -111,13 +112,18 @@ class ApplicationWorkflow:
     # --- apply ---------------------------------------------------------------------------
 
     @workflow.update(name=APPLY_UPDATE)
-    def apply(self, change: ApplicationChange) -> Applied:
+    async def apply(self, change: ApplicationChange) -> Applied:
+        async with self._applying:
+            return await self._apply(change)
+
+    async def _apply(self, change: ApplicationChange) -> Applied:
         app = self._load(change)
         self._applies += 1
         digest = revision_digest(app, change.bundle)
         current = self._revisions[-1] if self._revisions else None
         if current is not None and current.digest == digest:
             return Applied(revision=_listed(current), created=False)
+        signed_by = await self._admit(change, digest, current.number if current else 0)
         revision = Revision(
             application=self._application,
             number=len(self._revisions) + 1,
@@ -128,12 +134,32 @@ class ApplicationWorkflow:
             comment=change.comment,
             path=change.path,
             bundle=change.bundle,
-            signature=change.signature,
+            signed_by=signed_by,
             source=change.source,
         )
         self._revisions.append(revision)
         self._publish(revision)
         return Applied(revision=_listed(revision), created=True)
+
+    async def _admit(self, change: ApplicationChange, digest: str, replaces: int) -> str:
+        """The admin who signed the change ("" where the workers hold no admin keys); a refusal
+        fails the update, and the failure stays in history with its reason."""
+        if not workflow.patched(SIGNED_APPLIES):
+            return ""
+        check = ApplyAdmission(application=self._application, digest=digest, replaces=replaces, signed=change.signed)
+        try:
+            return await workflow.execute_local_activity(
+                ADMIT_APPLY,
+                check,
+                result_type=str,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=[APPLY_REFUSED]),
+                summary=f"admit revision {replaces + 1}",
+            )
+        except (ActivityError, ApplicationError) as exc:
+            cause = exc.cause if isinstance(exc, ActivityError) and exc.cause is not None else exc
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise ApplicationError(reason, type=APPLY_REFUSED, non_retryable=True) from None
 
     def _publish(self, current: Revision) -> None:
         """The current revision in the memo: releases resolve against it without a query."""

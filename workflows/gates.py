@@ -5,9 +5,12 @@
   until the rule's timeout, ``fail`` stops the release, ``pause`` hands it to
   people. Watches (``for``) keep evaluating after deploying.
 * People gates (approvals, and resuming a paused release) wait for decisions:
-  a signal whose every attempt is in history with who, when and the comment;
-  the open :class:`Gate` judges it deterministically and the verdict is kept
-  in the release status, where the CLI reads it back.
+  Updates whose every attempt is in history with who, when, the comment and
+  the verdict. Who decided is established first (``verification.py``: the
+  signer of a signed decision, the name given where ``verify: none``), then the
+  open :class:`Gate` judges it deterministically against its rule. A gate names
+  the plans it approves: a re-plan opens a new gate, and a signature made for
+  the old plans does not count there.
 
 Everything here runs inside the release workflow: deterministic, no I/O.
 """
@@ -40,9 +43,11 @@ with workflow.unsafe.imports_passed_through():
         RunContext,
         Verdict,
     )
+    from prodline.identity.verify import Keyring
 
     from .outcomes import ReleaseStopped, activity_failure, stop_if_cancelled
     from .status import StatusBoard
+    from .verification import Expected, Identity, Refused, identify_decision, signature_digest
 
 # How long a release paused on a failed rule waits for someone to decide, unless the rule
 # sets its own `timeout`.
@@ -65,6 +70,8 @@ class Gate(BaseModel):
     what: str
     rule: ApprovalRule
     initiator: str
+    verify: str = "none"
+    plans: dict[str, str] = Field(default_factory=dict, description="Step -> digest of the plan this gate approves.")
     approvals: list[str] = Field(default_factory=list)
     rejected_by: str = ""
     rejection_comment: str = ""
@@ -79,22 +86,20 @@ class Gate(BaseModel):
         pool = f"; approvers: {', '.join(self.rule.approvers)}" if self.rule.approvers else ""
         return f"{self.what}: {have}{who}{pool}"
 
-    def judge(self, decision: Decision) -> str:
-        """Record the decision if it counts; return why not otherwise ("" if accepted)."""
-        if decision.environment != self.environment:
-            return f"the release is waiting in {self.environment}, not {decision.environment}"
+    def judge(self, by: str, decision: Decision) -> str:
+        """Record the decision of ``by`` (established before) if it counts; return why not ("" if accepted)."""
         if self.settled:
             return "this decision has already been made"
-        if self.rule.approvers and decision.by not in self.rule.approvers:
-            return f"{decision.by} may not decide for {self.environment} (approvers: {', '.join(self.rule.approvers)})"
+        if self.rule.approvers and by not in self.rule.approvers:
+            return f"{by} may not decide for {self.environment} (approvers: {', '.join(self.rule.approvers)})"
         if decision.verdict is Verdict.reject:
-            self.rejected_by, self.rejection_comment = decision.by, decision.comment
+            self.rejected_by, self.rejection_comment = by, decision.comment
             return ""
-        if self.rule.forbid_initiator and decision.by == self.initiator:
-            return f"{decision.by} started this release and may not approve it"
-        if decision.by in self.approvals:
-            return f"{decision.by} already approved; {self.rule.min_approvers} distinct approvers are needed"
-        self.approvals.append(decision.by)
+        if self.rule.forbid_initiator and by == self.initiator:
+            return f"{by} started this release and may not approve it"
+        if by in self.approvals:
+            return f"{by} already approved; {self.rule.min_approvers} distinct approvers are needed"
+        self.approvals.append(by)
         return ""
 
 
@@ -112,8 +117,9 @@ class Gates:
 
     def __init__(self, board: StatusBoard, initiator: str, context: Callable[[EnvironmentRun], RunContext]):
         self._board = board
-        self._initiator = initiator
+        self.initiator = initiator  # the verified signer once a signed start is checked
         self._context = context
+        self.keys = Keyring.of({})  # the people of the pinned revision, once resolved
         self.open_gate: Gate | None = None
 
     # --- rules ------------------------------------------------------------------------
@@ -131,9 +137,7 @@ class Gates:
     async def hold(self, stage: EnvironmentRun, rule: Check | Precondition, behaviour: OnFailure, label: str) -> None:
         """Hold the environment until the rule passes; fail, wait or pause when it does not."""
         if isinstance(rule, Precondition) and rule.approval is not None:
-            await self.wait_for_people(
-                stage, Gate(environment=stage.name, what=label, rule=rule.approval, initiator=self._initiator)
-            )
+            await self.wait_for_people(stage, self._gate(stage, label, rule.approval))
             return
         deadline = workflow.now() + rule.timeout
         failures = polls = 0
@@ -244,8 +248,13 @@ class Gates:
         self._board.event(
             f"paused: {label} failed: {reason}; `prodline approve` resumes, `prodline reject` stops", stage.name
         )
-        await self.wait_for_people(
-            stage, Gate(environment=stage.name, what=f"paused on {label}", rule=rule, initiator=self._initiator)
+        await self.wait_for_people(stage, self._gate(stage, f"paused on {label}", rule))
+
+    def _gate(self, stage: EnvironmentRun, what: str, rule: ApprovalRule) -> Gate:
+        # The plans shown now are what this gate's approvals are for (a re-plan opens another gate).
+        plans = {s.name: s.plan_digest for s in self._board.environment(stage.name).steps if s.plan_digest}
+        return Gate(
+            environment=stage.name, what=what, rule=rule, initiator=self.initiator, verify=stage.verify, plans=plans
         )
 
     async def wait_for_people(self, stage: EnvironmentRun, gate: Gate) -> None:
@@ -270,14 +279,53 @@ class Gates:
         self._board.event(f"{gate.what}: approved by {', '.join(gate.approvals)}", stage.name)
 
     def decide(self, decision: Decision) -> DecisionRecord:
-        """Judge a decision against the open gate; record it either way."""
+        """Establish who decided, judge the decision against the open gate; record it either way."""
         gate = self.open_gate
-        refusal = f"the release is {self._board.where()}" if gate is None else gate.judge(decision)
-        record = DecisionRecord(**decision.model_dump(), at=workflow.now(), accepted=not refusal, reason=refusal)
+        who = Identity(person=decision.by)
+        if gate is None:
+            refusal = f"the release is {self._board.where()}"
+        elif decision.environment != gate.environment:
+            refusal = f"the release is waiting in {gate.environment}, not {decision.environment}"
+        else:
+            try:
+                who = identify_decision(
+                    decision, gate.verify, self._expected(gate), self.keys, workflow.now(), self._board.status
+                )
+                refusal = gate.judge(who.person, decision)
+            except Refused as exc:
+                refusal = str(exc)
+                if decision.signed is not None:
+                    who = Identity(person=decision.by, signature_digest=signature_digest(decision.signed))
+        record = DecisionRecord(
+            request_id=decision.request_id,
+            environment=decision.environment,
+            by=who.person,
+            verdict=decision.verdict,
+            comment=decision.comment,
+            at=workflow.now(),
+            accepted=not refusal,
+            reason=refusal,
+            progress=gate.progress() if gate is not None else "",
+            verified=who.verified,
+            signature_digest=who.signature_digest,
+        )
         self._board.status.decisions.append(record)
         verb = "approved" if decision.verdict is Verdict.approve else "rejected"
-        text = f"{decision.by} {verb}" + (f" ({decision.comment})" if decision.comment else "")
+        how = f" [{who.verified}]" if who.verified else ""
+        text = f"{who.person} {verb}{how}" + (f" ({decision.comment})" if decision.comment else "")
         self._board.event(text if not refusal else f"refused: {text}: {refusal}", decision.environment)
         if gate is not None and not refusal and not gate.settled:
             self._board.wait(gate.environment, gate.progress())
         return record
+
+    def _expected(self, gate: Gate) -> Expected:
+        status = self._board.status
+        return Expected(
+            release=status.release_id,
+            run=workflow.info().run_id,
+            environment=gate.environment,
+            plans=gate.plans,
+            bundle=status.bundle,
+            revision=status.revision,
+            revision_digest=status.revision_digest,
+        )

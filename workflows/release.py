@@ -22,6 +22,7 @@ expose, and translates outcomes into the release's final state.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from prodline.contracts import (
         APPLY_STEP,
         DECIDE_SIGNAL,
+        DECIDE_UPDATE,
         FAILURE_TYPES,
         FINAL_STATUS_MEMO,
         NON_RETRYABLE_CONFIG,
@@ -46,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         STALE_PLAN,
         STATUS_QUERY,
         Decision,
+        DecisionRecord,
         DeploymentRecord,
         DeploymentState,
         EnvironmentStatus,
@@ -58,11 +61,13 @@ with workflow.unsafe.imports_passed_through():
         StepRun,
         StepStatus,
     )
+    from prodline.identity.verify import Keyring
 
     from . import search_attributes as sa
     from .gates import Gates
     from .outcomes import ReleaseStopped, StalePlan, activity_failure, stop_if_cancelled
     from .status import StatusBoard, markdown
+    from .verification import Refused, identify_initiator
 
 # Plans made per environment before a stale plan fails the release.
 MAX_PLANS = 3
@@ -70,6 +75,9 @@ MAX_PLANS = 3
 # Releases resolve their plan from the registered application; older ones carried it in their input.
 REGISTERED_APPLICATIONS = "registered-applications"
 _RESOLVE_TIMEOUT = timedelta(minutes=10)  # fetching and checking a bundle of up to 100 MB
+
+# Decisions a release takes before refusing more (each is in history; a flood must not end the release).
+MAX_DECISIONS = 500
 
 # Events kept in a closed release's final-status memo (the history holds them all).
 _EVENTS_IN_MEMO = 50
@@ -96,6 +104,7 @@ class ReleaseWorkflow:
             ReleaseStatus(
                 **ReleaseRef.of(request.application, request.service, request.version),
                 initiator=request.initiator,
+                run_id=workflow.info().run_id,
                 environments=_environment_statuses(request.environments),
             )
         )
@@ -111,10 +120,23 @@ class ReleaseWorkflow:
     def status(self) -> ReleaseStatus:
         return self._board.status
 
+    @workflow.update(name=DECIDE_UPDATE)
+    def decision(self, decision: Decision) -> DecisionRecord:
+        """`prodline approve|reject`: who decided is checked, the decision judged against the
+        open gate and recorded either way; the answer says whether it counted and why not."""
+        return self._gates.decide(decision)
+
+    @decision.validator
+    def _decision_fits(self, decision: Decision) -> None:
+        # The one refusal left out of history: a flood of decisions would otherwise fill it.
+        if len(self._board.status.decisions) >= MAX_DECISIONS:
+            raise ApplicationError(f"this release has taken {MAX_DECISIONS} decisions; no more are accepted")
+
     @workflow.signal(name=DECIDE_SIGNAL)
     def decide(self, decision: Decision) -> None:
-        """`prodline approve|reject`: judged against the open gate, recorded either way."""
-        self._gates.decide(decision)
+        """Decisions from CLIs before they were Updates: judged and recorded the same way."""
+        if len(self._board.status.decisions) < MAX_DECISIONS:
+            self._gates.decide(decision)
 
     @workflow.run
     async def run(self, request: ReleaseRequest) -> ReleaseStatus:
@@ -126,6 +148,7 @@ class ReleaseWorkflow:
                 # comes from the registered application and the bundle, on a trusted worker.
                 self._board.status.environments = []
                 await self._resolve(request)
+                self._identify_initiator(request)
             for stage in self._plan.environments:
                 stop_if_cancelled()  # before the next environment counts as started
                 current = stage
@@ -162,9 +185,10 @@ class ReleaseWorkflow:
         except ApplicationError as exc:  # how a local activity's last failure arrives
             raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {exc.message}") from None
         self._plan = plan
+        self._gates.keys = Keyring.of(plan.people)
         status = self._board.status
         status.environments = _environment_statuses(plan.environments)
-        status.revision = plan.revision
+        status.revision, status.revision_digest = plan.revision, plan.revision_digest
         status.bundle = plan.service_bundle.digest if plan.service_bundle else ""
         bundle = plan.service_bundle
         code = f"bundle {bundle.short} ({bundle.files} files, {bundle.size:,} bytes)" if bundle else "no bundle"
@@ -172,6 +196,17 @@ class ReleaseWorkflow:
             f"obeys {request.application} revision {plan.revision} "
             f"({plan.revision_digest.removeprefix('sha256:')[:12]}); code: {code}"
         )
+
+    def _identify_initiator(self, request: ReleaseRequest) -> None:
+        """A signed start makes its signer the initiator that `forbid_initiator` bans."""
+        try:
+            who = identify_initiator(request, self._plan, request.release_id, workflow.now())
+        except Refused as exc:
+            raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {exc}") from None
+        if who.verified:
+            self._gates.initiator = self._board.status.initiator = who.person
+            self._board.status.initiator_verified = who.verified
+            self._board.event(f"start signed by {who.person} [{who.verified}]")
 
     # --- one environment ------------------------------------------------------------
 
@@ -220,6 +255,7 @@ class ReleaseWorkflow:
         status = self._board.step(stage.name, step.name)
         result = await self._step_activity(PLAN_STEP, stage, step, f"{stage.name}: plan {step.name}")
         status.plan, status.summary = result.output, result.summary
+        status.plan_digest = plan_digest(result)
         headline = f"plan of {step.name}" + (f": {result.summary}" if result.summary else "")
         self._board.event(headline + (f"\n{result.output}" if result.output else ""), stage.name)
         return result
@@ -354,6 +390,14 @@ class ReleaseWorkflow:
             kept = status.model_copy(update={"events": status.events[-_EVENTS_IN_MEMO:]})
             workflow.upsert_memo({FINAL_STATUS_MEMO: kept})
         workflow.set_current_details(markdown(status))
+
+
+def plan_digest(result: StepResult) -> str:
+    """What approving a plan signs: the saved plan's digest, else what the plan showed."""
+    if result.digest:
+        return result.digest if result.digest.startswith("sha256:") else f"sha256:{result.digest}"
+    shown = f"{result.summary}\n{result.output}"
+    return "sha256:" + hashlib.sha256(shown.encode()).hexdigest()
 
 
 def _environment_statuses(environments: list[EnvironmentRun]) -> list[EnvironmentStatus]:

@@ -51,6 +51,7 @@ from prodline.contracts import (
     StepRun,
     Verdict,
 )
+from prodline.identity.documents import Signed
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
 
@@ -244,16 +245,18 @@ class Running:
         return await self.until(waits, f"{environment} to wait on {text!r}")
 
     async def decide(
-        self, by: str, verdict: Verdict = Verdict.approve, environment: str = "production", comment: str = ""
+        self,
+        by: str,
+        verdict: Verdict = Verdict.approve,
+        environment: str = "production",
+        comment: str = "",
+        signed: Signed | None = None,
     ) -> DecisionRecord:
-        """Send a decision as `prodline approve|reject` does, and return how the release judged it."""
-        before = len((await self.status()).decisions)
+        """Send a decision as `prodline approve|reject` does (an Update), and return how the release judged it."""
         decision = Decision(
-            request_id=uuid.uuid4().hex, environment=environment, by=by, verdict=verdict, comment=comment
+            request_id=uuid.uuid4().hex, environment=environment, by=by, verdict=verdict, comment=comment, signed=signed
         )
-        await self.handle.signal(ReleaseWorkflow.decide, decision)
-        status = await self.until(lambda s: len(s.decisions) > before, f"the decision of {by} to be judged")
-        return status.decisions[-1]
+        return await self.handle.execute_update(ReleaseWorkflow.decision, decision)
 
     async def saw(self, event_type: EventType.ValueType) -> None:
         """Until the release's history holds an event of this type (``EventType.EVENT_TYPE_...``)."""

@@ -1,0 +1,269 @@
+"""Signed decisions and starts, judged by the release workflow itself, as attacks.
+
+Each test signs real SSH signatures (ed25519 keys made for the test, signed in-process as
+`prodline approve --key` does) and sends them as the Update the CLI sends. What counts is
+decided inside the workflow against the keys of the plan's application revision; every
+refusal is answered, and recorded in the release's status with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+
+from prodline.contracts import ReleaseStatus, StepResult, Verdict
+from prodline.identity.documents import DecisionDocument, Signed, StartDocument
+from prodline.identity.signing import generate, sign
+
+from .conftest import ONE_STEP_SERVICE
+from .harness import stale
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    key: Path
+    public: str
+
+
+@pytest.fixture
+def people(tmp_path) -> dict[str, Person]:
+    made = {}
+    for name in ("alice", "bob", "mallory"):
+        key = tmp_path / "keys" / name
+        key.parent.mkdir(exist_ok=True)
+        made[name] = Person(name, key, generate(key, f"{name}@laptop"))
+    return made
+
+
+def signed_app(people: dict[str, Person], rule: str, *, starts: bool = False, enrolled=("alice", "bob")) -> str:
+    """Staging (names as given), then production taking signed decisions only."""
+    listed = "\n".join(f"  {name}: {people[name].public}" for name in enrolled)
+    return f"""
+application: shop
+signed_starts: {"true" if starts else "false"}
+people:
+{listed}
+environments:
+  - name: staging
+  - name: production
+    verify: ssh
+    preconditions:
+      - approval: {rule}
+"""
+
+
+def decision(
+    status: ReleaseStatus, person: Person, verdict: Verdict = Verdict.approve, *, now: datetime | None = None, **over
+) -> Signed:
+    """What `prodline approve --key` signs, from the status it showed (``over`` forges fields)."""
+    env = status.environment(over.pop("environment", "production"))
+    fields: dict[str, Any] = dict(
+        release=status.release_id,
+        run=status.run_id,
+        environment=env.name,
+        verdict=verdict.value,
+        plans={s.name: s.plan_digest for s in env.steps if s.plan_digest},
+        bundle=status.bundle,
+        revision=status.revision,
+        revision_digest=status.revision_digest,
+    )
+    fields.update(over)
+    valid_for = fields.pop("valid_for", timedelta(minutes=15))
+    document = DecisionDocument.issue(now=now or datetime.now(UTC), valid_for=valid_for, **fields)
+    return Signed(document=document.text(), signature=sign(document.text(), person.key))
+
+
+async def test_a_quorum_of_two_distinct_signed_keys_deploys_and_records_who_signed(
+    releases, script, request_for, people
+):
+    request = request_for(signed_app(people, "{approvers: [alice, bob], min_approvers: 2}"))
+    async with releases.running(request, script) as run:
+        status = await run.waiting_on("production", "0/2 approvals")
+        # The asserted name is ignored: the key's owner decided.
+        first = await run.decide("somebody", signed=decision(status, people["alice"]))
+        assert (first.accepted, first.by, first.progress) == (
+            True,
+            "alice",
+            "precondition approval: 1/2 approvals (alice); approvers: alice, bob",
+        )
+        assert first.verified.startswith("ssh SHA256:")
+        assert script.ran("apply", "production") == []
+        second = await run.decide("bob", signed=decision(status, people["bob"]))
+        assert second.accepted, second.reason
+        done = await run.finish()
+    assert done.state == "succeeded", done.reason
+    assert [d.verified != "" for d in done.status.decisions] == [True, True]
+    assert first.verified != second.verified  # two keys, two fingerprints
+    assert any("alice approved [ssh SHA256:" in e for e in done.events)
+
+
+async def test_every_forged_or_misdirected_signature_is_refused_with_its_reason_and_recorded(
+    releases, script, request_for, people
+):
+    request = request_for(signed_app(people, "{approvers: [alice, bob], min_approvers: 2}"))
+    alice, bob, mallory = people["alice"], people["bob"], people["mallory"]
+    async with releases.running(request, script) as run:
+        status = await run.waiting_on("production", "0/2 approvals")
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        reused = decision(status, bob, comment="")
+        attempts = {
+            "unsigned": await run.decide("alice"),
+            "unknown key": await run.decide("mallory", signed=decision(status, mallory)),
+            "alice's name, bob's key": await run.decide("alice", signed=decision(status, bob, by="alice")),
+            "another release": await run.decide("alice", signed=decision(status, alice, release="shop.checkout@9.9.9")),
+            "another run": await run.decide("alice", signed=decision(status, alice, run="0f1e2d3c-run")),
+            "another environment": await run.decide("alice", signed=decision(status, alice, environment="staging")),
+            "another plan": await run.decide(
+                "alice", signed=decision(status, alice, plans={"deploy": "sha256:" + "0" * 64})
+            ),
+            "expired": await run.decide(
+                "alice", signed=decision(status, alice, now=an_hour_ago, valid_for=timedelta(minutes=10))
+            ),
+            "verdict changed after signing": await run.decide("alice", Verdict.reject, signed=decision(status, alice)),
+        }
+        assert script.ran("apply", "production") == []
+        assert (await run.decide("bob", signed=reused)).accepted
+        replayed = await run.decide("bob", signed=reused)
+        # ed25519 is deterministic: the same document signed in the same second is the same signature.
+        ship = decision(status, alice, comment="ship it")
+        assert (await run.decide("alice", comment="ship it", signed=ship)).accepted
+        done = await run.finish()
+    reasons = {what: record.reason for what, record in attempts.items()}
+    assert not any(record.accepted for record in attempts.values())
+    assert "production takes signed decisions only" in reasons["unsigned"]
+    assert "is not enrolled" in reasons["unknown key"]
+    assert "bob's key, not alice's" in reasons["alice's name, bob's key"]
+    assert "for release shop.checkout@9.9.9" in reasons["another release"]
+    assert "for run 0f1e2d3c-run" in reasons["another run"]
+    assert "for staging; the release is waiting in production" in reasons["another environment"]
+    assert "planned again since" in reasons["another plan"]
+    assert "expired at" in reasons["expired"]
+    assert "not the one signed" in reasons["verdict changed after signing"]
+    assert not replayed.accepted and "already presented" in replayed.reason
+    assert done.state == "succeeded", done.reason
+    recorded = [(d.accepted, d.reason) for d in done.status.decisions]
+    assert recorded[: len(attempts)] == [(False, reason) for reason in reasons.values()]
+
+
+async def test_a_signature_is_good_for_one_decision_only(releases, script, request_for, people):
+    request = request_for(signed_app(people, "{approvers: [alice, bob], min_approvers: 2}"))
+    async with releases.running(request, script) as run:
+        status = await run.waiting_on("production", "0/2 approvals")
+        signed = decision(status, people["alice"])
+        assert (await run.decide("alice", signed=signed)).accepted
+        again = await run.decide("alice", signed=signed)
+        assert not again.accepted and "already presented" in again.reason
+        await run.waiting_on("production", "1/2 approvals (alice)")
+
+
+async def test_an_approval_signed_for_plan_a_does_not_count_after_a_replan_to_plan_b(
+    releases, script, request_for, people
+):
+    script.on(
+        "plan",
+        "deploy",
+        StepResult(summary="1 to add", digest="a" * 64),
+        StepResult(summary="1 to change", digest="b" * 64),
+        environment="production",
+    )
+    script.on("apply", "deploy", stale(), StepResult(summary="applied"), environment="production")
+    planned_service = ONE_STEP_SERVICE.replace(
+        "command: {apply: ./deploy.sh}", "terraform: {dir: infra, on_stale_plan: replan}"
+    )
+    request = request_for(signed_app(people, "{approvers: [alice, bob]}"), planned_service)
+    async with releases.running(request, script) as run:
+        plan_a = await run.waiting_on("production", "0/1 approvals")
+        assert plan_a.environment("production").steps[0].plan_digest == "sha256:" + "a" * 64
+        assert (await run.decide("alice", signed=decision(plan_a, people["alice"]))).accepted
+        # The apply finds plan A stale: planned again (B), and approved again.
+        plan_b = await run.until(
+            lambda s: (
+                s.environment("production").steps[0].plan_digest.endswith("b" * 64)
+                and "0/1 approvals" in s.environment("production").waiting_on
+            ),
+            "the re-plan to wait for approval again",
+        )
+        # A fresh signature, but over what alice saw before the re-plan.
+        old_view = await run.decide(
+            "alice", comment="still fine", signed=decision(plan_a, people["alice"], comment="still fine")
+        )
+        assert not old_view.accepted and "planned again since" in old_view.reason
+        assert script.count("apply", "deploy", "production") == 1
+        assert (await run.decide("bob", signed=decision(plan_b, people["bob"]))).accepted
+        done = await run.finish()
+    assert done.state == "succeeded", done.reason
+    assert script.count("apply", "deploy", "production") == 2
+
+
+def signed_start(planned, person: Person, **over) -> Signed:
+    r = planned.request
+    fields: dict[str, Any] = dict(
+        release=r.release_id, application=r.application, service=r.service, version=r.version, parameters=r.parameters
+    )
+    fields.update(over)
+    document = StartDocument.issue(now=datetime.now(UTC), **fields)
+    return Signed(document=document.text(), signature=sign(document.text(), person.key))
+
+
+def with_start(planned, signed: Signed | None, initiator: str):
+    request = planned.request.model_copy(update={"signed": signed, "initiator": initiator})
+    return type(planned)(request, planned.plan)
+
+
+async def test_a_forged_initiator_cannot_approve_where_the_initiator_is_banned(releases, script, request_for, people):
+    planned = request_for(signed_app(people, "{approvers: [alice, bob], forbid_initiator: true}", starts=True))
+    # alice signs the start but claims to be someone else on the command line.
+    forged = with_start(planned, signed_start(planned, people["alice"]), initiator="bob")
+    async with releases.running(forged, script) as run:
+        status = await run.waiting_on("production", "0/1 approvals")
+        assert (status.initiator, status.initiator_verified[:10]) == ("alice", "ssh SHA256")
+        own = await run.decide("alice", signed=decision(status, people["alice"]))
+        assert not own.accepted and own.reason == "alice started this release and may not approve it"
+        assert (await run.decide("bob", signed=decision(status, people["bob"]))).accepted
+        done = await run.finish()
+    assert done.state == "succeeded", done.reason
+
+
+async def test_where_starts_must_be_signed_an_unsigned_or_forged_start_is_refused(
+    releases, script, request_for, people
+):
+    planned = request_for(signed_app(people, "{approvers: [alice, bob], forbid_initiator: true}", starts=True))
+    unsigned = await releases.run(with_start(planned, None, "bob"), script)
+    assert unsigned.state == "failed"
+    assert "requires signed starts and this one is not signed" in unsigned.reason
+    assert script.ran("apply") == []
+
+    other = request_for(signed_app(people, "{approvers: [alice, bob]}", starts=True), version="1.0.1")
+    someone_else = await releases.run(with_start(other, signed_start(other, people["alice"], by="bob"), "bob"), script)
+    assert someone_else.state == "failed" and "alice's key, not bob's" in someone_else.reason
+
+    third = request_for(signed_app(people, "{approvers: [alice, bob]}", starts=True), version="1.0.2")
+    for_another_version = signed_start(third, people["alice"], version="1.0.1")
+    replayed = await releases.run(with_start(third, for_another_version, "alice"), script)
+    assert replayed.state == "failed" and "signed for version '1.0.1'" in replayed.reason
+    assert script.ran("apply") == []
+
+
+async def test_decisions_are_updates_in_history_refused_ones_included(releases, script, request_for, people):
+    request = request_for(signed_app(people, "{approvers: [alice]}"))
+    async with releases.running(request, script) as run:
+        status = await run.waiting_on("production", "0/1 approvals")
+        await run.decide("alice")  # unsigned: refused
+        await run.decide("alice", signed=decision(status, people["alice"]))
+        await run.finish()
+        events = (await run.handle.fetch_history()).events
+    accepted = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED]
+    signals = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    assert (len(accepted), len(completed), signals) == (2, 2, [])
+    answers = [
+        e.workflow_execution_update_completed_event_attributes.outcome.success.payloads[0].data for e in completed
+    ]
+    assert b'"accepted":false' in answers[0] and b"takes signed decisions only" in answers[0]
+    assert b'"accepted":true' in answers[1] and b'"verified":"ssh SHA256:' in answers[1]

@@ -1,0 +1,147 @@
+"""Who decided, and who started: signatures checked inside the release workflow.
+
+A signed decision (or start) carries the exact document its signer signed. The
+workflow checks the signature against the keys of the application revision the
+release pinned (``prodline.identity.verify``: pure and deterministic, with
+``workflow.now()`` as its clock, so a replay reaches the same verdict), then that
+the document names this release, this run, the environment waiting, the plans
+shown, the bundle and the revision. Nothing the CLI says about the signer is
+believed: the person is the key's owner.
+
+An unsigned decision counts only where the environment says ``verify: none``.
+Every refusal is one sentence, recorded with the decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from prodline.config.release import ReleasePlan, ReleaseRequest
+from prodline.contracts import Decision, ReleaseStatus
+from prodline.identity.documents import DecisionDocument, Document, SignatureRefused, Signed, StartDocument
+from prodline.identity.verify import Keyring, Signer, verify
+
+D = TypeVar("D", bound=Document)
+
+
+class Refused(Exception):
+    """A decision or start that does not count; the message says why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    person: str
+    verified: str = ""  # "ssh SHA256:..." when a signature proved it
+    signature_digest: str = ""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a signed decision must name: the gate it is for, as the release sees it now."""
+
+    release: str
+    run: str
+    environment: str
+    plans: dict[str, str]
+    bundle: str
+    revision: int
+    revision_digest: str
+
+
+def signature_digest(signed: Signed) -> str:
+    return "sha256:" + hashlib.sha256(signed.signature.encode()).hexdigest()
+
+
+def identify_decision(
+    decision: Decision, verify_mode: str, expected: Expected, keys: Keyring, now: datetime, status: ReleaseStatus
+) -> Identity:
+    """The person behind ``decision``, or :class:`Refused` with the reason."""
+    if decision.signed is None:
+        if verify_mode == "ssh":
+            raise Refused(
+                f"{expected.environment} takes signed decisions only: sign with `prodline approve --key ~/.ssh/KEY`"
+            )
+        return Identity(person=decision.by)
+    digest = signature_digest(decision.signed)
+    earlier = next((d for d in status.decisions if d.signature_digest == digest), None)
+    if earlier is not None:
+        raise Refused(
+            f"this signature was already presented at {earlier.at:%Y-%m-%d %H:%M:%S}Z; sign each decision anew"
+        )
+    document, signer = _verified(decision.signed, DecisionDocument, keys, now)
+    mismatch = _decision_mismatch(document, decision, expected)
+    if mismatch:
+        raise Refused(mismatch)
+    return Identity(person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=digest)
+
+
+def identify_initiator(request: ReleaseRequest, plan: ReleasePlan, release: str, now: datetime) -> Identity:
+    """Who started the release: the signer of its start, or the name given where starts need no signature."""
+    if request.signed is None:
+        if plan.signed_starts:
+            raise Refused(
+                f"{request.application} requires signed starts and this one is not signed: "
+                "start it with `prodline release start --key ~/.ssh/KEY`"
+            )
+        return Identity(person=request.initiator)
+    document, signer = _verified(request.signed, StartDocument, Keyring.of(plan.people), now)
+    bundle = plan.service_bundle.digest if plan.service_bundle else ""
+    named = {
+        "release": (document.release, release),
+        "application": (document.application, request.application),
+        "service": (document.service, request.service),
+        "version": (document.version, request.version),
+        "bundle": (document.bundle, bundle),
+        "parameters": (document.parameters, request.parameters),
+    }
+    for field, (signed, actual) in named.items():
+        if signed != actual:
+            raise Refused(f"the start was signed for {field} {_shown(signed)}, but this release has {_shown(actual)}")
+    return Identity(
+        person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=signature_digest(request.signed)
+    )
+
+
+def _verified(signed: Signed, kind: type[D], keys: Keyring, now: datetime) -> tuple[D, Signer]:
+    if not keys:
+        raise Refused("the application lists no `people` with keys, so no signature can be checked")
+    try:
+        return verify(signed, kind, keys, now)
+    except SignatureRefused as exc:
+        raise Refused(str(exc)) from None
+
+
+def _decision_mismatch(document: DecisionDocument, decision: Decision, expected: Expected) -> str:
+    """Why the signed document is not about this decision at this gate ("" when it is)."""
+    if document.release != expected.release:
+        return f"the signature is for release {document.release}, not {expected.release}"
+    if document.run != expected.run:
+        return f"the signature is for run {document.run} of this release; the running one is {expected.run}"
+    if document.environment != expected.environment:
+        return f"the signature is for {document.environment}; the release is waiting in {expected.environment}"
+    if document.verdict != decision.verdict.value or document.comment != decision.comment:
+        return "the decision sent is not the one signed (verdict or comment differ)"
+    if document.plans != expected.plans:
+        return (
+            f"the signature approves plans {_plans(document.plans)}, but the plans now are {_plans(expected.plans)} "
+            "(planned again since): review the new plans and sign again"
+        )
+    if document.bundle != expected.bundle:
+        return f"the signature is for bundle {_shown(document.bundle)}, not {_shown(expected.bundle)}"
+    if (document.revision, document.revision_digest) != (expected.revision, expected.revision_digest):
+        return f"the signature is for application revision {document.revision}; this release obeys {expected.revision}"
+    return ""
+
+
+def _plans(plans: dict[str, str]) -> str:
+    return (
+        "{" + ", ".join(f"{step}: {_shown(digest)}" for step, digest in sorted(plans.items())) + "}" if plans else "{}"
+    )
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text.removeprefix("sha256:")[:12] if text.startswith("sha256:") else repr(value)
