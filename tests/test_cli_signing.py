@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from prodline.client import ReleaseClient
+from prodline.contracts import Verdict
+from prodline.errors import WrongState
+
 from conftest import Cli, approval_app, client_for, run, service, step, wait_for, waiting_in
 
 UPDATE_ACCEPTED = "workflow_execution_update_accepted_event_attributes"
@@ -368,3 +372,20 @@ def test_app_apply_signs_the_digest_the_workflow_registers_and_a_refusal_exits_8
     shown = piped(cli, "app", "show", project.application, "--revision", "1", "--json", env=env)
     assert documents[0]["digest"] == json.loads(shown.stdout)["digest"]
     assert all(check_signature(s, tmp_path).returncode == 0 for s in signed)
+
+
+def test_a_decision_on_a_release_that_ended_meanwhile_says_how_it_ended(cli, worker, project, temporal):
+    service_file = project(service(step("deploy", "true")), app=approval_app("{approvers: [alice]}"))
+    release = project.release_id("5.4.0")
+    cli.spawn("release", "start", str(service_file), "--version", "5.4.0")
+    waiting_in(cli, release, "production")
+
+    async def decide_after_cancel() -> str:
+        client = ReleaseClient(await client_for(temporal), cli.env["PRODLINE_TASK_QUEUE"])
+        target = await client.decision_target(release)  # what the approver was shown...
+        assert cli.run("release", "cancel", release, "--wait").returncode == 0  # ...then it ended
+        with pytest.raises(WrongState) as refused:
+            await client.decide(target, Verdict.approve, by="alice")
+        return str(refused.value)
+
+    assert run(decide_after_cancel()) == f"release {release} already cancelled; there is nothing to decide"
