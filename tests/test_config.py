@@ -352,8 +352,12 @@ def test_the_seed_example_validates_fits_in_42_lines_and_is_the_one_in_the_readm
     readme = (REPO / "README.md").read_text()
     for text in texts:
         assert text.rstrip() in readme
-    production = load_project(service).environments[1]
+    project = load_project(service)
+    production = project.environments[1]
     assert [p.kind for p in production.preconditions] == ["stable", "approval"]
+    # Production takes signed decisions only, from the two people enrolled with their keys.
+    assert production.environment.verify == "ssh" and project.application.signed_starts
+    assert sorted(project.application.people) == ["alice", "bob"]
     assert production.checks[0].kind == "alerts" and production.checks[0].watch_for == timedelta(minutes=5)
 
 
