@@ -18,9 +18,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from prodline.contracts import (
+    ADMIT_APPLY,
     APPLY_STEP,
     APPLY_UPDATE,
     DECIDE_SIGNAL,
+    DECIDE_UPDATE,
     EVALUATE_RULE,
     FAILURE_TYPES,
     PLAN_STEP,
@@ -30,6 +32,7 @@ from prodline.contracts import (
     RESOLVE_RELEASE,
     ReleaseState,
 )
+from prodline.workers.sandbox import WORKFLOW_RUNNER
 from prodline.workers.worker import WORKFLOWS
 
 HERE = Path(__file__).parent / "replay"
@@ -42,7 +45,7 @@ def history(fixture: Path) -> WorkflowHistory:
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.stem for f in FIXTURES])
 def test_recorded_history_replays(fixture):
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER)
     result = asyncio.run(replayer.replay_workflow(history(fixture), raise_on_replay_failure=False))
     assert result.replay_failure is None, f"{fixture.name} no longer replays: {result.replay_failure}"
 
@@ -77,7 +80,8 @@ def what_happens_in(events: list[HistoryEvent]) -> Iterator[str]:
 def test_the_recorded_histories_exercise_everything_a_release_does():
     """A replay proves only what its histories contain. Together they must hold every
     activity the release calls, its local activities (resolving the plan, recording it) and the
-    ledger's signal, an application's registered revision, a decision, a
+    ledger's signal, an application's registered (and admitted) revision, decisions as Updates
+    and as signals, a
     durable timer, and the ways a release ends, so a re-recording cannot quietly drop one."""
     seen = {thing for fixture in FIXTURES for thing in what_happens_in(list(history(fixture).events))}
     expected = {
@@ -86,7 +90,9 @@ def test_the_recorded_histories_exercise_everything_a_release_does():
         f"activity {EVALUATE_RULE}",
         f"local activity {RECORD_DEPLOYMENT}",
         f"local activity {RESOLVE_RELEASE}",
+        f"local activity {ADMIT_APPLY}",
         f"update {APPLY_UPDATE}",
+        f"update {DECIDE_UPDATE}",
         f"signal {DECIDE_SIGNAL}",
         f"signal {RECORD_SIGNAL}",
         "timer fired",
@@ -96,6 +102,7 @@ def test_the_recorded_histories_exercise_everything_a_release_does():
         f"{RELEASE_WORKFLOW} cancelled",
         "patch final-status-memo",
         "patch registered-applications",
+        "patch signed-applies",
     }
     assert expected - seen == set(), f"no recorded history has {sorted(expected - seen)}"
 

@@ -31,6 +31,8 @@ from prodline.workflows.application import ApplicationWorkflow
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
 
+from .sandbox import WORKFLOW_RUNNER
+
 WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow, ApplicationWorkflow]
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
@@ -52,6 +54,7 @@ def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **op
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
+        workflow_runner=WORKFLOW_RUNNER,
         activities=[
             *step_and_rule_activities,
             ledger.record_deployment,

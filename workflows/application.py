@@ -27,6 +27,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    # Validating `people` parses their keys (config imports the parser lazily, to keep the
+    # CLI light): inside the sandbox it must be the passed-through module, not a re-import
+    # of `cryptography`'s native code, which fails there.
+    import prodline.identity.verify  # noqa: F401
     from prodline.config.application import Application
     from prodline.config.changes import bundle_changes, summarise
     from prodline.config.errors import ConfigError

@@ -26,7 +26,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from prodline.artifacts.store import LocalArtifactStore
 from prodline.client.applications import ApplicationClient
 from prodline.client.prepare import prepare
+from prodline.client.releases import ReleaseClient
+from prodline.client.signatures import Signer
 from prodline.contracts import Decision, Verdict, application_id
+from prodline.identity.signing import generate
 from prodline.workers.connect import connect
 from prodline.workers.devserver import DevServer
 from prodline.workers.supervisor import free_port
@@ -38,18 +41,22 @@ QUEUE = "replay"
 
 APP = """\
 application: shop
+people:
+  alice: {alice}
+  bob: {bob}
 environments:
   - name: staging
     checks:
-      - command: {run: "true"}
+      - command: {{run: "true"}}
         name: smoke
         when: [before_deploy, after_deploy]
         for: 1s
         interval: 200ms
   - name: production
+    verify: ssh
     preconditions:
-      - stable: {environment: staging}
-      - approval: {approvers: [alice, bob]}
+      - stable: {{environment: staging}}
+      - approval: {{approvers: [alice, bob]}}
 """
 
 SERVICE = """\
@@ -71,7 +78,9 @@ environments:
 
 async def record() -> None:
     work = Path(tempfile.mkdtemp(prefix="prodline-replay-"))
-    (work / "prodline.yaml").write_text(APP)
+    keys = {name: work / "keys" / name for name in ("alice", "bob")}
+    (work / "keys").mkdir()
+    (work / "prodline.yaml").write_text(APP.format(**{name: generate(key, name) for name, key in keys.items()}))
     (work / "svc").mkdir()
     (work / "svc" / "prodline.service.yaml").write_text(SERVICE)
     deploy = work / "svc" / "deploy.sh"
@@ -118,20 +127,31 @@ async def record() -> None:
                     await asyncio.sleep(0.05)
                 raise TimeoutError(handle.id)
 
-            def decision(by: str, verdict: Verdict = Verdict.approve) -> Decision:
-                return Decision(request_id=uuid.uuid4().hex, environment="production", by=by, verdict=verdict)
+            releases = ReleaseClient(client, QUEUE)
 
-            # succeeded: plans, checks watched after deploying, stable, a refused and an accepted approval.
+            async def decide(handle: WorkflowHandle, by: str, verdict: Verdict = Verdict.approve) -> None:
+                """As `prodline approve --key`: an Update, signed over the status shown."""
+                target = await releases.decision_target(handle.id, "production")
+                signer = Signer(keys[by])
+                signed = signer.sign(target.document(verdict, "", signer))
+                await releases.decide(target, verdict, by, signed=signed)
+
+            # succeeded: plans, checks watched after deploying, stable, an unsigned decision refused
+            # (an Update), one sent the old way (a signal, still judged), and a signed one counted.
             ok = await start("1.0.0")
             await until(ok, lambda s: "approvals" in s.environment("production").waiting_on)
-            await ok.signal(ReleaseWorkflow.decide, decision("mallory"))
-            await ok.signal(ReleaseWorkflow.decide, decision("alice"))
+            unsigned = Decision(
+                request_id=uuid.uuid4().hex, environment="production", by="mallory", verdict=Verdict.approve
+            )
+            await ok.execute_update(ReleaseWorkflow.decision, unsigned)
+            await ok.signal(ReleaseWorkflow.decide, unsigned)
+            await decide(ok, "alice")
             await ok.result()
 
-            # rejected in production.
+            # rejected in production, signed.
             rejected = await start("1.0.1")
             await until(rejected, lambda s: "approvals" in s.environment("production").waiting_on)
-            await rejected.signal(ReleaseWorkflow.decide, decision("bob", Verdict.reject))
+            await decide(rejected, "bob", Verdict.reject)
             await _finished(rejected)
 
             # failed: a step exits 3 in staging.

@@ -52,6 +52,7 @@ from prodline.contracts import (
     Verdict,
 )
 from prodline.identity.documents import Signed
+from prodline.workers.sandbox import WORKFLOW_RUNNER
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
 
@@ -313,6 +314,7 @@ class Releases:
             self.client,
             task_queue=task_queue,
             workflows=[ReleaseWorkflow, DeploymentLedgerWorkflow],
+            workflow_runner=WORKFLOW_RUNNER,
             activities=list(activities),
         ):
             handle = await self.client.start_workflow(
