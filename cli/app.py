@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -36,8 +35,9 @@ def _when(revision: Revision) -> str:
 
 
 def apply(args: argparse.Namespace) -> int:
-    # An admin names themself with --as or PRODLINE_USER; not $USER, which says nothing of who holds the key.
-    signer = signer_from(args, by=args.as_ or os.environ.get("PRODLINE_USER", ""))
+    # A signed apply names its signer only when --as says so: the key's owner is who signed,
+    # and a default name ($PRODLINE_USER, $USER) would refuse an admin whose login differs.
+    signer = signer_from(args, by=args.as_ or "")
     return _apply(args, signer)
 
 

@@ -363,10 +363,11 @@ def test_app_apply_signs_the_digest_the_workflow_registers_and_a_refusal_exits_8
     workflow_id = f"application:{project.application}"
     signed = [change["signed"] for change in update_inputs(temporal, workflow_id) if change.get("signed")]
     documents = [json.loads(s["document"]) for s in signed]
-    # Each names the digest the workflow registered, and the revision it replaces (one step only).
+    # Each names the digest the workflow registered, and the revision it replaces (one step only);
+    # not who PRODLINE_USER says the admin is: the key's owner signed.
     assert [(d["application"], d["replaces"], d["by"]) for d in documents] == [
-        (project.application, 0, "admin"),
-        (project.application, 1, "admin"),
+        (project.application, 0, ""),
+        (project.application, 1, ""),
     ]
     assert documents[1]["digest"] == registered[-1]["revision"]["digest"]
     shown = piped(cli, "app", "show", project.application, "--revision", "1", "--json", env=env)
@@ -389,3 +390,32 @@ def test_a_decision_on_a_release_that_ended_meanwhile_says_how_it_ended(cli, wor
         return str(refused.value)
 
     assert run(decide_after_cancel()) == f"release {release} already cancelled; there is nothing to decide"
+
+
+def test_end_to_end_a_signed_start_and_signed_approvals_where_a_forged_initiator_gains_nothing(
+    cli, worker, project, tmp_path
+):
+    alice, bob = keypair(tmp_path, "alice"), keypair(tmp_path, "bob")
+    app = signed_app(("alice", alice), ("bob", bob), rule="{approvers: [alice, bob], forbid_initiator: true}")
+    service_file = project(
+        service(step("deploy", 'touch "../deployed-$PRODLINE_ENVIRONMENT"')),
+        app=app.replace("application:", "signed_starts: true\napplication:", 1),
+    )
+    release = project.release_id("5.5.0")
+    unsigned = cli.run("release", "start", str(service_file), "--version", "5.5.0")
+    assert unsigned.returncode == 2 and "requires signed starts: add --key" in unsigned.stderr, unsigned.stderr
+    assert cli.run("release", "status", release).returncode == 7  # nothing was started
+
+    # alice starts it, signed: the initiator is the key's owner, whatever name the CLI asserts.
+    waiting = cli.spawn(
+        "release", "start", str(service_file), "--version", "5.5.0", "--key", str(alice), "--wait"
+    )  # fmt: skip
+    status = waiting_in(cli, release, "production", "0/1 approvals")
+    assert status["initiator"] == "alice" and status["initiator_verified"].startswith("ssh SHA256:")
+    own = piped(cli, "approve", release, "--key", str(alice))
+    assert own.returncode == 8 and "alice started this release and may not approve it" in own.stdout, own.stdout
+    assert not (tmp_path / "deployed-production").exists()
+    counted = piped(cli, "approve", release, "--key", str(bob), "--comment", "looks right")
+    assert counted.returncode == 0 and f"approve by bob (ssh {fingerprint(bob)}) counted" in counted.stdout
+    assert waiting.wait(60) == 0, waiting.stdout.read() if waiting.stdout else ""
+    assert (tmp_path / "deployed-production").exists()

@@ -73,6 +73,12 @@ async def prepare(
     app_doc = parse_yaml(revision.source, Path(f"{service.application} revision {revision.number}"))
     app = parse_model(app_doc, Application)
     _check(lambda: combine(app, app_doc, service, service_doc), version, values, initiator)
+    if app.signed_starts and signer is None:
+        # The workflow would refuse it too; saying so here starts nothing and packs nothing.
+        raise InvalidInput(
+            f"{service.application} revision {revision.number} requires signed starts: "
+            "add --key ~/.ssh/KEY (your key enrolled under `people`)"
+        )
 
     root = (service_file.parent / service.bundle.root).resolve()
     try:
