@@ -16,4 +16,4 @@ imports only from the layers listed before it (``.importlinter`` enforces it):
 * :mod:`prodline.cli` -- the ``prodline`` command
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
