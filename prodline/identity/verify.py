@@ -69,11 +69,7 @@ class Keyring:
         owners: dict[bytes, Signer] = {}
         for person, lines in people.items():
             for index, line in enumerate(lines):
-                where = f"{person}[{index}]"
-                problem = key_problem(line)
-                if problem:
-                    raise InvalidInput(f"{where}: {problem}")
-                _enrol(owners, _parse(line), person, where)
+                _enrol(owners, line, person, f"{person}[{index}]")
         return cls(owners)
 
     def owner(self, key: sshsig.PublicKey | str) -> Signer | None:
@@ -164,11 +160,7 @@ def load_allowed_signers(path: Path) -> Keyring:
             raise InvalidInput(
                 f"{where}: the principal {person!r} is a pattern, not a person (write a name or an email)"
             )
-        key_line = f"{entry.key_type} {entry.base64_key}"
-        problem = key_problem(key_line)
-        if problem:
-            raise InvalidInput(f"{where}: {problem}")
-        _enrol(owners, _parse(key_line), person, where)
+        _enrol(owners, f"{entry.key_type} {entry.base64_key}", person, where)
     return Keyring(owners)
 
 
@@ -248,7 +240,12 @@ def _blob(key: sshsig.PublicKey) -> bytes:
     return binascii.a2b_base64(key.openssh_str().split()[1])
 
 
-def _enrol(owners: dict[bytes, Signer], key: sshsig.PublicKey, person: str, where: str) -> None:
+def _enrol(owners: dict[bytes, Signer], line: str, person: str, where: str) -> None:
+    """Enrol the key of an OpenSSH ``line`` for ``person``; InvalidInput, naming ``where``, if it cannot be."""
+    problem = key_problem(line)
+    if problem:
+        raise InvalidInput(f"{where}: {problem}")
+    key = _parse(line)
     blob = _blob(key)
     known = owners.get(blob)
     if known is not None and known.person != person:
