@@ -22,19 +22,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
+from typing import TYPE_CHECKING
 
 from pydantic import Field, ValidationError
 
 from prodline.identity.documents import Signed
 
-from .application import Application
 from .base import Model, Name, Version
 from .errors import ConfigError, Problem
-from .loader import load_project
-from .problems import dedupe
-from .resolve import Project, check_values
 from .rules import Check, Precondition
 from .steps import Step
+
+# The models here are payloads every client imports (through prodline.contracts); resolving
+# a plan is the control worker's and `release start`'s job, so the loader, the resolver and
+# the application model (YAML, pydantic schemas) are imported by the functions that resolve.
+if TYPE_CHECKING:
+    from .application import Application
+    from .resolve import Project
 
 
 class BundleRef(Model):
@@ -96,7 +101,9 @@ class EnvironmentRun(Model):
 
     name: Name
     task_queue: str = Field(default="", description="Where its steps and rules run; empty: the control queue.")
-    verify: str = Field(default="none", description="`ssh`: decisions here count only when signed by `people`.")
+    verify: Literal["none", "ssh"] = Field(
+        default="none", description="`ssh`: decisions here count only when signed by `people`."
+    )
     env: dict[str, str] = Field(default_factory=dict)
     parameters: dict[str, str] = Field(default_factory=dict)
     steps: list[Step]
@@ -167,6 +174,9 @@ def build_plan(
     runs and tests); the resolve activity passes the folders inside the bundles, and the
     revision and bundles as ``pinned``.
     """
+    from .problems import dedupe
+    from .resolve import check_values
+
     service = project.service
     where = str(project.service_file)
     given, problems = check_values(
@@ -249,6 +259,8 @@ def load_plan(
     service_file: Path, values: dict[str, str], initiator: str, application_file: Path | None = None
 ) -> ReleasePlan:
     """The plan of local files, folders absolute: for `prodline validate`-like checks and tests."""
+    from .loader import load_project
+
     return build_plan(load_project(service_file, application_file), values, initiator)
 
 

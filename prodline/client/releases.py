@@ -1,7 +1,12 @@
 """The release client: start or attach, follow, cancel, decide, list and read ledgers.
 
-Everything here speaks to Temporal only; the release workflow is referenced by
-its class (``ReleaseWorkflow.run``), which imports no tool code. Errors are
+Everything here speaks to Temporal only; the release workflow, its query and its
+Update are called by the names in :mod:`prodline.contracts`, with their payload
+types given, rather than through the workflow class: importing the class would
+import the workflow's own code (gates, signature checks, ``temporalio.workflow``),
+which costs every CLI command hundreds of milliseconds of start-up for nothing a
+client runs. For the same reason what only some commands need (ledgers, listing,
+history, workers) is imported where it is used. Errors are
 :mod:`prodline.errors` types, so every caller (the CLI, tests, benchmarks)
 gets the same message and exit code.
 """
@@ -13,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from temporalio.client import (
     Client,
@@ -33,11 +38,11 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from prodline.activities.ledger import read_ledger
-from prodline.config.release import ReleaseRequest
 from prodline.contracts import (
     DECIDE_UPDATE,
     FAILURE_TYPES,
+    RELEASE_WORKFLOW,
+    STATUS_QUERY,
     Decision,
     DecisionRecord,
     DeploymentRecord,
@@ -50,10 +55,13 @@ from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
 from prodline.identity.documents import DecisionDocument, Signed
 from prodline.workers.connect import connect, task_queue, ui_url
 from prodline.workflows import search_attributes as sa
-from prodline.workflows.release import ReleaseWorkflow
 
-from . import history, listing, setup, workers
-from .signatures import Signer
+if TYPE_CHECKING:
+    from prodline.config.release import ReleaseRequest
+
+    from .listing import ListedRelease
+    from .setup import Setup
+    from .signatures import Signer
 
 # How long a worker has to judge a decision before the CLI gives up waiting for the verdict.
 CONFIRM_SECONDS = 15
@@ -67,7 +75,8 @@ _ENDED = {
     WorkflowExecutionStatus.TERMINATED: (ReleaseState.failed, "the release was terminated in Temporal"),
 }
 
-Handle = WorkflowHandle[ReleaseWorkflow, ReleaseStatus]
+# The release workflow by name (RELEASE_WORKFLOW), its result read as a ReleaseStatus.
+Handle = WorkflowHandle[Any, ReleaseStatus]
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,7 @@ class ReleaseClient:
         return ui_url(self.temporal.service_client.config.target_host, self.temporal.namespace, release_id)
 
     def handle(self, release_id: str, run_id: str | None = None) -> Handle:
-        return self.temporal.get_workflow_handle_for(ReleaseWorkflow.run, release_id, run_id=run_id)
+        return self.temporal.get_workflow_handle(release_id, run_id=run_id, result_type=ReleaseStatus)
 
     # --- starting ---------------------------------------------------------------------
 
@@ -170,9 +179,10 @@ class ReleaseClient:
         (ALLOW_DUPLICATE_FAILED_ONLY), so a succeeded version is not released twice.
         """
         try:
-            handle = await self.temporal.start_workflow(
-                ReleaseWorkflow.run,
+            handle: Handle = await self.temporal.start_workflow(
+                RELEASE_WORKFLOW,
                 request,
+                result_type=ReleaseStatus,
                 id=request.release_id,
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -199,6 +209,8 @@ class ReleaseClient:
                 desc.close_time,
             )
         except RPCError as exc:
+            from . import setup
+
             await setup.raise_if_not_set_up(self.temporal, exc)
             raise
         # The SDK does not expose "started or attached" publicly; its start response does.
@@ -242,7 +254,9 @@ class ReleaseClient:
     async def live_status(self, release_id: str) -> ReleaseStatus | None:
         """The status query's answer; None when no worker answers right now."""
         try:
-            return await self.handle(release_id).query(ReleaseWorkflow.status, rpc_timeout=timedelta(seconds=2))
+            return await self.handle(release_id).query(
+                STATUS_QUERY, result_type=ReleaseStatus, rpc_timeout=timedelta(seconds=2)
+            )
         except Exception:  # no worker right now: progress shows up once one is back
             return None
 
@@ -256,11 +270,15 @@ class ReleaseClient:
                 # (it may have started waiting, or just finished, between the two calls).
                 return View(outcome, current.state, current.reason, current)
             return View(outcome, outcome.state, outcome.reason, current)
+        from . import history  # an ended release only
+
         status = await history.closed_status(self.temporal, outcome.description)
         return View(outcome, outcome.state, outcome.reason or (status.reason if status else ""), status)
 
     async def watch(self, release_id: str, interval: float) -> AsyncIterator[Progress]:
         """The release every ``interval`` seconds until it ends; the last look carries its outcome."""
+        from . import history
+
         handle = self.handle(release_id)
         status = None
         while True:
@@ -282,14 +300,18 @@ class ReleaseClient:
         environment: str | None = None,
         state: str | None = None,
         limit: int = 50,
-    ) -> list[listing.ListedRelease]:
+    ) -> list[ListedRelease]:
         """Releases matching the filters, newest start first (see :mod:`.listing`)."""
+        from . import listing
+
         return await listing.newest(
             self.temporal, listing.visibility_query(application, service, environment, state), limit
         )
 
     async def ledger(self, application: str, service: str, environment: str) -> list[DeploymentRecord]:
         """What the service's ledger in ``environment`` recorded, oldest first."""
+        from prodline.activities.ledger import read_ledger  # temporalio.activity: ledgers only
+
         return await read_ledger(self.temporal, application, service, environment)
 
     async def worker_problem(
@@ -300,10 +322,14 @@ class ReleaseClient:
         status: ReleaseStatus | None = None,
     ) -> str | None:
         """Why a release on ``queue`` does not move for want of a worker (see :mod:`.workers`), or None."""
+        from . import workers
+
         return await workers.problem(self.temporal, queue, description, stall, status)
 
     async def unserved(self, queues: dict[str, str]) -> list[str]:
         """Warnings for the environments whose own task queue no worker polls (see :mod:`.workers`)."""
+        from . import workers
+
         return await workers.unserved(self.temporal, queues)
 
     # --- steering -------------------------------------------------------------------------
@@ -396,8 +422,10 @@ class ReleaseClient:
                 "looked; look again and decide on the new run"
             ) from None
 
-    async def register_search_attributes(self) -> setup.Setup:
+    async def register_search_attributes(self) -> Setup:
         """Register prodline's search attributes on this namespace (idempotent)."""
+        from . import setup
+
         return await setup.register(self.temporal)
 
 
