@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from prodline.errors import InvalidInput
+
 from .base import BundleSpec, Model, Name, unique_names
 from .rules import Check, Precondition, Protection
 
@@ -40,6 +42,18 @@ def _usable_key(line: str) -> str:
     if problem:
         raise ValueError(f"{problem} (paste the line of a .pub file, e.g. ~/.ssh/id_ed25519.pub)")
     return line.strip()
+
+
+def _keyring_problem(people: dict[str, list[str]]) -> str:
+    """Why these people's keys cannot make one keyring ("" if they can): a key listed for two
+    people, compared decoded, as the verifier compares them (two texts can encode one key)."""
+    from prodline.identity.verify import Keyring  # lazily, as in _usable_key
+
+    try:
+        Keyring.of(people)
+    except InvalidInput as exc:
+        return str(exc)
+    return ""
 
 
 PublicKeyLine = Annotated[str, AfterValidator(_usable_key)]
@@ -117,12 +131,9 @@ class Application(Model):
                 )
             )
 
-        owners: dict[str, str] = {}
-        for person, keys in self.people.items():
-            for index, key in enumerate(keys):
-                body = " ".join(key.split()[:2])
-                if owners.setdefault(body, person) != person:
-                    refuse(("people", person, index), f"this key is listed for {owners[body]} too; one key, one person")
+        problem = _keyring_problem(self.people)
+        if problem:
+            refuse(("people",), problem)
         if self.signed_starts and not self.people:
             refuse(("signed_starts",), "signed starts need people with keys: list them under `people:`")
         for i, env in enumerate(self.environments):

@@ -274,13 +274,13 @@ class Verdict(StrEnum):
 
 
 class Decision(BaseModel):
-    """Update payload of `prodline approve|reject`."""
+    """Update payload of `prodline approve|reject`: bounded, since every one stays in history."""
 
-    request_id: str
-    environment: str
-    by: str
+    request_id: str = Field(max_length=100)
+    environment: str = Field(max_length=100)
+    by: str = Field(max_length=200)
     verdict: Verdict
-    comment: str = ""
+    comment: str = Field(default="", max_length=2000)
     signed: Signed | None = Field(
         default=None, description="The approver's signature over a DecisionDocument (`prodline approve --key`)."
     )
@@ -354,6 +354,7 @@ class EnvironmentStatus(BaseModel):
     task_queue: str = Field(default="", description="Where its steps and rules run; empty: the control queue.")
     phase: Phase = Phase.pending
     waiting_on: str = ""
+    gate: str = Field(default="", description="The people gate open here ('2: precondition approval'); signed.")
     steps: list[StepStatus] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -368,7 +369,10 @@ class Event(BaseModel):
 class ReleaseStatus(ReleaseRef):
     initiator: str
     initiator_verified: str = Field(default="", description="'ssh SHA256:...' when the start was signed.")
-    run_id: str = Field(default="", description="The workflow run; signed decisions name it.")
+    run_id: str = Field(default="", description="The workflow run: decisions are sent to it.")
+    original_run_id: str = Field(
+        default="", description="The release's original run (a reset keeps it): signed decisions name it."
+    )
     revision: int = Field(default=0, description="The application revision this release obeys (0: older release).")
     revision_digest: str = ""
     bundle: str = Field(default="", description="Digest of the service bundle it deploys.")

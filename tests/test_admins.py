@@ -17,6 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from prodline.activities.admins import ADMIN_KEYS_VARIABLE
 from prodline.config.loader import load_application_text
@@ -26,7 +27,7 @@ from prodline.identity.documents import ApplyDocument, Signed
 from prodline.identity.signing import generate, sign
 from prodline.workflows.application import ApplicationRun, ApplicationWorkflow
 
-from conftest import REGISTRY_QUEUE, client_for, run
+from conftest import REGISTRY_QUEUE, WorkerThread, client_for, run
 
 
 @pytest.fixture
@@ -107,50 +108,106 @@ def test_with_admin_keys_an_unsigned_or_stranger_signed_apply_is_refused_and_an_
     assert len(reasons) == 2 and "signed by an admin key" in reasons[0] and "is not enrolled" in reasons[1]
 
 
+def change_of(name: str, text: str, key: Path | None = None, replaces: int = 0) -> ApplicationChange:
+    """An apply as `prodline app apply` sends it (no bundle), signed with ``key`` when given."""
+    signed = None
+    if key is not None:
+        app, _ = load_application_text(text, "prodline.yaml")
+        document = ApplyDocument.issue(
+            now=datetime.now(UTC), application=name, digest=revision_digest(app, None), replaces=replaces
+        )
+        signed = Signed(document=document.text(), signature=sign(document.text(), key))
+    return ApplicationChange(source=text, path="prodline.yaml", applied_by="root", signed=signed)
+
+
+def send(temporal, name: str, change: ApplicationChange, queue: str = REGISTRY_QUEUE) -> Applied:
+    """The apply Update, starting the application's workflow on ``queue`` the first time."""
+
+    async def go() -> Applied:
+        client = await client_for(temporal)
+        start = WithStartWorkflowOperation(
+            ApplicationWorkflow.run,
+            ApplicationRun(),
+            id=application_id(name),
+            task_queue=queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return await client.execute_update_with_start_workflow(
+            APPLY_UPDATE, change, start_workflow_operation=start, result_type=Applied
+        )
+
+    return run(go())
+
+
+def refusal(temporal, name: str, change: ApplicationChange, queue: str = REGISTRY_QUEUE) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        send(temporal, name, change, queue)
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == APPLY_REFUSED
+    return cause.message
+
+
 def test_an_old_signed_apply_replayed_later_cannot_roll_the_rules_back(cli, tmp_path, keys, admin_keys, temporal):
     """An admin signed revision 1 (approvals by alice); after revision 2 (alice and bob), someone
     who kept revision 1's signed change sends it again, to get the laxer rules back."""
     name = f"replay-{uuid.uuid4().hex[:6]}"
     first_text = app_file(tmp_path, name).read_text()
     second_text = first_text.replace("[alice]", "[alice, bob], min_approvers: 2")
-
-    def signed_change(text: str, replaces: int) -> ApplicationChange:
-        app, _ = load_application_text(text, "prodline.yaml")
-        document = ApplyDocument.issue(
-            now=datetime.now(UTC), application=name, digest=revision_digest(app, None), replaces=replaces
-        )
-        signed = Signed(document=document.text(), signature=sign(document.text(), keys["root"]))
-        return ApplicationChange(source=text, path="prodline.yaml", applied_by="root", signed=signed)
-
-    async def send(change: ApplicationChange) -> Applied:
-        client = await client_for(temporal)
-        handle = client.get_workflow_handle(application_id(name))
-        return await handle.execute_update(APPLY_UPDATE, change, result_type=Applied)
-
-    first = signed_change(first_text, 0)
-
-    async def register() -> Applied:
-        client = await client_for(temporal)
-        start = WithStartWorkflowOperation(
-            ApplicationWorkflow.run,
-            ApplicationRun(),
-            id=application_id(name),
-            task_queue=REGISTRY_QUEUE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        return await client.execute_update_with_start_workflow(
-            APPLY_UPDATE, first, start_workflow_operation=start, result_type=Applied
-        )
-
-    assert run(register()).revision.number == 1
-    assert run(send(signed_change(second_text, 1))).revision.number == 2
-    with pytest.raises(WorkflowUpdateFailedError) as refused:
-        run(send(first))
-    cause = refused.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == APPLY_REFUSED
-    assert "replaces revision 0, but revision 2 is current" in cause.message
+    first = change_of(name, first_text, keys["root"], replaces=0)
+    assert send(temporal, name, first).revision.number == 1
+    assert send(temporal, name, change_of(name, second_text, keys["root"], replaces=1)).revision.number == 2
+    assert "replaces revision 0, but revision 2 is current" in refusal(temporal, name, first)
     current = shown(cli, name)
     assert "revision 2" in current and "min_approvers: 2" in current
+
+
+def test_a_control_worker_without_admin_keys_cannot_admit_what_signed_revisions_came_before(
+    tmp_path, keys, admin_keys, temporal, monkeypatch
+):
+    name = f"closed-{uuid.uuid4().hex[:6]}"
+    text = app_file(tmp_path, name).read_text()
+    assert send(temporal, name, change_of(name, text, keys["root"])).revision.signed_by.startswith("root [ssh")
+    monkeypatch.delenv(ADMIN_KEYS_VARIABLE)  # a control worker deployed without the file takes the next apply
+    reason = refusal(temporal, name, change_of(name, text.replace("[alice]", "[mallory]")))
+    assert "earlier revisions were signed by an admin" in reason
+
+
+def test_an_application_registered_before_admin_keys_refuses_unsigned_applies_after_the_upgrade(
+    tmp_path, keys, admin_keys, temporal, monkeypatch
+):
+    """Its workflow's history holds applies from before admission existed; once the workers are
+    upgraded and given admin keys, the next (live) apply must be admitted, even though replaying
+    the old ones decides, for them, that there was no admission."""
+    name = f"upgraded-{uuid.uuid4().hex[:6]}"
+    queue = f"upgrade-{uuid.uuid4().hex[:6]}"
+    text = app_file(tmp_path, name).read_text()
+
+    async def old_code_applies() -> None:
+        # The code before admission: no patch check, no admission activity.
+        async def admitted_by_nobody(self, change, digest, replaces):
+            return ""
+
+        with monkeypatch.context() as patch:
+            patch.setattr(ApplicationWorkflow, "_admit", admitted_by_nobody)
+            client = await client_for(temporal)
+            async with Worker(
+                client, task_queue=queue, workflows=[ApplicationWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+            ):
+                start = WithStartWorkflowOperation(
+                    ApplicationWorkflow.run, ApplicationRun(), id=application_id(name), task_queue=queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )  # fmt: skip
+                await client.execute_update_with_start_workflow(
+                    APPLY_UPDATE, change_of(name, text), start_workflow_operation=start, result_type=Applied
+                )
+
+    run(old_code_applies())
+    upgraded = WorkerThread(temporal.address, queue).start()  # today's worker: replays the old apply first
+    try:
+        reason = refusal(temporal, name, change_of(name, text.replace("[alice]", "[mallory]")), queue)
+    finally:
+        upgraded.stop()
+    assert "accept only applies signed by an admin key" in reason
 
 
 def test_an_admin_keys_file_that_enrols_nobody_for_prodline_refuses_every_apply(cli, tmp_path, keys, monkeypatch):

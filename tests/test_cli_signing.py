@@ -213,6 +213,7 @@ def test_a_signed_approval_names_exactly_the_status_it_showed(cli, worker, proje
     production = next(e for e in shown["environments"] if e["name"] == "production")
     plan_digest = production["steps"][0]["plan_digest"]
     assert plan_digest, "the status names the plan's digest"
+    assert production["gate"] == "1: precondition approval"  # which gate the signature is for
     assert f"revision {shown['revision']} (digest {shown['revision_digest'].removeprefix('sha256:')[:12]})" in (
         result.stdout
     )
@@ -228,8 +229,9 @@ def test_a_signed_approval_names_exactly_the_status_it_showed(cli, worker, proje
         "issued_at": document["issued_at"],
         "expires_at": document["expires_at"],
         "release": release,
-        "run": shown["run_id"],
+        "run": shown["original_run_id"],
         "environment": "production",
+        "gate": production["gate"],
         "verdict": "approve",
         "comment": "ship it",
         "plans": {"deploy": plan_digest},

@@ -62,6 +62,8 @@ CARRIED_SOURCE_BYTES = 1024 * 1024
 INVALID_APPLICATION = "InvalidApplication"
 
 # Applies are admitted by the workers' admin keys (activities/admins.py); older histories were not.
+# One patch per revision: the SDK memoizes `patched` for the whole run, so a single ID that
+# replayed False for an old apply would answer False for every live apply after it too.
 SIGNED_APPLIES = "signed-applies"
 
 
@@ -148,11 +150,11 @@ class ApplicationWorkflow:
     async def _admit(self, change: ApplicationChange, digest: str, replaces: int) -> str:
         """The admin who signed the change ("" where the workers hold no admin keys); a refusal
         fails the update, and the failure stays in history with its reason."""
-        if not workflow.patched(SIGNED_APPLIES):
+        if not workflow.patched(f"{SIGNED_APPLIES}-{replaces + 1}"):
             return ""
         check = ApplyAdmission(application=self._application, digest=digest, replaces=replaces, signed=change.signed)
         try:
-            return await workflow.execute_local_activity(
+            signed_by = await workflow.execute_local_activity(
                 ADMIT_APPLY,
                 check,
                 result_type=str,
@@ -164,6 +166,16 @@ class ApplicationWorkflow:
             cause = exc.cause if isinstance(exc, ActivityError) and exc.cause is not None else exc
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
             raise ApplicationError(reason, type=APPLY_REFUSED, non_retryable=True) from None
+        if not signed_by and any(r.signed_by for r in self._revisions):
+            # Admin keys fail closed: a control worker deployed without them must not admit
+            # what the others would refuse.
+            raise ApplicationError(
+                "earlier revisions were signed by an admin, but the worker that took this apply holds no admin "
+                "keys: set PRODLINE_ADMIN_KEYS on every control worker",
+                type=APPLY_REFUSED,
+                non_retryable=True,
+            )
+        return signed_by
 
     def _publish(self, current: Revision) -> None:
         """The current revision in the memo: releases resolve against it without a query."""

@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
 
     from .outcomes import ReleaseStopped, activity_failure, stop_if_cancelled
     from .status import StatusBoard
-    from .verification import Expected, Identity, Refused, identify_decision, signature_digest
+    from .verification import Expected, Identity, Refused, identify_decision
 
 # How long a release paused on a failed rule waits for someone to decide, unless the rule
 # sets its own `timeout`.
@@ -70,6 +70,7 @@ class Gate(BaseModel):
     what: str
     rule: ApprovalRule
     initiator: str
+    id: str = Field(default="", description="Which gate of the run ('2: precondition approval'): signatures name it.")
     verify: str = "none"
     plans: dict[str, str] = Field(default_factory=dict, description="Step -> digest of the plan this gate approves.")
     approvals: list[str] = Field(default_factory=list)
@@ -121,6 +122,7 @@ class Gates:
         self._context = context
         self.keys = Keyring.of({})  # the people of the pinned revision, once resolved
         self.open_gate: Gate | None = None
+        self._gates_opened = 0
 
     # --- rules ------------------------------------------------------------------------
 
@@ -253,12 +255,21 @@ class Gates:
     def _gate(self, stage: EnvironmentRun, what: str, rule: ApprovalRule) -> Gate:
         # The plans shown now are what this gate's approvals are for (a re-plan opens another gate).
         plans = {s.name: s.plan_digest for s in self._board.environment(stage.name).steps if s.plan_digest}
+        self._gates_opened += 1
         return Gate(
-            environment=stage.name, what=what, rule=rule, initiator=self.initiator, verify=stage.verify, plans=plans
+            environment=stage.name,
+            what=what,
+            rule=rule,
+            initiator=self.initiator,
+            id=f"{self._gates_opened}: {what}",
+            verify=stage.verify,
+            plans=plans,
         )
 
     async def wait_for_people(self, stage: EnvironmentRun, gate: Gate) -> None:
         self.open_gate = gate
+        env = self._board.environment(stage.name)
+        env.gate = gate.id
         self._board.wait(stage.name, gate.progress())
         try:
             stop_if_cancelled()
@@ -272,6 +283,7 @@ class Gates:
             ) from None
         finally:
             self.open_gate = None
+            env.gate = ""
         if gate.rejected_by:
             comment = f": {gate.rejection_comment}" if gate.rejection_comment else ""
             raise ReleaseStopped(ReleaseState.rejected, f"{stage.name}: rejected by {gate.rejected_by}{comment}")
@@ -294,8 +306,7 @@ class Gates:
                 refusal = gate.judge(who.person, decision)
             except Refused as exc:
                 refusal = str(exc)
-                if decision.signed is not None:
-                    who = Identity(person=decision.by, signature_digest=signature_digest(decision.signed))
+                who = exc.who or who
         record = DecisionRecord(
             request_id=decision.request_id,
             environment=decision.environment,
@@ -322,8 +333,9 @@ class Gates:
         status = self._board.status
         return Expected(
             release=status.release_id,
-            run=workflow.info().run_id,
+            run=status.original_run_id,
             environment=gate.environment,
+            gate=gate.id,
             plans=gate.plans,
             bundle=status.bundle,
             revision=status.revision,

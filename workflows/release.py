@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         StepRun,
         StepStatus,
     )
+    from prodline.errors import InvalidInput
     from prodline.identity.verify import Keyring
 
     from . import search_attributes as sa
@@ -105,6 +106,7 @@ class ReleaseWorkflow:
                 **ReleaseRef.of(request.application, request.service, request.version),
                 initiator=request.initiator,
                 run_id=workflow.info().run_id,
+                original_run_id=workflow.info().original_execution_run_id,
                 environments=_environment_statuses(request.environments),
             )
         )
@@ -185,7 +187,10 @@ class ReleaseWorkflow:
         except ApplicationError as exc:  # how a local activity's last failure arrives
             raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {exc.message}") from None
         self._plan = plan
-        self._gates.keys = Keyring.of(plan.people)
+        try:
+            self._gates.keys = Keyring.of(plan.people)
+        except InvalidInput as exc:  # valid when applied, refused by this code: stop, do not retry the task forever
+            raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: people: {exc}") from None
         status = self._board.status
         status.environments = _environment_statuses(plan.environments)
         status.revision, status.revision_digest = plan.revision, plan.revision_digest
@@ -200,7 +205,9 @@ class ReleaseWorkflow:
     def _identify_initiator(self, request: ReleaseRequest) -> None:
         """A signed start makes its signer the initiator that `forbid_initiator` bans."""
         try:
-            who = identify_initiator(request, self._plan, request.release_id, workflow.now())
+            who = identify_initiator(
+                request, self._plan, request.release_id, self._gates.keys, workflow.info().start_time
+            )
         except Refused as exc:
             raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {exc}") from None
         if who.verified:

@@ -28,7 +28,15 @@ D = TypeVar("D", bound=Document)
 
 
 class Refused(Exception):
-    """A decision or start that does not count; the message says why."""
+    """A decision or start that does not count; the message says why.
+
+    ``who`` is the signer when the signature itself held (so the record names the person
+    proven, and the signature counts as used), else None.
+    """
+
+    def __init__(self, reason: str, who: Identity | None = None):
+        super().__init__(reason)
+        self.who = who
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,17 @@ class Expected:
     release: str
     run: str
     environment: str
+    gate: str
     plans: dict[str, str]
     bundle: str
     revision: int
     revision_digest: str
 
 
-def signature_digest(signed: Signed) -> str:
-    return "sha256:" + hashlib.sha256(signed.signature.encode()).hexdigest()
+def use_digest(signed: Signed, signer: Signer) -> str:
+    """What makes a signed decision one use: its document and its signer, not the armor's bytes
+    (the same signature can be re-wrapped or re-encoded into other text that still verifies)."""
+    return "sha256:" + hashlib.sha256(f"{signer.fingerprint}\n{signed.document}".encode()).hexdigest()
 
 
 def identify_decision(
@@ -60,26 +71,33 @@ def identify_decision(
 ) -> Identity:
     """The person behind ``decision``, or :class:`Refused` with the reason."""
     if decision.signed is None:
-        if verify_mode == "ssh":
+        if verify_mode != "none":  # anything but an explicit `none` takes signatures only
             raise Refused(
                 f"{expected.environment} takes signed decisions only: sign with `prodline approve --key ~/.ssh/KEY`"
             )
         return Identity(person=decision.by)
-    digest = signature_digest(decision.signed)
+    document, signer = _verified(decision.signed, DecisionDocument, keys, now)
+    digest = use_digest(decision.signed, signer)
     earlier = next((d for d in status.decisions if d.signature_digest == digest), None)
     if earlier is not None:
         raise Refused(
             f"this signature was already presented at {earlier.at:%Y-%m-%d %H:%M:%S}Z; sign each decision anew"
         )
-    document, signer = _verified(decision.signed, DecisionDocument, keys, now)
+    proven = Identity(person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=digest)
     mismatch = _decision_mismatch(document, decision, expected)
     if mismatch:
-        raise Refused(mismatch)
-    return Identity(person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=digest)
+        raise Refused(mismatch, proven)  # the signer is known, and this signature now used
+    return proven
 
 
-def identify_initiator(request: ReleaseRequest, plan: ReleasePlan, release: str, now: datetime) -> Identity:
-    """Who started the release: the signer of its start, or the name given where starts need no signature."""
+def identify_initiator(
+    request: ReleaseRequest, plan: ReleasePlan, release: str, keys: Keyring, started: datetime
+) -> Identity:
+    """Who started the release: the signer of its start, or the name given where starts need no signature.
+
+    ``started`` is when the workflow started: a start valid then stays valid however long
+    resolving the plan took.
+    """
     if request.signed is None:
         if plan.signed_starts:
             raise Refused(
@@ -87,7 +105,7 @@ def identify_initiator(request: ReleaseRequest, plan: ReleasePlan, release: str,
                 "start it with `prodline release start --key ~/.ssh/KEY`"
             )
         return Identity(person=request.initiator)
-    document, signer = _verified(request.signed, StartDocument, Keyring.of(plan.people), now)
+    document, signer = _verified(request.signed, StartDocument, keys, started)
     bundle = plan.service_bundle.digest if plan.service_bundle else ""
     named = {
         "release": (document.release, release),
@@ -95,13 +113,14 @@ def identify_initiator(request: ReleaseRequest, plan: ReleasePlan, release: str,
         "service": (document.service, request.service),
         "version": (document.version, request.version),
         "bundle": (document.bundle, bundle),
+        "service_file": (document.service_file, request.service_file),
         "parameters": (document.parameters, request.parameters),
     }
     for field, (signed, actual) in named.items():
         if signed != actual:
             raise Refused(f"the start was signed for {field} {_shown(signed)}, but this release has {_shown(actual)}")
     return Identity(
-        person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=signature_digest(request.signed)
+        person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=use_digest(request.signed, signer)
     )
 
 
@@ -122,6 +141,11 @@ def _decision_mismatch(document: DecisionDocument, decision: Decision, expected:
         return f"the signature is for run {document.run} of this release; the running one is {expected.run}"
     if document.environment != expected.environment:
         return f"the signature is for {document.environment}; the release is waiting in {expected.environment}"
+    if document.gate != expected.gate:
+        return (
+            f"the signature is for gate {document.gate or '(none named)'}; the release now waits at gate "
+            f"{expected.gate} (a signature counts at the one gate it names)"
+        )
     if document.verdict != decision.verdict.value or document.comment != decision.comment:
         return "the decision sent is not the one signed (verdict or comment differ)"
     if document.plans != expected.plans:

@@ -109,6 +109,7 @@ async def prepare(
             service=request.service,
             version=request.version,
             bundle=bundle.digest,
+            service_file=inside,
             parameters=values,
         )
         request = request.model_copy(update={"signed": signer.sign(document)})

@@ -139,8 +139,10 @@ class DecisionTarget:
         return signer.document(
             DecisionDocument,
             release=self.status.release_id,
-            run=self.run_id,
+            # The release's original run (kept across a reset); older releases' status lacks it.
+            run=self.status.original_run_id or self.run_id,
             environment=self.environment,
+            gate=env.gate,  # the one gate this decision is for
             verdict=verdict.value,
             comment=comment,
             plans={s.name: s.plan_digest for s in env.steps if s.plan_digest},

@@ -24,7 +24,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator, model_validator
 
 NAMESPACE = "prodline"  # ssh-keygen -Y sign -n prodline: a git commit signature is not an approval
 DEFAULT_VALIDITY = timedelta(minutes=15)
@@ -41,10 +41,16 @@ class SignatureRefused(Exception):
 
 
 class Signed(BaseModel):
-    """A document and its signature: public data only, safe in workflow history."""
+    """A document and its signature: public data only, safe in workflow history.
 
-    document: str  # the exact text that was signed (canonical JSON of one of the documents below)
-    signature: str  # ASCII-armored SSH signature ("-----BEGIN SSH SIGNATURE-----...")
+    Bounded: every decision stays in a release's history, refused ones included, and a flood
+    of large ones must not push it past Temporal's history size limit.
+    """
+
+    # The exact text that was signed (canonical JSON of one of the documents below).
+    document: str = Field(max_length=16 * 1024)
+    # ASCII-armored SSH signature ("-----BEGIN SSH SIGNATURE-----..."); an RSA-4096 one is ~1 KB.
+    signature: str = Field(max_length=8 * 1024)
 
 
 class Document(BaseModel, extra="forbid", frozen=True):  # frozen: pyright sees it, and subclasses may narrow kind
@@ -108,8 +114,9 @@ class DecisionDocument(Document, frozen=True):
 
     kind: Literal["prodline.decision/v1"] = "prodline.decision/v1"
     release: str
-    run: str
+    run: str  # the release's original run: a reset keeps it, a new start of the same version does not
     environment: str
+    gate: str = ""  # which gate of that run ("2: precondition approval"): one signature, one gate
     verdict: str
     comment: str = ""
     plans: dict[str, str] = {}  # step name -> plan digest: after a re-plan, this approval no longer counts
@@ -127,6 +134,7 @@ class StartDocument(Document, frozen=True):
     service: str
     version: str
     bundle: str = ""
+    service_file: str = ""  # which service file in the bundle: its steps are what runs
     parameters: dict[str, str] = {}
 
 

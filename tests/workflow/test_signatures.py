@@ -21,7 +21,7 @@ from prodline.identity.documents import DecisionDocument, Signed, StartDocument
 from prodline.identity.signing import generate, sign
 
 from .conftest import ONE_STEP_SERVICE
-from .harness import stale
+from .harness import failed, stale
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,9 @@ def decision(
     env = status.environment(over.pop("environment", "production"))
     fields: dict[str, Any] = dict(
         release=status.release_id,
-        run=status.run_id,
+        run=status.original_run_id,
         environment=env.name,
+        gate=env.gate,
         verdict=verdict.value,
         plans={s.name: s.plan_digest for s in env.steps if s.plan_digest},
         bundle=status.bundle,
@@ -189,9 +190,10 @@ async def test_an_approval_signed_for_plan_a_does_not_count_after_a_replan_to_pl
             ),
             "the re-plan to wait for approval again",
         )
-        # A fresh signature, but over what alice saw before the re-plan.
+        # A fresh signature for the gate open now, but over the plans alice saw before the re-plan.
+        gate_now = plan_b.environment("production").gate
         old_view = await run.decide(
-            "alice", comment="still fine", signed=decision(plan_a, people["alice"], comment="still fine")
+            "alice", comment="still fine", signed=decision(plan_a, people["alice"], comment="still fine", gate=gate_now)
         )
         assert not old_view.accepted and "planned again since" in old_view.reason
         assert script.count("apply", "deploy", "production") == 1
@@ -204,7 +206,12 @@ async def test_an_approval_signed_for_plan_a_does_not_count_after_a_replan_to_pl
 def signed_start(planned, person: Person, **over) -> Signed:
     r = planned.request
     fields: dict[str, Any] = dict(
-        release=r.release_id, application=r.application, service=r.service, version=r.version, parameters=r.parameters
+        release=r.release_id,
+        application=r.application,
+        service=r.service,
+        version=r.version,
+        service_file=r.service_file,
+        parameters=r.parameters,
     )
     fields.update(over)
     document = StartDocument.issue(now=datetime.now(UTC), **fields)
@@ -267,3 +274,54 @@ async def test_decisions_are_updates_in_history_refused_ones_included(releases, 
     ]
     assert b'"accepted":false' in answers[0] and b"takes signed decisions only" in answers[0]
     assert b'"accepted":true' in answers[1] and b'"verified":"ssh SHA256:' in answers[1]
+
+
+def rewrapped(signed: Signed) -> Signed:
+    """The same signature, armored differently (64-column lines, CRLF): other bytes, still valid."""
+    lines = signed.signature.strip().splitlines()
+    body = "".join(lines[1:-1])
+    wrapped = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return Signed(document=signed.document, signature="\r\n".join([lines[0], *wrapped, lines[-1]]) + "\r\n")
+
+
+async def test_an_approval_counts_at_the_one_gate_it_names_not_at_a_later_pause(releases, script, request_for, people):
+    app = signed_app(people, "{approvers: [alice, bob]}") + (
+        "    checks:\n"
+        "      - name: smoke\n"
+        "        command: {run: ./smoke.sh}\n"
+        "        when: [after_deploy]\n"
+        "        on_failure: pause\n"
+    )
+    script.on("evaluate", "smoke", failed("error rate 5%"))
+    alice = people["alice"]
+    async with releases.running(request_for(app), script) as run:
+        approval = await run.waiting_on("production", "0/1 approvals")
+        assert approval.environment("production").gate == "1: precondition approval"
+        signed = decision(approval, alice)
+        assert (await run.decide("alice", signed=signed)).accepted
+        paused = await run.waiting_on("production", "paused on check smoke")
+        assert paused.environment("production").gate == "2: paused on check smoke (after deploy)"
+        # Someone copies alice's approval from history to resume past the failing check.
+        copied = await run.decide("alice", signed=rewrapped(signed))
+        # Or alice's own client signs what it saw before (gate 1) and it arrives late.
+        late = await run.decide("alice", comment="late", signed=decision(approval, alice, comment="late"))
+        assert script.count("evaluate", "smoke") == 1
+        resumed = await run.decide(
+            "alice", comment="known issue", signed=decision(paused, alice, comment="known issue")
+        )
+        done = await run.finish()
+    assert not copied.accepted and "already presented" in copied.reason
+    assert not late.accepted and "the signature is for gate 1: precondition approval" in late.reason
+    assert resumed.accepted, resumed.reason
+    assert done.state == "succeeded", done.reason
+
+
+async def test_a_key_the_verifier_no_longer_accepts_stops_the_release_instead_of_retrying_forever(
+    releases, script, request_for, people
+):
+    planned = request_for(signed_app(people, "{approvers: [alice, bob]}"))
+    stale = planned.plan.model_copy(update={"people": {"alice": ["ssh-dss AAAAB3NzaC1kc3MAAACBAP"]}})
+    done = await releases.run(type(planned)(planned.request, stale), script)
+    assert done.state == "failed"
+    assert done.reason.startswith("the release cannot start: people: alice[0]:")
+    assert script.ran("apply") == []
