@@ -8,6 +8,7 @@ refusal is answered, and recorded in the release's status with its reason.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -325,3 +326,45 @@ async def test_a_key_the_verifier_no_longer_accepts_stops_the_release_instead_of
     assert done.state == "failed"
     assert done.reason.startswith("the release cannot start: people: alice[0]:")
     assert script.ran("apply") == []
+
+
+async def test_a_release_reset_after_a_signed_approval_keeps_it_and_takes_the_next_one(
+    releases, script, request_for, people
+):
+    """An operator resets a paused release (Temporal's reset: a new run replaying the old one's
+    events). The copied approval must judge the same on replay, and later ones name the same run."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+    app = signed_app(people, "{approvers: [alice, bob]}") + (
+        "    checks:\n"
+        "      - name: smoke\n"
+        "        command: {run: ./smoke.sh}\n"
+        "        when: [after_deploy]\n"
+        "        on_failure: pause\n"
+    )
+    script.on("evaluate", "smoke", failed("error rate 5%"))
+    async with releases.running(request_for(app), script) as run:
+        approval = await run.waiting_on("production", "0/1 approvals")
+        assert (await run.decide("alice", signed=decision(approval, people["alice"]))).accepted
+        await run.waiting_on("production", "paused on check smoke")
+        events = (await run.handle.fetch_history()).events
+        last_task = max(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+        reset = await run.client.workflow_service.reset_workflow_execution(
+            ResetWorkflowExecutionRequest(
+                namespace=run.client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=run.handle.id),
+                reason="operator retries the release",
+                workflow_task_finish_event_id=last_task,
+                request_id=uuid.uuid4().hex,
+            )
+        )
+        run.handle = run.client.get_workflow_handle(run.handle.id)  # the new run
+        paused = await run.waiting_on("production", "paused on check smoke")
+        assert paused.run_id == reset.run_id and paused.original_run_id == approval.original_run_id
+        resumed = await run.decide("bob", comment="known", signed=decision(paused, people["bob"], comment="known"))
+        assert resumed.accepted, resumed.reason
+        done = await run.finish()
+    assert done.state == "succeeded", done.reason
+    assert [d.accepted for d in done.status.decisions] == [True, True]
