@@ -129,7 +129,7 @@ def load_allowed_signers(path: Path) -> Keyring:
     ``#`` comments and blank lines are skipped. A line counts only when its
     ``namespaces="..."`` option is absent or matches ``prodline``, so a file kept
     for git commit signing (``namespaces="git"``) enrols nobody here. The first
-    principal is the person (the others are taken as their aliases). Principal
+    principal is the person who signed (any others on the line are not used). Principal
     patterns, ``cert-authority`` and ``valid-after``/``valid-before`` are refused
     rather than ignored: ignoring a restriction would accept more than the file says.
     Errors are :class:`InvalidInput` naming ``file:line``.
