@@ -23,7 +23,10 @@ Then what A is made of: fresh interpreters doing the CLI's steps one by one
 process the status read's two calls (describe, query) and the Update round trip.
 The signing itself is timed apart: in process (an unencrypted ed25519 key file) and
 through ``ssh-keygen -Y sign`` with an ssh-agent key (a ``.pub``), and the import
-of the signing modules in a fresh interpreter.
+of the signing modules in a fresh interpreter. What each kind of client imports is
+timed inside fresh interpreters (the SDK alone, with the pydantic converter, prodline's),
+to tell pydantic's share of A - P from prodline's own; and the run is compared with the
+previous one saved (``results.json``), each with its own run's ratios.
 
 ``--save`` writes section 7 of bench/RESULTS.md and appends the run to the
 ``approve`` list of bench/results.json (other keys kept).
@@ -144,6 +147,22 @@ asyncio.run(main())
 os._exit(0)
 """
 
+# What each kind of client must import before it sends a byte, timed inside a fresh interpreter
+# (its start-up apart): the SDK alone (what P imports), the SDK with the pydantic converter and
+# one model built (the least any client sending pydantic payloads imports), and what A imports.
+IMPORT_FLOORS = {
+    "temporalio.client (P)": "import temporalio.client",
+    "temporalio.client + pydantic converter + one model": (
+        "import temporalio.client, temporalio.contrib.pydantic, temporalio.envconfig\n"
+        "from pydantic import BaseModel\n"
+        "class One(BaseModel):\n    x: int"
+    ),
+    "prodline.cli.main + prodline.cli.approve (A)": "import prodline.cli.main, prodline.cli.approve",
+}
+TIMED_IMPORT = (
+    "import time\nt = time.perf_counter()\nexec(compile({code!r}, 'imports', 'exec'))\nprint(time.perf_counter() - t)"
+)
+
 SIGNING_IMPORT = (
     "import time, prodline.cli.approve; t = time.perf_counter(); import prodline.identity.signing; "
     "print(time.perf_counter() - t)"
@@ -247,7 +266,7 @@ async def _start_waiting(client: Client, queue: str, folder: Path, verify: str, 
     return started.release_id
 
 
-async def measure(n: int, phase_runs: int) -> dict:
+async def measure(n: int, phase_runs: int, before: Path | None = None) -> dict:
     prodline = str(VENV_BIN / "prodline")
     async with dev_server("approve") as server, artifact_folders("approve"):
         client = await client_for(server)
@@ -278,11 +297,12 @@ async def measure(n: int, phase_runs: int) -> dict:
                 plain = await _waiting(releases, plain_id)
                 signed = await _waiting(releases, signed_id)
                 log(f"{plain_id} and {signed_id} wait in {ENVIRONMENT}; {n} rounds of A, B, P, S, BS")
-                result = await _rounds(n, server.address, env, prodline, plain, signed, alice_key)
+                result = await _rounds(n, server.address, env, prodline, plain, signed, alice_key, before)
                 worker.check_alive()
                 result["phases"] = _phases(phase_runs, plain_id, server.address, queue, env)
                 result["reused_client"] = await _reused(releases, plain_id, n)
                 result["imports"] = _imports(env)
+                result["import_floors"] = _import_floors(env, max(9, phase_runs))
                 signer = Signer(alice_key, by="alice")
                 with ssh_agent(folder) as sock:
                     subprocess.run(
@@ -314,6 +334,11 @@ async def measure(n: int, phase_runs: int) -> dict:
         "S/BS p90": ratio(s["p90"], bs["p90"]),
         "(S - signing)/BS p50": ratio(s["p50"] - sign_p50, bs["p50"]),
     }
+    if "A0" in result["timings"]:
+        a0 = result["timings"]["A0"]
+        result["ratios"].update(
+            {"A0/P p50": ratio(a0["p50"], result["timings"]["P"]["p50"]), "A/A0 p50": ratio(a["p50"], a0["p50"])}
+        )
     result["targets"] = {
         "A/B p50": {"target": f"<= {TARGET_RATIO}", "value": result["ratios"]["A/B p50"]},
         "(S - signing)/BS p50": {"target": f"<= {TARGET_RATIO}", "value": result["ratios"]["(S - signing)/BS p50"]},
@@ -324,12 +349,23 @@ async def measure(n: int, phase_runs: int) -> dict:
 
 
 async def _rounds(
-    n: int, address: str, env: dict[str, str], prodline: str, plain: DecisionTarget, signed: DecisionTarget, key: Path
+    n: int,
+    address: str,
+    env: dict[str, str],
+    prodline: str,
+    plain: DecisionTarget,
+    signed: DecisionTarget,
+    key: Path,
+    before: Path | None = None,
 ) -> dict:
-    """N interleaved rounds of the four processes (one more first, unmeasured: it counts alice's approvals)."""
-    approve = [prodline, "approve", "--as", "alice", "--environment", ENVIRONMENT, "--yes"]
+    """N interleaved rounds of the processes (one more first, unmeasured: it counts alice's approvals);
+    with ``before`` (the source tree of an earlier version), A0: that version's ``prodline approve``."""
+    args = ["approve", "--as", "alice", "--environment", ENVIRONMENT, "--yes"]
+    approve = [prodline, *args]
     signer = Signer(key, by="alice")
     times: dict[str, list[float]] = {"A": [], "B": [], "P": [], "S": [], "BS": []}
+    if before is not None:
+        times["A0"] = []
     outputs: dict[str, str] = {}
     for i in range(n + 1):
         runs = {
@@ -349,8 +385,11 @@ async def _rounds(
                 "verified:ssh",
             ),
         }
+        if before is not None:  # the console script's own code, the package found first in ``before``
+            entry = "import sys; from prodline.cli.main import entrypoint; sys.argv[0] = 'prodline'; entrypoint()"
+            runs["A0"] = ([sys.executable, "-c", entry, *args, plain.release_id], "approve by alice")
         for name, (argv, expect) in runs.items():
-            elapsed, out = _run(argv, env, expect)
+            elapsed, out = _run(argv, dict(env, PYTHONPATH=str(before)) if name == "A0" else env, expect)
             if i:  # the first round warms up (and is the one whose approvals count)
                 times[name].append(elapsed)
                 outputs[name] = out.strip()[-300:]
@@ -374,6 +413,15 @@ def _imports(env: dict[str, str]) -> dict:
     argv = [sys.executable, "-X", "importtime", "-c", "import prodline.cli.main, prodline.cli.approve"]
     profile = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
     return summarize_imports(parse_importtime(profile.stderr))
+
+
+def _import_floors(env: dict[str, str], runs: int) -> dict[str, float]:
+    """Medians (seconds) of each IMPORT_FLOORS entry in ``runs`` fresh interpreters, interleaved."""
+    samples: dict[str, list[float]] = {name: [] for name in IMPORT_FLOORS}
+    for _ in range(runs):
+        for name, code in IMPORT_FLOORS.items():
+            samples[name].append(float(_run([sys.executable, "-c", TIMED_IMPORT.format(code=code)], env)[1]))
+    return {name: median(values) for name, values in samples.items()}
 
 
 async def _reused(releases: ReleaseClient, release_id: str, n: int) -> dict:
@@ -449,6 +497,8 @@ def lines(r: dict, header: str) -> list[str]:
         "S": "S `prodline approve ... --key KEY` (`verify: ssh`, in-process ed25519 signing)",
         "BS": "BS `temporal workflow update execute` with a decision signed beforehand",
     }
+    if "A0" in t:
+        names["A0"] = f"A0 the same `prodline approve`, code of {r.get('before', 'an earlier version')}"
     for key, name in names.items():
         out.append(f"| {name} | {_ms(t[key]['p50'])} | {_ms(t[key]['p90'])} | {_ms(t[key]['mean'])} |")
     floor = r["python_floor"]
@@ -467,11 +517,14 @@ def lines(r: dict, header: str) -> list[str]:
         "Where the difference goes (p50s): "
         f"prodline over the bare SDK (A - P) {_ms(t['A']['p50'] - t['P']['p50'])}, nearly all imports of its own "
         f"(the status read and the Update together take {_ms(phases['decision_target'] + phases['decide_update'])} "
-        f"in a fresh process); the Python SDK over the Go CLI (P - B) {_ms(t['P']['p50'] - t['B']['p50'])}, "
-        "the interpreter and `import temporalio` before a byte is sent. A Python client cannot get below P "
-        "here, so the target against the Go CLI needs either a client that does not start Python with the "
-        "Temporal SDK, or a target against P.",
+        f"in a fresh process, where P sends the Update alone); the Python SDK over the Go CLI (P - B) "
+        f"{_ms(t['P']['p50'] - t['B']['p50'])}, the interpreter and `import temporalio` before a byte is sent. "
+        "A Python client cannot get below P here, so the target against the Go CLI needs either a client that "
+        "does not start Python with the Temporal SDK, or a target against P.",
         "",
+        *_same_run_before(r),
+        *_floor_lines(r),
+        *_before_lines(r),
         f"Where A's time goes: medians of {r['phase_runs']} fresh interpreters doing "
         "the CLI's steps through its own modules (`startup_and_exit`: the process's wall time minus the steps):",
         "",
@@ -517,6 +570,74 @@ def lines(r: dict, header: str) -> list[str]:
     return out
 
 
+def _same_run_before(r: dict) -> list[str]:
+    """A against A0 (the earlier version's code), interleaved in this run."""
+    t, ratios = r["timings"], r["ratios"]
+    if "A0" not in t:
+        return []
+    return [
+        f"Before and after in this run: A0 (before) p50 {_ms(t['A0']['p50'])}, A (now) {_ms(t['A']['p50'])}, "
+        f"A/A0 {ratios['A/A0 p50']:.2f}x; over P, A0/P {ratios['A0/P p50']:.2f}x -> A/P {ratios['A/P p50']:.2f}x, "
+        f"A0 - P {_ms(t['A0']['p50'] - t['P']['p50'])} -> A - P {_ms(t['A']['p50'] - t['P']['p50'])}.",
+        "",
+    ]
+
+
+def _floor_lines(r: dict) -> list[str]:
+    """What each kind of client imports (medians in fresh interpreters), and A's share above the floors."""
+    floors = r.get("import_floors")
+    if not floors:
+        return []
+    sdk, pydantic, prodline = floors.values()
+    return [
+        "What a client imports before it sends a byte (in-process time of the imports, medians of "
+        f"{max(9, r['phase_runs'])} fresh interpreters, interleaved):",
+        "",
+        "| imports | median |",
+        "|---|---|",
+        *(f"| {name} | {_ms(seconds)} |" for name, seconds in floors.items()),
+        "",
+        f"Of A's imports over P's ({_ms(prodline - sdk)}), {_ms(pydantic - sdk)} is pydantic and the SDK's "
+        "pydantic converter (any client sending pydantic payloads pays it) and "
+        f"{_ms(prodline - pydantic)} is prodline's own modules and the models they build.",
+        "",
+    ]
+
+
+def _before_lines(r: dict) -> list[str]:
+    """This run against the previous one saved (another commit), each with its own run's ratios."""
+    before = r.get("previous")
+    if not before:
+        return []
+    now, ratios = r["timings"], r["ratios"]
+    return [
+        f"Against the previous saved run ({before['date'][:16]}Z, commit {before['commit']}): A p50 "
+        f"{_ms(before['A_p50'])} -> {_ms(now['A']['p50'])}, S p50 {_ms(before['S_p50'])} -> {_ms(now['S']['p50'])}; "
+        f"ratios within each run: A/P {before['A/P p50']:.2f}x -> {ratios['A/P p50']:.2f}x, A/B "
+        f"{before['A/B p50']:.2f}x -> {ratios['A/B p50']:.2f}x, A - P {_ms(before['A_p50'] - before['P_p50'])} -> "
+        f"{_ms(now['A']['p50'] - now['P']['p50'])}.",
+        "",
+    ]
+
+
+def _previous(results_json: Path) -> dict | None:
+    """The last saved run's figures this report compares with (None if there is none)."""
+    runs = json.loads(results_json.read_text()).get("approve", []) if results_json.exists() else []
+    if not runs:
+        return None
+    last = runs[-1]
+    t = last["timings"]
+    return {
+        "date": last["date"],
+        "commit": last["git"]["commit"],
+        "A_p50": t["A"]["p50"],
+        "P_p50": t["P"]["p50"],
+        "S_p50": t["S"]["p50"],
+        "A/P p50": last["ratios"]["A/P p50"],
+        "A/B p50": last["ratios"]["A/B p50"],
+    }
+
+
 def save(text: str, result: dict) -> None:
     """Section 7 between its markers in RESULTS.md (before History); the run under ``approve`` in results.json."""
     from report import RESULTS_JSON, RESULTS_MD
@@ -541,15 +662,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20, help="processes of each kind (at most 100)")
     parser.add_argument("--phase-runs", type=int, default=5, help="fresh interpreters for A's breakdown")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="TREE",
+        help="also time A0, prodline approve from this source tree (an earlier version), interleaved",
+    )
+    parser.add_argument("--before-label", default="", help="what --before is, for the report (e.g. 'commit 5a2d130')")
     parser.add_argument("--save", action="store_true", help="write section 7 of bench/RESULTS.md and results.json")
     args = parser.parse_args()
     if not 1 <= args.n <= 100:  # the release takes at most 500 decisions: 4 per round, plus the breakdowns
         parser.error("--n: between 1 and 100")
-    from report import git, machine, machine_line
+    from report import RESULTS_JSON, git, machine, machine_line
 
     load = os.getloadavg()[0]
     began = time.monotonic()
-    result = asyncio.run(measure(args.n, args.phase_runs))
+    result = asyncio.run(measure(args.n, args.phase_runs, args.before))
+    if args.before is not None:
+        result["before"] = args.before_label or str(args.before)
     m = machine()
     result.update(
         date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -558,9 +688,12 @@ def main() -> int:
         phase_runs=args.phase_runs,
         machine=m,
         git=git(),
+        previous=_previous(RESULTS_JSON),
     )
     header = (
-        f"_Run of {result['date'][:16]}Z (`python bench/approve.py --n {args.n} --save`), commit "
+        f"_Run of {result['date'][:16]}Z (`python bench/approve.py --n {args.n}"
+        + (" --before TREE" if args.before is not None else "")
+        + f" --save`), commit "
         f"{result['git']['commit']}, {machine_line(m)}; 1-min load average before: {load:.2f}._"
     )
     text = "\n".join(lines(result, header))
