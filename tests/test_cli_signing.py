@@ -310,10 +310,12 @@ def test_a_signed_start_names_the_release_its_bundle_and_parameters(cli, worker,
         "service": "checkout",
         "version": "5.3.0",
         "bundle": request["bundle"]["digest"],
+        "service_file": request["service_file"],  # inside the bundle
         "parameters": {"replicas": "3"},
     }
     issued, expires = (datetime.fromisoformat(document[k]) for k in ("issued_at", "expires_at"))
     assert expires - issued == timedelta(minutes=15)  # the default
+    assert request["service_file"] == "prodline.service.yaml"
     assert check_signature(request["signed"], tmp_path).returncode == 0
     # Without --key, nothing is signed.
     unsigned = cli.run("release", "start", str(service_file), "--version", "5.3.1")

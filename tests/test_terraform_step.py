@@ -130,7 +130,9 @@ def test_plan_is_shown_before_approval_and_applied_per_workspace(
         assert "plan of infra: 2 to add" in shown and "create: terraform_data.app" in shown
         approval = cli.run("approve", release, "--as", "alice")
         assert approval.returncode == 0
-        assert "plan of infra:" in approval.stdout and "create: terraform_data.app" in approval.stdout
+        # The approver sees the plan, and the digest a signed approval would name.
+        assert f"plan of infra [plan {infra['plan_digest'].removeprefix('sha256:')[:12]}]: 2 to add" in approval.stdout
+        assert "create: terraform_data.app" in approval.stdout
         assert waiting.wait(120) == 0, waiting.stdout.read()
     for workspace in ("staging", "production"):
         resources = {r["name"]: r for r in _state(service_file, workspace)["resources"]}
