@@ -59,6 +59,7 @@ from common import (
     prodline_worker,
     ratio,
     register,
+    save_section,
     unique,
     wait_for_pollers,
 )
@@ -642,17 +643,7 @@ def save(text: str, result: dict) -> None:
     """Section 7 between its markers in RESULTS.md (before History); the run under ``approve`` in results.json."""
     from report import RESULTS_JSON, RESULTS_MD
 
-    content = RESULTS_MD.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in content and END in content:
-        head, rest = content.split(BEGIN, 1)
-        content = head + block + rest.split(END, 1)[1]
-    elif "\n## History" in content:
-        head, tail = content.split("\n## History", 1)
-        content = f"{head.rstrip()}\n\n{TITLE}\n\n{block}\n\n## History{tail}"
-    else:
-        content = f"{content.rstrip()}\n\n{TITLE}\n\n{block}\n"
-    RESULTS_MD.write_text(content)
+    save_section(RESULTS_MD, text, BEGIN, END, TITLE)
     data = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     data["approve"] = [*data.get("approve", []), result][-10:]
     RESULTS_JSON.write_text(json.dumps(data, indent=1, default=str) + "\n")

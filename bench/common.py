@@ -407,3 +407,19 @@ def seconds(td: timedelta) -> float:
 
 async def client_for(server: DevServer) -> Client:
     return await connect(server.address, "default")
+
+
+def save_section(results: Path, text: str, begin: str, end: str, title: str) -> None:
+    """Put ``text`` between a section's markers in RESULTS.md (bench/report.py keeps such sections):
+    in place when the markers are there, else as a new section before "## History"."""
+    content = results.read_text()
+    block = f"{begin}\n{text}\n{end}"
+    if begin in content and end in content:
+        head, rest = content.split(begin, 1)
+        content = head + block + rest.split(end, 1)[1]
+    elif "\n## History" in content:
+        head, tail = content.split("\n## History", 1)
+        content = f"{head.rstrip()}\n\n{title}\n\n{block}\n\n## History{tail}"
+    else:
+        content = f"{content.rstrip()}\n\n{title}\n\n{block}\n"
+    results.write_text(content)

@@ -331,17 +331,9 @@ TITLE = "## 6. The release path, part by part"
 
 def save(text: str, results: Path) -> None:
     """Put ``text`` between this section's markers in RESULTS.md (bench/report.py keeps the section)."""
-    content = results.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in content and END in content:
-        head, rest = content.split(BEGIN, 1)
-        content = head + block + rest.split(END, 1)[1]
-    elif "\n## History" in content:
-        head, tail = content.split("\n## History", 1)
-        content = f"{head.rstrip()}\n\n{TITLE}\n\n{block}\n\n## History{tail}"
-    else:
-        content = f"{content.rstrip()}\n\n{TITLE}\n\n{block}\n"
-    results.write_text(content)
+    from common import save_section
+
+    save_section(results, text, BEGIN, END, TITLE)
 
 
 def main() -> int:

@@ -277,6 +277,16 @@ async def test_decisions_are_updates_in_history_refused_ones_included(releases, 
     assert b'"accepted":true' in answers[1] and b'"verified":"ssh SHA256:' in answers[1]
 
 
+# Production's after-deploy check that pauses the release when it fails: a second people gate.
+PAUSING_SMOKE_CHECK = """\
+    checks:
+      - name: smoke
+        command: {run: ./smoke.sh}
+        when: [after_deploy]
+        on_failure: pause
+"""
+
+
 def rewrapped(signed: Signed) -> Signed:
     """The same signature, armored differently (64-column lines, CRLF): other bytes, still valid."""
     lines = signed.signature.strip().splitlines()
@@ -286,13 +296,7 @@ def rewrapped(signed: Signed) -> Signed:
 
 
 async def test_an_approval_counts_at_the_one_gate_it_names_not_at_a_later_pause(releases, script, request_for, people):
-    app = signed_app(people, "{approvers: [alice, bob]}") + (
-        "    checks:\n"
-        "      - name: smoke\n"
-        "        command: {run: ./smoke.sh}\n"
-        "        when: [after_deploy]\n"
-        "        on_failure: pause\n"
-    )
+    app = signed_app(people, "{approvers: [alice, bob]}") + PAUSING_SMOKE_CHECK
     script.on("evaluate", "smoke", failed("error rate 5%"))
     alice = people["alice"]
     async with releases.running(request_for(app), script) as run:
@@ -337,13 +341,7 @@ async def test_a_release_reset_after_a_signed_approval_keeps_it_and_takes_the_ne
     from temporalio.api.enums.v1 import EventType
     from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 
-    app = signed_app(people, "{approvers: [alice, bob]}") + (
-        "    checks:\n"
-        "      - name: smoke\n"
-        "        command: {run: ./smoke.sh}\n"
-        "        when: [after_deploy]\n"
-        "        on_failure: pause\n"
-    )
+    app = signed_app(people, "{approvers: [alice, bob]}") + PAUSING_SMOKE_CHECK
     script.on("evaluate", "smoke", failed("error rate 5%"))
     async with releases.running(request_for(app), script) as run:
         approval = await run.waiting_on("production", "0/1 approvals")
