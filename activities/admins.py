@@ -31,6 +31,20 @@ from prodline.identity.verify import load_allowed_signers, verify
 ADMIN_KEYS_VARIABLE = "PRODLINE_ADMIN_KEYS"
 
 
+def describe_admin_keys() -> str:
+    """What a starting worker says of its admin keys (for its first log line)."""
+    path = os.environ.get(ADMIN_KEYS_VARIABLE, "").strip()
+    if not path:
+        return "none: applies are taken unsigned, until a revision is signed"
+    try:
+        keys = load_allowed_signers(Path(path))
+    except InvalidInput as exc:
+        return f"UNUSABLE, every apply will be refused: {exc}"
+    except OSError as exc:
+        return f"UNUSABLE, every apply will be refused: {path}: {exc.strerror}"
+    return f"{len(keys)} key(s) of {', '.join(sorted(set(keys.people())))} from {path}"
+
+
 def _refuse(reason: str) -> ApplicationError:
     return ApplicationError(reason, type=APPLY_REFUSED, non_retryable=True)
 
@@ -63,7 +77,10 @@ def _admit(check: ApplyAdmission) -> str:
     try:
         document, signer = verify(check.signed, ApplyDocument, keys, datetime.now(UTC))
     except SignatureRefused as exc:
-        raise _refuse(str(exc)) from None
+        reason = str(exc)
+        if reason.endswith("is not enrolled"):
+            reason += f" among the workers' admin keys ({ADMIN_KEYS_VARIABLE})"
+        raise _refuse(reason) from None
     if document.application != check.application:
         raise _refuse(f"the signature is for application {document.application}, not {check.application}")
     if document.digest != check.digest:

@@ -209,6 +209,7 @@ def worker(args) -> int:
 async def _work(args) -> int:
     import structlog
 
+    from prodline.activities.admins import describe_admin_keys
     from prodline.workers import logs
     from prodline.workers.connect import connect, task_queue
     from prodline.workers.worker import build_worker, run_until
@@ -230,6 +231,7 @@ async def _work(args) -> int:
         role="runtime" if runtime else "control",
         address=client.service_client.config.target_host,
         artifacts=_store_location(),
+        **({} if runtime else {"admin_keys": describe_admin_keys()}),
     )
     await run_until(build_worker(client, queue, runtime=runtime), stop)
     return exit_codes.SUCCEEDED

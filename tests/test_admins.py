@@ -19,7 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from prodline.activities.admins import ADMIN_KEYS_VARIABLE
+from prodline.activities.admins import ADMIN_KEYS_VARIABLE, describe_admin_keys
 from prodline.config.loader import load_application_text
 from prodline.config.release import revision_digest
 from prodline.contracts import APPLY_REFUSED, APPLY_UPDATE, ApplicationChange, Applied, application_id
@@ -91,7 +91,9 @@ def test_with_admin_keys_an_unsigned_or_stranger_signed_apply_is_refused_and_an_
 
     admin = apply(cli, path, "--key", str(keys["root"]))
     assert admin.returncode == 0, admin.stdout + admin.stderr
-    assert "signed   by root [ssh SHA256:" in shown(cli, name)
+    revision = shown(cli, name)
+    assert "signed   by root [ssh SHA256:" in revision
+    assert "by root\n" in revision and "platform-team" not in revision  # who signed, not the name asserted
 
     # Both refusals are in the application's history, as failed updates with their reasons.
     async def refusals() -> list[str]:
@@ -216,3 +218,14 @@ def test_an_admin_keys_file_that_enrols_nobody_for_prodline_refuses_every_apply(
     monkeypatch.setenv(ADMIN_KEYS_VARIABLE, str(allowed))
     result = apply(cli, app_file(tmp_path, f"git-{uuid.uuid4().hex[:6]}"), "--key", str(keys["root"]))
     assert result.returncode == 8 and "enrols no key for prodline" in result.stderr
+
+
+def test_a_starting_worker_says_what_admin_keys_it_holds(tmp_path, keys, monkeypatch):
+    monkeypatch.delenv(ADMIN_KEYS_VARIABLE, raising=False)
+    assert describe_admin_keys().startswith("none")
+    allowed = tmp_path / "admins"
+    allowed.write_text(f'root namespaces="prodline" {keys["root"].with_suffix(".pub").read_text()}')
+    monkeypatch.setenv(ADMIN_KEYS_VARIABLE, str(allowed))
+    assert describe_admin_keys() == f"1 key(s) of root from {allowed}"
+    allowed.write_text("root namespaces=prodline ssh-ed25519 not-base64\n")
+    assert describe_admin_keys().startswith("UNUSABLE, every apply will be refused:")

@@ -408,6 +408,14 @@ def test_end_to_end_a_signed_start_and_signed_approvals_where_a_forged_initiator
     release = project.release_id("5.5.0")
     unsigned = cli.run("release", "start", str(service_file), "--version", "5.5.0")
     assert unsigned.returncode == 2 and "requires signed starts: add --key" in unsigned.stderr, unsigned.stderr
+    forged = cli.run(
+        "release", "start", str(service_file), "--version", "5.5.0", "--key", str(alice), "--initiator", "bob"
+    )
+    assert forged.returncode == 2 and "--initiator bob, but --key" in forged.stderr and "is alice's" in forged.stderr
+    stranger = cli.run(
+        "release", "start", str(service_file), "--version", "5.5.0", "--key", str(keypair(tmp_path, "mallory"))
+    )  # fmt: skip
+    assert stranger.returncode == 2 and "this key is not enrolled under `people`" in stranger.stderr
     assert cli.run("release", "status", release).returncode == 7  # nothing was started
 
     # alice starts it, signed: the initiator is the key's owner, whatever name the CLI asserts.

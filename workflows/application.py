@@ -134,7 +134,8 @@ class ApplicationWorkflow:
             application=self._application,
             number=len(self._revisions) + 1,
             digest=digest,
-            applied_by=change.applied_by,
+            # The admin whose key signed it, when one did; else the name given.
+            applied_by=signed_by.split(" [", 1)[0] if signed_by else change.applied_by,
             applied_at=workflow.now(),
             changes=self._changes(current, app, change.bundle),
             comment=change.comment,

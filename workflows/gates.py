@@ -306,7 +306,8 @@ class Gates:
                 refusal = gate.judge(who.person, decision)
             except Refused as exc:
                 refusal = str(exc)
-                who = exc.who or who
+                # Unproven where proof was asked for: the record must not read as that person's act.
+                who = exc.who or Identity(person=f"{decision.by} (claimed)")
         record = DecisionRecord(
             request_id=decision.request_id,
             environment=decision.environment,

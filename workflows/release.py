@@ -142,9 +142,19 @@ class ReleaseWorkflow:
 
     @workflow.run
     async def run(self, request: ReleaseRequest) -> ReleaseStatus:
-        self._board.event(f"release of {request.service} {request.version} started by {request.initiator}")
+        # A signed start's initiator is known once it is checked (below), not from the input.
+        who = "with a signed start" if request.signed is not None else f"by {request.initiator}"
+        self._board.event(f"release of {request.service} {request.version} started {who}")
         current: EnvironmentRun | None = None
         try:
+            if workflow.info().workflow_id != request.release_id:
+                # One workflow per release: an ID that names another version would run this one
+                # next to its own release, or again after it succeeded.
+                raise ReleaseStopped(
+                    ReleaseState.failed,
+                    f"the release cannot start: this workflow's ID is {workflow.info().workflow_id}, but its input "
+                    f"releases {request.release_id}; start it with `prodline release start`",
+                )
             if workflow.patched(REGISTERED_APPLICATIONS):
                 # Whatever the input says about environments or rules is ignored: the plan
                 # comes from the registered application and the bundle, on a trusted worker.

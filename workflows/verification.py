@@ -73,7 +73,7 @@ def identify_decision(
     if decision.signed is None:
         if verify_mode != "none":  # anything but an explicit `none` takes signatures only
             raise Refused(
-                f"{expected.environment} takes signed decisions only: sign with `prodline approve --key ~/.ssh/KEY`"
+                f"{expected.environment} takes signed decisions only: sign it (`prodline approve|reject --key ~/.ssh/KEY`)"
             )
         return Identity(person=decision.by)
     document, signer = _verified(decision.signed, DecisionDocument, keys, now)

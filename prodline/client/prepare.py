@@ -73,6 +73,8 @@ async def prepare(
     app_doc = parse_yaml(revision.source, Path(f"{service.application} revision {revision.number}"))
     app = parse_model(app_doc, Application)
     _check(lambda: combine(app, app_doc, service, service_doc), version, values, initiator)
+    if signer is not None and app.people:
+        _check_signer(signer, app, revision)
     if app.signed_starts and signer is None:
         # The workflow would refuse it too; saying so here starts nothing and packs nothing.
         raise InvalidInput(
@@ -151,6 +153,26 @@ def _check(project: Callable[[], Project], version: str, values: dict[str, str],
         problems += exc.problems
     if problems:
         raise ConfigError(problems)
+
+
+def _check_signer(signer: Signer, app: Application, revision: Revision) -> None:
+    """Refuse up front a start the workflow would refuse: a key nobody enrolled, or another
+    person's name with it. Only a courtesy: the workflow checks the signature itself."""
+    from prodline.identity.signing import public_key  # cryptography: only when signing
+    from prodline.identity.verify import Keyring
+
+    owner = Keyring.of(app.people).owner(public_key(signer.key.expanduser()))
+    where = f"{app.application} revision {revision.number}"
+    if owner is None:
+        raise InvalidInput(
+            f"--key {signer.key}: this key is not enrolled under `people` in {where} "
+            f"(people: {', '.join(sorted(app.people))})"
+        )
+    if signer.by and signer.by != owner.person:
+        raise InvalidInput(
+            f"--initiator {signer.by}, but --key {signer.key} is {owner.person}'s in {where}: "
+            f"the initiator of a signed start is the key's owner (leave --initiator out)"
+        )
 
 
 def _local_application_note(local: Path | None, registered: Application, revision: Revision) -> list[str]:

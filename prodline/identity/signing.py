@@ -65,6 +65,12 @@ def sign(text: str, key: Path, *, prompt: bool = True) -> str:
     private, encrypted = _load_private(key)
     if isinstance(private, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
         return armor(_sshsig(private, message))
+    head = _read(key).lstrip()[:200].decode("utf-8", "replace")
+    if private is None and not encrypted and not head.startswith("-----BEGIN") and not _looks_public(head):
+        # Neither a private key (ssh-keygen would say "No such file" of the .pub it then looks for) nor a .pub.
+        raise SigningError(
+            f"{key} is not an SSH key file (expected a private key, such as ~/.ssh/id_ed25519, or its .pub)"
+        )
     signature = _ssh_keygen_sign(message, key, prompt=prompt, encrypted=encrypted)
     problem = key_problem(_signature_key_line(signature))
     if problem:

@@ -300,7 +300,7 @@ class Releases:
         self.client = client
 
     @asynccontextmanager
-    async def running(self, planned: Planned, script: Script) -> AsyncIterator[Running]:
+    async def running(self, planned: Planned, script: Script, workflow_id: str | None = None) -> AsyncIterator[Running]:
         task_queue = f"wf-{uuid.uuid4().hex[:8]}"
         activities: Iterable[Callable[..., Any]] = (
             script.plan_step,
@@ -318,7 +318,10 @@ class Releases:
             activities=list(activities),
         ):
             handle = await self.client.start_workflow(
-                ReleaseWorkflow.run, planned.request, id=planned.request.release_id, task_queue=task_queue
+                ReleaseWorkflow.run,
+                planned.request,
+                id=workflow_id or planned.request.release_id,
+                task_queue=task_queue,
             )
             try:
                 yield Running(self.client, handle, planned)

@@ -137,6 +137,9 @@ async def test_every_forged_or_misdirected_signature_is_refused_with_its_reason_
         assert (await run.decide("alice", comment="ship it", signed=ship)).accepted
         done = await run.finish()
     reasons = {what: record.reason for what, record in attempts.items()}
+    # Unproven names are marked as such; a signature that held names its signer.
+    assert attempts["unsigned"].by == "alice (claimed)" and attempts["unknown key"].by == "mallory (claimed)"
+    assert attempts["another run"].by == "alice" and attempts["another run"].verified.startswith("ssh SHA256:")
     assert not any(record.accepted for record in attempts.values())
     assert "production takes signed decisions only" in reasons["unsigned"]
     assert "is not enrolled" in reasons["unknown key"]
@@ -366,3 +369,19 @@ async def test_a_release_reset_after_a_signed_approval_keeps_it_and_takes_the_ne
         done = await run.finish()
     assert done.state == "succeeded", done.reason
     assert [d.accepted for d in done.status.decisions] == [True, True]
+
+
+async def test_a_signed_start_sent_under_another_workflow_id_starts_nothing(releases, script, request_for, people):
+    """Someone copies a valid signed start of 1.0.0 from history and starts it as a workflow
+    named for another version: it would run 1.0.0 beside its own release, or again after it."""
+    planned = request_for(signed_app(people, "{approvers: [alice, bob]}", starts=True))
+    copied = with_start(planned, signed_start(planned, people["alice"]), "alice")
+    forged_id = planned.request.release_id.replace("@1.0.0", "@9.9.8")
+    async with releases.running(copied, script, workflow_id=forged_id) as run:
+        done = await run.finish()
+    assert done.state == "failed"
+    assert done.reason == (
+        f"the release cannot start: this workflow's ID is {forged_id}, but its input releases "
+        f"{planned.request.release_id}; start it with `prodline release start`"
+    )
+    assert script.ran("apply") == [] and script.ran("plan") == []
