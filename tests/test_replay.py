@@ -7,6 +7,7 @@ re-record and when a change needs `workflow.patched`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
+from prodline.config.release import release_id
 from prodline.contracts import (
     ADMIT_APPLY,
     APPLY_STEP,
@@ -40,7 +42,14 @@ FIXTURES = sorted(HERE.glob("*.json"))
 
 
 def history(fixture: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(f"replay-{fixture.stem}", fixture.read_text())
+    """The fixture's history under its workflow's real ID (a release checks its ID names it)."""
+    text = fixture.read_text()
+    started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
+    workflow_id = f"replay-{fixture.stem}"
+    if started["workflowType"]["name"] == RELEASE_WORKFLOW:
+        request = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+        workflow_id = release_id(request["application"], request["service"], request["version"])
+    return WorkflowHistory.from_json(workflow_id, text)
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.stem for f in FIXTURES])
