@@ -26,22 +26,40 @@ from temporalio.exceptions import ApplicationError
 from prodline.contracts import ADMIT_APPLY, APPLY_REFUSED, ApplyAdmission
 from prodline.errors import InvalidInput
 from prodline.identity.documents import ApplyDocument, SignatureRefused
-from prodline.identity.verify import load_allowed_signers, verify
+from prodline.identity.verify import Keyring, load_allowed_signers, verify
 
 ADMIN_KEYS_VARIABLE = "PRODLINE_ADMIN_KEYS"
 
 
-def describe_admin_keys() -> str:
-    """What a starting worker says of its admin keys (for its first log line)."""
+class AdminKeysUnusable(Exception):
+    """The admin keys file is set but cannot be used; the message says why."""
+
+
+def admin_keys() -> Keyring | None:
+    """The workers' admin keys; None when none are configured (PRODLINE_ADMIN_KEYS unset)."""
     path = os.environ.get(ADMIN_KEYS_VARIABLE, "").strip()
     if not path:
-        return "none: applies are taken unsigned, until a revision is signed"
+        return None
     try:
         keys = load_allowed_signers(Path(path))
-    except InvalidInput as exc:
-        return f"UNUSABLE, every apply will be refused: {exc}"
+    except InvalidInput as exc:  # names file:line
+        raise AdminKeysUnusable(str(exc)) from None
     except OSError as exc:
-        return f"UNUSABLE, every apply will be refused: {path}: {exc.strerror}"
+        raise AdminKeysUnusable(f"{path}: {exc.strerror}") from None
+    if not keys:
+        raise AdminKeysUnusable(f"{path} enrols no key for prodline")
+    return keys
+
+
+def describe_admin_keys() -> str:
+    """What a starting worker says of its admin keys (for its first log line)."""
+    try:
+        keys = admin_keys()
+    except AdminKeysUnusable as exc:
+        return f"UNUSABLE, every apply will be refused: {exc}"
+    if keys is None:
+        return "none: applies are taken unsigned, until a revision is signed"
+    path = os.environ[ADMIN_KEYS_VARIABLE].strip()
     return f"{len(keys)} key(s) of {', '.join(sorted(set(keys.people())))} from {path}"
 
 
@@ -56,19 +74,12 @@ async def admit_apply(check: ApplyAdmission) -> str:
 
 
 def _admit(check: ApplyAdmission) -> str:
-    path = os.environ.get(ADMIN_KEYS_VARIABLE, "").strip()
-    if not path:
-        return ""
     try:
-        keys = load_allowed_signers(Path(path))
-    except InvalidInput as exc:  # a broken file refuses every apply rather than letting any through
-        raise _refuse(f"the workers' admin keys ({ADMIN_KEYS_VARIABLE}) cannot be read: {exc}") from None
-    except OSError as exc:
-        raise _refuse(
-            f"the workers' admin keys file {path} ({ADMIN_KEYS_VARIABLE}) cannot be read: {exc.strerror}"
-        ) from None
-    if not keys:
-        raise _refuse(f"the workers' admin keys file {path} ({ADMIN_KEYS_VARIABLE}) enrols no key for prodline")
+        keys = admin_keys()
+    except AdminKeysUnusable as exc:  # a broken file refuses every apply rather than letting any through
+        raise _refuse(f"the workers' admin keys ({ADMIN_KEYS_VARIABLE}) cannot be used: {exc}") from None
+    if keys is None:
+        return ""
     if check.signed is None:
         raise _refuse(
             "the workers accept only applies signed by an admin key: "

@@ -299,7 +299,9 @@ class DecisionRecord(BaseModel):
     reason: str = ""
     progress: str = Field(default="", description="The gate after this decision, e.g. '1/2 approvals'.")
     verified: str = Field(default="", description="How `by` is known: 'ssh SHA256:...' when signed, else empty.")
-    signature_digest: str = Field(default="", description="SHA-256 of the signature: one use only.")
+    signature_digest: str = Field(
+        default="", description="SHA-256 of the signed document and its signer's key: each is good for one use."
+    )
 
 
 # --- the release's status: the query's answer and the workflow's result --------------------
@@ -388,6 +390,23 @@ class ReleaseStatus(ReleaseRef):
             if env.name == name:
                 return env
         raise KeyError(f"release {self.release_id} has no environment {name!r} (yet)")
+
+    def decision_subject(self, environment: str) -> dict[str, Any]:
+        """What a decision at the gate open in ``environment`` is about: the fields of a
+        DecisionDocument but its verdict, comment, signer and validity. The approver's client
+        signs these from the status it showed; the release compares a signed document with
+        the same fields of its own status, so the two cannot drift apart."""
+        env = self.environment(environment)
+        return {
+            "release": self.release_id,
+            "run": self.original_run_id,
+            "environment": env.name,
+            "gate": env.gate,
+            "plans": {step.name: step.plan_digest for step in env.steps if step.plan_digest},
+            "bundle": self.bundle,
+            "revision": self.revision,
+            "revision_digest": self.revision_digest,
+        }
 
 
 __all__ = [

@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
 
     from .outcomes import ReleaseStopped, activity_failure, stop_if_cancelled
     from .status import StatusBoard
-    from .verification import Expected, Identity, Refused, identify_decision
+    from .verification import Identity, Refused, identify_decision
 
 # How long a release paused on a failed rule waits for someone to decide, unless the rule
 # sets its own `timeout`.
@@ -72,7 +72,6 @@ class Gate(BaseModel):
     initiator: str
     id: str = Field(default="", description="Which gate of the run ('2: precondition approval'): signatures name it.")
     verify: str = "none"
-    plans: dict[str, str] = Field(default_factory=dict, description="Step -> digest of the plan this gate approves.")
     approvals: list[str] = Field(default_factory=list)
     rejected_by: str = ""
     rejection_comment: str = ""
@@ -253,8 +252,8 @@ class Gates:
         await self.wait_for_people(stage, self._gate(stage, f"paused on {label}", rule))
 
     def _gate(self, stage: EnvironmentRun, what: str, rule: ApprovalRule) -> Gate:
-        # The plans shown now are what this gate's approvals are for (a re-plan opens another gate).
-        plans = {s.name: s.plan_digest for s in self._board.environment(stage.name).steps if s.plan_digest}
+        # Numbered: a signature names the one gate it is for. Its plans are the ones the status
+        # shows while it is open (nothing plans while people decide; a re-plan opens another gate).
         self._gates_opened += 1
         return Gate(
             environment=stage.name,
@@ -263,7 +262,6 @@ class Gates:
             initiator=self.initiator,
             id=f"{self._gates_opened}: {what}",
             verify=stage.verify,
-            plans=plans,
         )
 
     async def wait_for_people(self, stage: EnvironmentRun, gate: Gate) -> None:
@@ -300,9 +298,7 @@ class Gates:
             refusal = f"the release is waiting in {gate.environment}, not {decision.environment}"
         else:
             try:
-                who = identify_decision(
-                    decision, gate.verify, self._expected(gate), self.keys, workflow.now(), self._board.status
-                )
+                who = identify_decision(decision, gate.verify, self.keys, workflow.now(), self._board.status)
                 refusal = gate.judge(who.person, decision)
             except Refused as exc:
                 refusal = str(exc)
@@ -329,16 +325,3 @@ class Gates:
         if gate is not None and not refusal and not gate.settled:
             self._board.wait(gate.environment, gate.progress())
         return record
-
-    def _expected(self, gate: Gate) -> Expected:
-        status = self._board.status
-        return Expected(
-            release=status.release_id,
-            run=status.original_run_id,
-            environment=gate.environment,
-            gate=gate.id,
-            plans=gate.plans,
-            bundle=status.bundle,
-            revision=status.revision,
-            revision_digest=status.revision_digest,
-        )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prodline.config.release import ReleasePlan, ReleaseRequest
 from prodline.contracts import Decision, ReleaseStatus
@@ -46,20 +46,6 @@ class Identity:
     signature_digest: str = ""
 
 
-@dataclass(frozen=True)
-class Expected:
-    """What a signed decision must name: the gate it is for, as the release sees it now."""
-
-    release: str
-    run: str
-    environment: str
-    gate: str
-    plans: dict[str, str]
-    bundle: str
-    revision: int
-    revision_digest: str
-
-
 def use_digest(signed: Signed, signer: Signer) -> str:
     """What makes a signed decision one use: its document and its signer, not the armor's bytes
     (the same signature can be re-wrapped or re-encoded into other text that still verifies)."""
@@ -67,13 +53,13 @@ def use_digest(signed: Signed, signer: Signer) -> str:
 
 
 def identify_decision(
-    decision: Decision, verify_mode: str, expected: Expected, keys: Keyring, now: datetime, status: ReleaseStatus
+    decision: Decision, verify_mode: str, keys: Keyring, now: datetime, status: ReleaseStatus
 ) -> Identity:
-    """The person behind ``decision``, or :class:`Refused` with the reason."""
+    """The person behind ``decision`` at the gate open in its environment, or :class:`Refused` with the reason."""
     if decision.signed is None:
         if verify_mode != "none":  # anything but an explicit `none` takes signatures only
             raise Refused(
-                f"{expected.environment} takes signed decisions only: sign it (`prodline approve|reject --key ~/.ssh/KEY`)"
+                f"{decision.environment} takes signed decisions only: sign it (`prodline approve|reject --key ~/.ssh/KEY`)"
             )
         return Identity(person=decision.by)
     document, signer = _verified(decision.signed, DecisionDocument, keys, now)
@@ -84,15 +70,13 @@ def identify_decision(
             f"this signature was already presented at {earlier.at:%Y-%m-%d %H:%M:%S}Z; sign each decision anew"
         )
     proven = Identity(person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=digest)
-    mismatch = _decision_mismatch(document, decision, expected)
+    mismatch = _decision_mismatch(document, decision, status.decision_subject(decision.environment))
     if mismatch:
         raise Refused(mismatch, proven)  # the signer is known, and this signature now used
     return proven
 
 
-def identify_initiator(
-    request: ReleaseRequest, plan: ReleasePlan, release: str, keys: Keyring, started: datetime
-) -> Identity:
+def identify_initiator(request: ReleaseRequest, plan: ReleasePlan, keys: Keyring, started: datetime) -> Identity:
     """Who started the release: the signer of its start, or the name given where starts need no signature.
 
     ``started`` is when the workflow started: a start valid then stays valid however long
@@ -108,7 +92,7 @@ def identify_initiator(
     document, signer = _verified(request.signed, StartDocument, keys, started)
     bundle = plan.service_bundle.digest if plan.service_bundle else ""
     named = {
-        "release": (document.release, release),
+        "release": (document.release, request.release_id),
         "application": (document.application, request.application),
         "service": (document.service, request.service),
         "version": (document.version, request.version),
@@ -133,30 +117,36 @@ def _verified(signed: Signed, kind: type[D], keys: Keyring, now: datetime) -> tu
         raise Refused(str(exc)) from None
 
 
-def _decision_mismatch(document: DecisionDocument, decision: Decision, expected: Expected) -> str:
-    """Why the signed document is not about this decision at this gate ("" when it is)."""
-    if document.release != expected.release:
-        return f"the signature is for release {document.release}, not {expected.release}"
-    if document.run != expected.run:
-        return f"the signature is for run {document.run} of this release; the running one is {expected.run}"
-    if document.environment != expected.environment:
-        return f"the signature is for {document.environment}; the release is waiting in {expected.environment}"
-    if document.gate != expected.gate:
+def _decision_mismatch(document: DecisionDocument, decision: Decision, subject: dict[str, Any]) -> str:
+    """Why the signed document is not about this decision at this gate ("" when it is).
+
+    ``subject`` is what the release's own status says the decision is about
+    (:meth:`ReleaseStatus.decision_subject`), the same fields the client signed.
+    """
+    if document.release != subject["release"]:
+        return f"the signature is for release {document.release}, not {subject['release']}"
+    if document.run != subject["run"]:
+        return f"the signature is for run {document.run} of this release; the running one is {subject['run']}"
+    if document.environment != subject["environment"]:
+        return f"the signature is for {document.environment}; the release is waiting in {subject['environment']}"
+    if document.gate != subject["gate"]:
         return (
             f"the signature is for gate {document.gate or '(none named)'}; the release now waits at gate "
-            f"{expected.gate} (a signature counts at the one gate it names)"
+            f"{subject['gate']} (a signature counts at the one gate it names)"
         )
     if document.verdict != decision.verdict.value or document.comment != decision.comment:
         return "the decision sent is not the one signed (verdict or comment differ)"
-    if document.plans != expected.plans:
+    if document.plans != subject["plans"]:
         return (
-            f"the signature approves plans {_plans(document.plans)}, but the plans now are {_plans(expected.plans)} "
+            f"the signature approves plans {_plans(document.plans)}, but the plans now are {_plans(subject['plans'])} "
             "(planned again since): review the new plans and sign again"
         )
-    if document.bundle != expected.bundle:
-        return f"the signature is for bundle {_shown(document.bundle)}, not {_shown(expected.bundle)}"
-    if (document.revision, document.revision_digest) != (expected.revision, expected.revision_digest):
-        return f"the signature is for application revision {document.revision}; this release obeys {expected.revision}"
+    if document.bundle != subject["bundle"]:
+        return f"the signature is for bundle {_shown(document.bundle)}, not {_shown(subject['bundle'])}"
+    if (document.revision, document.revision_digest) != (subject["revision"], subject["revision_digest"]):
+        return (
+            f"the signature is for application revision {document.revision}; this release obeys {subject['revision']}"
+        )
     return ""
 
 

@@ -135,21 +135,8 @@ class DecisionTarget:
 
     def document(self, verdict: Verdict, comment: str, signer: Signer) -> DecisionDocument:
         """What an approver signs: exactly what they were shown (this status), nothing read again."""
-        env = self.status.environment(self.environment)
-        return signer.document(
-            DecisionDocument,
-            release=self.status.release_id,
-            # The release's original run (kept across a reset); older releases' status lacks it.
-            run=self.status.original_run_id or self.run_id,
-            environment=self.environment,
-            gate=env.gate,  # the one gate this decision is for
-            verdict=verdict.value,
-            comment=comment,
-            plans={s.name: s.plan_digest for s in env.steps if s.plan_digest},
-            bundle=self.status.bundle,
-            revision=self.status.revision,
-            revision_digest=self.status.revision_digest,
-        )
+        subject = self.status.decision_subject(self.environment)  # what the release will compare
+        return signer.document(DecisionDocument, verdict=verdict.value, comment=comment, **subject)
 
 
 class ReleaseClient:

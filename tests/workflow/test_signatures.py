@@ -63,18 +63,10 @@ def decision(
     status: ReleaseStatus, person: Person, verdict: Verdict = Verdict.approve, *, now: datetime | None = None, **over
 ) -> Signed:
     """What `prodline approve --key` signs, from the status it showed (``over`` forges fields)."""
-    env = status.environment(over.pop("environment", "production"))
-    fields: dict[str, Any] = dict(
-        release=status.release_id,
-        run=status.original_run_id,
-        environment=env.name,
-        gate=env.gate,
-        verdict=verdict.value,
-        plans={s.name: s.plan_digest for s in env.steps if s.plan_digest},
-        bundle=status.bundle,
-        revision=status.revision,
-        revision_digest=status.revision_digest,
-    )
+    fields: dict[str, Any] = {
+        **status.decision_subject(over.pop("environment", "production")),
+        "verdict": verdict.value,
+    }
     fields.update(over)
     valid_for = fields.pop("valid_for", timedelta(minutes=15))
     document = DecisionDocument.issue(now=now or datetime.now(UTC), valid_for=valid_for, **fields)
@@ -385,3 +377,18 @@ async def test_a_signed_start_sent_under_another_workflow_id_starts_nothing(rele
         f"{planned.request.release_id}; start it with `prodline release start`"
     )
     assert script.ran("apply") == [] and script.ran("plan") == []
+
+
+def test_decisions_and_signatures_are_bounded_so_a_flood_cannot_fill_a_history():
+    from pydantic import ValidationError
+
+    from prodline.contracts import Decision
+
+    fits = Decision(request_id="r", environment="production", by="alice", verdict=Verdict.approve, comment="x" * 2000)
+    assert len(fits.comment) == 2000
+    with pytest.raises(ValidationError):
+        Decision(request_id="r", environment="production", by="alice", verdict=Verdict.approve, comment="x" * 2001)
+    with pytest.raises(ValidationError):
+        Signed(document="{}", signature="x" * (8 * 1024 + 1))
+    with pytest.raises(ValidationError):
+        Signed(document="x" * (16 * 1024 + 1), signature="")
