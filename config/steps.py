@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from datetime import timedelta
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from .base import KindModel, Model, Name, kind_fields, one_of
-from .durations import PositiveDuration
+from .durations import Duration, PositiveDuration
 from .templates import names_in, strings_in
 
 StalePlanPolicy = Literal["replan", "fail"]
@@ -46,6 +46,18 @@ class StepSpec(Model):
         """What a stale plan leads to: plan again (and ask for approval again), or fail.
         A kind without saved plans never goes stale, so ``fail`` is only a safe default."""
         return "fail"
+
+    @property
+    def waits(self) -> bool:
+        """Whether, once applied, the step waits for what it deployed to become healthy (a
+        separate activity, so a worker that dies while waiting resumes waiting, not applying)."""
+        return False
+
+    @property
+    def drives_pauses(self) -> bool:
+        """Whether what it deploys stops at pauses where the environment's rules run before
+        the workflow promotes it (a canary)."""
+        return False
 
     @property
     def reads_step_outputs(self) -> bool:
@@ -136,6 +148,106 @@ class PulumiStep(SavedPlanStep):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
 
 
+# Where a Kubernetes step's objects go, and how prodline reaches that cluster.
+class KubernetesPatch(Model):
+    """One field set in the rendered objects: ``kind`` (and ``name``) pick the objects, ``path``
+    the field (``spec.replicas``, ``spec.template.spec.containers[0].image``)."""
+
+    kind: str = Field(min_length=1, description="Kind of the objects patched, e.g. Deployment.")
+    name: str | None = Field(default=None, description="Only the object of this name; unset: every object of the kind.")
+    path: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+(\[\d+\])?(\.[A-Za-z0-9_/.-]+(\[\d+\])?)*$",
+        description="Dotted field path; `[N]` indexes a list, e.g. spec.template.spec.containers[0].image.",
+    )
+    value: str | int | float | bool | list[Any] | dict[str, Any] | None = Field(
+        description="The value set (strings templated); null removes the field."
+    )
+
+
+class KubernetesStep(SavedPlanStep):
+    """The service's own Kubernetes manifests, server-side applied under the field manager `prodline`.
+
+    **Plan** is a server-side dry-run diff (like `kubectl diff --server-side`); apply
+    re-runs it and refuses a plan that no longer matches what was approved. Objects go
+    in Helm's install order (CRDs first, waited for until established); workloads are
+    then waited for with `kubectl rollout status`'s rules. Manifests are rendered with
+    the release's values (``{{ version }}``, ``{{ params.NAME }}``, earlier steps' outputs).
+    """
+
+    manifests: list[str] = Field(
+        min_length=1, description="YAML files or folders (multi-document), relative to the service file."
+    )
+    kubeconfig: str | None = Field(
+        default=None, description="Kubeconfig on the worker; default: $KUBECONFIG, then ~/.kube/config."
+    )
+    context: str | None = Field(default=None, description="Kubeconfig context; default: its current context.")
+    in_cluster: bool = Field(default=False, description="Use the worker pod's service account instead of a kubeconfig.")
+    namespace: str = Field(default="default", description="Namespace of namespaced objects that name none (templated).")
+    images: dict[str, str] = Field(
+        default_factory=dict,
+        description="Container name -> image, set in every workload's pod template (templated).",
+    )
+    replicas: int | str | None = Field(
+        default=None, description="Replicas of every Deployment, StatefulSet and Rollout (templated)."
+    )
+    patches: list[KubernetesPatch] = Field(default_factory=list, description="Any other field, set per kind/name.")
+    wait: bool = Field(default=True, description="Wait until the workloads are rolled out and available.")
+    poll_interval: PositiveDuration = Field(default=timedelta(seconds=2), description="Time between status reads.")
+    prune: bool = Field(
+        default=False,
+        description="Delete objects this step applied before and no longer has (ApplySet labels); "
+        "never Namespaces or CRDs, only after every apply and health check passed.",
+    )
+
+    @property
+    def waits(self) -> bool:
+        return self.wait
+
+
+class CanaryPause(Model):
+    """The environment's rules that hold one `pause: {}` step of a canary."""
+
+    checks: list[str] | None = Field(
+        default=None,
+        description="Labels of the environment's checks run here; unset: its after-deploy checks; []: none.",
+    )
+    approval: bool = Field(default=False, description="The environment's approval is asked for again here.")
+    watch_for: Duration = Field(
+        default=timedelta(0), alias="for", description="Keep the checks passing for this long before promoting."
+    )
+
+
+class RolloutStep(KubernetesStep):
+    """An Argo Rollouts canary: its manifests applied like `kubernetes`, then driven pause by pause.
+
+    At each `pause: {}` step of the canary, the environment's rules named in ``pauses``
+    run; then the Rollout is promoted exactly as `kubectl argo rollouts promote` does. A
+    failed rule aborts it. The environment counts as deployed once it is Healthy and
+    fully promoted.
+    """
+
+    rollout: str | None = Field(
+        default=None, description="Name of the Rollout driven; default: the one Rollout in the manifests."
+    )
+    pauses: list[CanaryPause] = Field(
+        default_factory=list,
+        description="Per `pause: {}` step, in order, the rules that hold it; pauses not listed run the "
+        "environment's after-deploy checks.",
+    )
+
+    @property
+    def waits(self) -> bool:
+        return True
+
+    @property
+    def drives_pauses(self) -> bool:
+        return True
+
+    def pause_rules(self, pause: int) -> CanaryPause:
+        """The rules of the ``pause``-th pause step (1-based)."""
+        return self.pauses[pause - 1] if 0 < pause <= len(self.pauses) else CanaryPause()
+
+
 class Retry(Model):
     """How Temporal retries a step that failed in a retryable way."""
 
@@ -155,6 +267,8 @@ class Step(KindModel):
     command: CommandStep | None = None
     terraform: TerraformStep | None = None
     pulumi: PulumiStep | None = None
+    kubernetes: KubernetesStep | None = None
+    rollout: RolloutStep | None = None
     timeout: PositiveDuration = Field(default=timedelta(minutes=30), description="Longest a single attempt may run.")
     heartbeat_timeout: PositiveDuration = Field(
         default=timedelta(seconds=30),

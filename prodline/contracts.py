@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -53,6 +53,13 @@ RESOLVE_RELEASE = "prodline.resolve_release"  # ReleaseRequest -> ReleasePlan
 PLAN_STEP = "prodline.plan_step"
 APPLY_STEP = "prodline.apply_step"
 FETCH_STEP = "prodline.fetch_step"
+# Steps that wait for what they applied (``Step.spec.waits``), and canaries the workflow drives
+# pause by pause (``drives_pauses``): StepRun -> StepProgress; StepAction -> StepProgress.
+WAIT_STEP = "prodline.wait_step"
+PROMOTE_STEP = "prodline.promote_step"
+ABORT_STEP = "prodline.abort_step"
+# An operator's `prodline release promote|abort`: RolloutCommand -> str (what was done).
+ROLLOUT_UPDATE = "rollout"
 EVALUATE_RULE = "prodline.evaluate_rule"
 RECORD_DEPLOYMENT = "prodline.record_deployment"
 ADMIT_APPLY = "prodline.admit_apply"  # ApplyAdmission -> signer ("" when the workers hold no admin keys)
@@ -64,6 +71,8 @@ APPLY_REFUSED = "ApplyRefused"
 NON_RETRYABLE_CONFIG = "ConfigurationError"
 # Raised by apply when the state changed since the plan; the workflow decides what next.
 STALE_PLAN = "StalePlan"
+# Raised by a wait when what was applied can never become healthy (a progress deadline, an abort).
+UNHEALTHY = "Unhealthy"
 
 
 def ledger_id(application: str, service: str, environment: str) -> str:
@@ -144,6 +153,10 @@ class StepResult(BaseModel):
     sensitive_outputs: list[str] = Field(default_factory=list, description="Names of sensitive outputs.")
     outputs_key: str | None = Field(default=None, description="Artifact-store key of all outputs, sensitive included.")
     outputs_digest: str = Field(default="", description="SHA-256 of what is stored under outputs_key.")
+    applied_key: str | None = Field(
+        default=None, description="Artifact-store key of exactly what apply deployed (a Kubernetes step's objects)."
+    )
+    applied_digest: str = Field(default="", description="SHA-256 of what is stored under applied_key.")
 
 
 class StepRun(BaseModel):
@@ -152,11 +165,43 @@ class StepRun(BaseModel):
     context: RunContext
     step: Step
     plan: StepResult | None = Field(default=None, description="For apply: the plan shown (and approved) before.")
+    applied: StepResult | None = Field(
+        default=None, description="For wait, promote and abort: what apply reported (applied_key names the objects)."
+    )
 
     def artifact_key(self, what: str) -> str:
         """Where this step's artifacts live: per release run, environment and step."""
         c = self.context
         return f"{c.release_id}/{c.run_id}/{c.environment}/{self.step.name}/{what}"
+
+
+class StepProgress(BaseModel):
+    """Where a waiting step stands: healthy, stopped at a canary pause, or (in heartbeats) on its way."""
+
+    done: bool = Field(default=False, description="Rolled out, available and (a canary) fully promoted.")
+    paused: bool = Field(default=False, description="Stopped at a `pause: {}` step, waiting to be promoted.")
+    pause: int = Field(default=0, description="Which pause step it stopped at (1-based), when paused.")
+    step_index: int = Field(default=0, description="The canary step index it stopped at (Argo's currentStepIndex).")
+    steps: int = Field(default=0, description="How many canary steps the Rollout has.")
+    pod_hash: str = Field(default="", description="The pod template hash the pause is for (currentPodHash).")
+    message: str = ""
+
+
+class StepAction(BaseModel):
+    """Input of promote and abort: the step, and the pause it must still be at."""
+
+    run: StepRun
+    at: StepProgress | None = Field(default=None, description="Promote only when still paused here.")
+    full: bool = Field(default=False, description="Promote to the end, skipping the remaining steps.")
+    reason: str = ""
+
+
+class RolloutCommand(BaseModel):
+    """`prodline release promote|abort`: an operator acting on a release's canary."""
+
+    action: Literal["promote", "promote_full", "abort"]
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
 
 
 class Outcome(StrEnum):
@@ -204,6 +249,9 @@ class DeploymentRecord(ReleaseRef):
     bundle: str = Field(default="", description="Digest of the service bundle.")
     revision: int = Field(default=0, description="Application revision the release obeyed.")
     parameters: dict[str, str] = Field(default_factory=dict, description="Resolved non-secret parameters.")
+    applied: dict[str, str] = Field(
+        default_factory=dict, description="Step -> digest of what it applied (a Kubernetes step's rendered objects)."
+    )
 
 
 class LedgerState(BaseModel):
@@ -410,6 +458,7 @@ class ReleaseStatus(ReleaseRef):
 
 
 __all__ = [
+    "ABORT_STEP",
     "ADMIT_APPLY",
     "APPLICATION_WORKFLOW",
     "APPLY_REFUSED",
@@ -424,6 +473,7 @@ __all__ = [
     "LEDGER_WORKFLOW",
     "NON_RETRYABLE_CONFIG",
     "PLAN_STEP",
+    "PROMOTE_STEP",
     "RECORDS_QUERY",
     "RECORD_DEPLOYMENT",
     "RECORD_SIGNAL",
@@ -432,8 +482,11 @@ __all__ = [
     "REVISIONS_QUERY",
     "REVISION_MEMO",
     "REVISION_QUERY",
+    "ROLLOUT_UPDATE",
     "STALE_PLAN",
     "STATUS_QUERY",
+    "UNHEALTHY",
+    "WAIT_STEP",
     "ApplicationChange",
     "Applied",
     "ApplyAdmission",
@@ -450,9 +503,12 @@ __all__ = [
     "ReleaseState",
     "ReleaseStatus",
     "Revision",
+    "RolloutCommand",
     "RuleResult",
     "RuleRun",
     "RunContext",
+    "StepAction",
+    "StepProgress",
     "StepResult",
     "StepRun",
     "StepStatus",

@@ -14,7 +14,18 @@ from typing import Any
 from temporalio import activity
 
 from prodline.config.steps import step_kinds
-from prodline.contracts import APPLY_STEP, FETCH_STEP, PLAN_STEP, StepResult, StepRun
+from prodline.contracts import (
+    ABORT_STEP,
+    APPLY_STEP,
+    FETCH_STEP,
+    PLAN_STEP,
+    PROMOTE_STEP,
+    WAIT_STEP,
+    StepAction,
+    StepProgress,
+    StepResult,
+    StepRun,
+)
 
 from ..registry import by_declared_model
 from ..workspace import attempt_workspace
@@ -57,6 +68,35 @@ async def fetch_step(run: StepRun) -> StepResult:
         return await _runner(run).fetch(run, run.step.spec)
 
 
-ACTIVITIES = [plan_step, apply_step, fetch_step]
+@activity.defn(name=WAIT_STEP)
+async def wait_step(run: StepRun) -> StepProgress:
+    """Wait until what apply deployed is healthy, or stopped at a canary pause. Applies nothing,
+    so a retry on another worker (this one died while waiting) only waits again."""
+    return await _runner(run).wait(run, run.step.spec)
 
-__all__ = ["ACTIVITIES", "RUNNERS", "apply_step", "by_kind", "fetch_step", "plan_step"]
+
+@activity.defn(name=PROMOTE_STEP)
+async def promote_step(action: StepAction) -> StepProgress:
+    """Go on from the pause the workflow saw (never past a step still running)."""
+    return await _runner(action.run).promote(action, action.run.step.spec)
+
+
+@activity.defn(name=ABORT_STEP)
+async def abort_step(action: StepAction) -> StepProgress:
+    """Give up: send the traffic back to the stable version."""
+    return await _runner(action.run).abort(action, action.run.step.spec)
+
+
+ACTIVITIES = [plan_step, apply_step, fetch_step, wait_step, promote_step, abort_step]
+
+__all__ = [
+    "ACTIVITIES",
+    "RUNNERS",
+    "abort_step",
+    "apply_step",
+    "by_kind",
+    "fetch_step",
+    "plan_step",
+    "promote_step",
+    "wait_step",
+]

@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from prodline.artifacts.store import ArtifactCorrupt, ArtifactMissing, ArtifactStore, sha256
 from prodline.config.steps import StepSpec
-from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepResult, StepRun
+from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, StepAction, StepProgress, StepResult, StepRun
 
 from ..process import redact
 from ..workspace import shared_store
@@ -59,9 +59,23 @@ class StepRunner(ABC, Generic[SpecT]):
     async def fetch(self, run: StepRun, spec: SpecT) -> StepResult: ...
 
     async def rollback(self, run: StepRun, spec: SpecT) -> StepResult:
-        raise ApplicationError(
-            f"{run.step.kind} steps cannot roll back yet", type=NON_RETRYABLE_CONFIG, non_retryable=True
-        )
+        raise _unsupported(run, "roll back yet")
+
+    # Kinds whose spec says ``waits``: after apply, wait until what was applied is healthy (or,
+    # for kinds that say ``drives_pauses``, stopped at a pause). Heartbeat progress meanwhile.
+    async def wait(self, run: StepRun, spec: SpecT) -> StepProgress:
+        raise _unsupported(run, "wait for health")
+
+    # Kinds whose spec says ``drives_pauses``: go on from a pause, or give up and go back to stable.
+    async def promote(self, action: StepAction, spec: SpecT) -> StepProgress:
+        raise _unsupported(action.run, "be promoted")
+
+    async def abort(self, action: StepAction, spec: SpecT) -> StepProgress:
+        raise _unsupported(action.run, "be aborted")
+
+
+def _unsupported(run: StepRun, what: str) -> ApplicationError:
+    return ApplicationError(f"{run.step.kind} steps cannot {what}", type=NON_RETRYABLE_CONFIG, non_retryable=True)
 
 
 def approved_plan(run: StepRun, store: ArtifactStore | None = None) -> bytes:
