@@ -264,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     _connection(p)
     p.set_defaults(handler=lambda args: _release().cancel(args))
 
+    for action, text in (
+        ("promote", "promote a release's canary past the pause it waits at (skips that pause's remaining rules)"),
+        ("abort", "abort a release's canary: traffic back to the stable version, and the release fails"),
+    ):
+        p = release.add_parser(action, help=text, description=text + ". Recorded in the release's history.")
+        p.add_argument("release_id", metavar="ID")
+        if action == "promote":
+            p.add_argument("--full", action="store_true", help="skip every remaining step, as `promote --full`")
+        p.add_argument("--as", dest="as_", metavar="NAME", help="who acts (default: $PRODLINE_USER or $USER)")
+        p.add_argument("--reason", help="recorded with the action")
+        p.add_argument("--json", action="store_true")
+        _connection(p)
+        p.set_defaults(handler=lambda args: _release().steer(args))
+
     app = sub.add_parser(
         "app", help="register applications in Temporal and read them back (the platform team's policy)"
     ).add_subparsers(dest="action", metavar="ACTION", required=True)

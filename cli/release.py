@@ -1,4 +1,4 @@
-"""``prodline release start|status|list|cancel``: what CI runs and waits on.
+"""``prodline release start|status|list|cancel|promote|abort``: what CI runs and waits on, and operators steer with.
 
 The commands only read arguments and print; :mod:`prodline.client` talks to
 Temporal, :mod:`.render` says how things read, :mod:`.follow` waits.
@@ -15,7 +15,7 @@ from prodline.artifacts.store import ArtifactStore, open_store
 from prodline.client import Progress, ReleaseClient
 from prodline.client.prepare import check_locally, prepare
 from prodline.client.signatures import Signer
-from prodline.contracts import ReleaseState
+from prodline.contracts import ReleaseState, RolloutCommand
 from prodline.errors import InvalidInput
 
 from . import exit_codes, render
@@ -199,3 +199,13 @@ async def _cancel(args: argparse.Namespace, client: ReleaseClient) -> int:
     )
     # The cancel did what was asked only if the release ended cancelled (it may have finished first).
     return exit_codes.SUCCEEDED if state is ReleaseState.cancelled else exit_codes.WRONG_STATE
+
+
+@connected
+async def steer(args: argparse.Namespace, client: ReleaseClient) -> int:
+    """`release promote|abort`: the release acts on its canary; refusals exit WRONG_STATE."""
+    action = "promote_full" if getattr(args, "full", False) else args.action
+    command = RolloutCommand(action=action, by=initiator(args.as_), reason=args.reason or "")
+    done = await client.steer(args.release_id, command)
+    emit(args, {"release_id": args.release_id, "action": action, "done": done}, f"{args.release_id}: {done}")
+    return exit_codes.SUCCEEDED

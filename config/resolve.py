@@ -123,9 +123,36 @@ def combine(app: Application, adoc: Document, service: Service, sdoc: Document) 
         problems += env_problems
         if env_config is not None:
             project.environments.append(env_config)
+    problems += _pause_problems(app, service, sdoc)
     if problems:
         raise ConfigError(dedupe(problems))
     return project
+
+
+def _pause_problems(app: Application, service: Service, sdoc: Document) -> list[Problem]:
+    """A canary pause naming a check no environment has is a typo. One that only some
+    environments have runs there and is skipped elsewhere: the platform's rules per
+    environment are the application's, the service only says which hold which pause."""
+    labels = {check.label for env in app.environments for check in env.checks}
+    problems = []
+    for index, step in enumerate(service.steps):
+        if step.rollout is None:
+            continue
+        for number, pause in enumerate(step.rollout.pauses):
+            for name in pause.checks or []:
+                if name not in labels:
+                    close = difflib.get_close_matches(name, labels, n=1)
+                    hint = (
+                        f"did you mean {close[0]!r}?" if close else f"checks are: {', '.join(sorted(labels)) or 'none'}"
+                    )
+                    problems.append(
+                        sdoc.problem(
+                            ("steps", index, "rollout", "pauses", number, "checks"),
+                            f"pause {number + 1} names check {name!r}, which no environment of {app.application!r} has",
+                            hint,
+                        )
+                    )
+    return problems
 
 
 def _environment_config(

@@ -138,7 +138,7 @@ class Gates:
     async def hold(self, stage: EnvironmentRun, rule: Check | Precondition, behaviour: OnFailure, label: str) -> None:
         """Hold the environment until the rule passes; fail, wait or pause when it does not."""
         if isinstance(rule, Precondition) and rule.approval is not None:
-            await self.wait_for_people(stage, self._gate(stage, label, rule.approval))
+            await self.wait_for_people(stage, self.gate(stage, label, rule.approval))
             return
         deadline = workflow.now() + rule.timeout
         failures = polls = 0
@@ -249,9 +249,9 @@ class Gates:
         self._board.event(
             f"paused: {label} failed: {reason}; `prodline approve` resumes, `prodline reject` stops", stage.name
         )
-        await self.wait_for_people(stage, self._gate(stage, f"paused on {label}", rule))
+        await self.wait_for_people(stage, self.gate(stage, f"paused on {label}", rule))
 
-    def _gate(self, stage: EnvironmentRun, what: str, rule: ApprovalRule) -> Gate:
+    def gate(self, stage: EnvironmentRun, what: str, rule: ApprovalRule) -> Gate:
         # Numbered: a signature names the one gate it is for. Its plans are the ones the status
         # shows while it is open (nothing plans while people decide; a re-plan opens another gate).
         self._gates_opened += 1

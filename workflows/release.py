@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -45,8 +46,10 @@ with workflow.unsafe.imports_passed_through():
         RECORD_DEPLOYMENT,
         RELEASE_WORKFLOW,
         RESOLVE_RELEASE,
+        ROLLOUT_UPDATE,
         STALE_PLAN,
         STATUS_QUERY,
+        WAIT_STEP,
         Decision,
         DecisionRecord,
         DeploymentRecord,
@@ -56,7 +59,10 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRef,
         ReleaseState,
         ReleaseStatus,
+        RolloutCommand,
         RunContext,
+        StepAction,
+        StepProgress,
         StepResult,
         StepRun,
         StepStatus,
@@ -65,10 +71,13 @@ with workflow.unsafe.imports_passed_through():
     from prodline.identity.verify import Keyring
 
     from . import search_attributes as sa
+    from .canary import Canary
     from .gates import Gates
     from .outcomes import ReleaseStopped, StalePlan, activity_failure, stop_if_cancelled
     from .status import StatusBoard, markdown
     from .verification import Refused, identify_initiator
+
+T = TypeVar("T")
 
 # Plans made per environment before a stale plan fails the release.
 MAX_PLANS = 3
@@ -117,6 +126,9 @@ class ReleaseWorkflow:
         self._outputs: dict[str, dict[str, str]] = {}
         self._sensitive: dict[str, dict[str, str]] = {}
         self._output_digests: dict[str, dict[str, str]] = {}
+        # Per environment, step -> digest of exactly what it applied (the ledger keeps it for rollbacks).
+        self._applied: dict[str, dict[str, str]] = {}
+        self._canary: Canary | None = None  # the canary being driven, which operators may steer
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> ReleaseStatus:
@@ -139,6 +151,32 @@ class ReleaseWorkflow:
         """Decisions from CLIs before they were Updates: judged and recorded the same way."""
         if len(self._board.status.decisions) < MAX_DECISIONS:
             self._gates.decide(decision)
+
+    @workflow.update(name=ROLLOUT_UPDATE)
+    async def rollout(self, command: RolloutCommand) -> str:
+        """`prodline release promote|abort`: an operator steers the canary, through the release."""
+        canary = self._canary
+        assert canary is not None  # the validator refused otherwise
+        why = f" ({command.reason})" if command.reason else ""
+        self._board.event(f"{command.by} asks to {command.action.replace('_', ' ')}{why}", canary.stage.name)
+        canary.command = command
+        await workflow.wait_condition(lambda: canary.command is None)
+        return canary.handled
+
+    @rollout.validator
+    def _rollout_allowed(self, command: RolloutCommand) -> None:
+        canary = self._canary
+        if canary is None:
+            raise ApplicationError(f"the release has no canary in progress: it is {self._board.where()}")
+        if canary.stage.verify == "ssh" and command.action != "abort":
+            # A promote skips rules people would have to sign for; stopping is always allowed.
+            raise ApplicationError(
+                f"{canary.stage.name} needs signed decisions (verify: ssh): promoting would skip them; "
+                "approve the pause's approval with `prodline approve --key`, or abort"
+            )
+        refusal = canary.refusal(command)
+        if refusal:
+            raise ApplicationError(refusal)
 
     @workflow.run
     async def run(self, request: ReleaseRequest) -> ReleaseStatus:
@@ -293,6 +331,17 @@ class ReleaseWorkflow:
         except asyncio.CancelledError:
             status.phase = Phase.cancelled
             raise
+        if result.applied_digest:
+            self._applied.setdefault(stage.name, {})[step.name] = result.applied_digest
+        if step.spec.waits:
+            status.summary, status.output = result.summary, result.output
+            self._board.event(f"step {step.name} applied: {result.summary}; waiting until healthy", stage.name)
+            try:
+                progress = await self._settle(stage, step, result)
+            except (ReleaseStopped, asyncio.CancelledError) as stop:
+                status.phase = Phase.cancelled if isinstance(stop, asyncio.CancelledError) else Phase.failed
+                raise
+            result = result.model_copy(update={"summary": f"{result.summary}; {progress.message}".strip("; ")})
         status.phase, status.summary, status.output = Phase.succeeded, result.summary, result.output
         outputs = self._outputs.setdefault(stage.name, {})
         sensitive = self._sensitive.setdefault(stage.name, {})
@@ -304,15 +353,44 @@ class ReleaseWorkflow:
             self._output_digests.setdefault(stage.name, {})[result.outputs_key] = result.outputs_digest
         self._board.event(f"step {step.name} succeeded" + (f": {result.summary}" if result.summary else ""), stage.name)
 
+    async def _settle(self, stage: EnvironmentRun, step: Step, applied: StepResult) -> StepProgress:
+        """Wait until what the step applied is healthy: a separate activity, so a worker that
+        dies while waiting is replaced by one that waits again and applies nothing. A canary
+        is driven pause by pause (``canary.py``)."""
+        run = StepRun(context=self._step_context(stage), step=step, applied=applied)
+
+        async def call(activity: str, arg: StepRun | StepAction, summary: str, cleanup: bool) -> StepProgress:
+            return await self._step_activity(
+                activity, stage, step, summary, arg=arg, result_type=StepProgress, cleanup=cleanup
+            )
+
+        if not step.spec.drives_pauses:
+            return await call(WAIT_STEP, run, f"{stage.name}: {step.name} healthy?", False)
+        self._canary = Canary(stage, step, run, self._board, self._gates, call)
+        try:
+            return await self._canary.drive()
+        finally:
+            self._canary = None
+
     async def _step_activity(
-        self, activity: str, stage: EnvironmentRun, step: Step, summary: str, planned: StepResult | None = None
-    ) -> StepResult:
-        stop_if_cancelled()
+        self,
+        activity: str,
+        stage: EnvironmentRun,
+        step: Step,
+        summary: str,
+        planned: StepResult | None = None,
+        *,
+        arg: StepRun | StepAction | None = None,
+        result_type: type[T] = StepResult,  # type: ignore[assignment]  # the default matches the default arg
+        cleanup: bool = False,
+    ) -> T:
+        if not cleanup:  # a cleanup (aborting a canary) is what a cancelled release still does
+            stop_if_cancelled()
         try:
             return await workflow.execute_activity(
                 activity,
-                StepRun(context=self._step_context(stage), step=step, plan=planned),
-                result_type=StepResult,
+                arg or StepRun(context=self._step_context(stage), step=step, plan=planned),
+                result_type=result_type,
                 start_to_close_timeout=step.timeout,
                 heartbeat_timeout=step.heartbeat_timeout,
                 retry_policy=RetryPolicy(
@@ -378,6 +456,7 @@ class ReleaseWorkflow:
             bundle=self._plan.service_bundle.digest if self._plan.service_bundle else "",
             revision=self._plan.revision,
             parameters=stage.parameters,
+            applied=self._applied.get(stage.name, {}),
         )
         await workflow.execute_local_activity(
             RECORD_DEPLOYMENT,

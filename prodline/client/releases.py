@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from temporalio.client import (
     Client,
@@ -42,6 +42,7 @@ from prodline.contracts import (
     DECIDE_UPDATE,
     FAILURE_TYPES,
     RELEASE_WORKFLOW,
+    ROLLOUT_UPDATE,
     STATUS_QUERY,
     Decision,
     DecisionRecord,
@@ -49,12 +50,15 @@ from prodline.contracts import (
     Phase,
     ReleaseState,
     ReleaseStatus,
+    RolloutCommand,
     Verdict,
 )
 from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
 from prodline.identity.documents import DecisionDocument, Signed
 from prodline.workers.connect import connect, task_queue, ui_url
 from prodline.workflows import search_attributes as sa
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from prodline.config.release import ReleaseRequest
@@ -371,43 +375,63 @@ class ReleaseClient:
             comment=comment,
             signed=signed,
         )
-        handle = self.handle(target.release_id, target.run_id or None)
+        return await self._update(
+            target.release_id,
+            target.run_id,
+            DECIDE_UPDATE,
+            decision,
+            decision.request_id,
+            DecisionRecord,
+            "the decision",
+        )
+
+    async def steer(self, release_id: str, command: RolloutCommand) -> str:
+        """`release promote|abort`: the release acts on its canary and says what it did."""
+        outcome = await self.outcome(release_id)
+        if outcome.state.final:
+            raise WrongState(f"release {release_id} already {outcome.state.value}; there is no canary to steer")
+        what = "the " + command.action.replace("_", " ")
+        return await self._update(
+            release_id, outcome.description.run_id, ROLLOUT_UPDATE, command, uuid.uuid4().hex, str, what
+        )
+
+    async def _update(
+        self, release_id: str, run_id: str, name: str, arg: Any, update_id: str, result_type: type[T], what: str
+    ) -> T:
+        """Send an Update to the run the user was shown; a refusal or an ended release is said as such."""
+        handle = self.handle(release_id, run_id or None)
         try:
             async with asyncio.timeout(CONFIRM_SECONDS + 1):
                 return await handle.execute_update(
-                    DECIDE_UPDATE,
-                    decision,
-                    id=decision.request_id,
-                    result_type=DecisionRecord,
-                    rpc_timeout=timedelta(seconds=CONFIRM_SECONDS),
+                    name, arg, id=update_id, result_type=result_type, rpc_timeout=timedelta(seconds=CONFIRM_SECONDS)
                 )
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             raise Unavailable(
-                f"no worker judged the decision on {target.release_id} within {CONFIRM_SECONDS}s; it may still be "
-                f"once one runs (check `prodline release status {target.release_id}`)"
+                f"no worker took {what} on {release_id} within {CONFIRM_SECONDS}s; it may still be "
+                f"once one runs (check `prodline release status {release_id}`)"
             ) from None
         except WorkflowUpdateFailedError as exc:
-            # The release did not judge it: it ended meanwhile, or it refused the Update itself.
-            await self._raise_if_ended(target)
+            # The release did not take it: it ended meanwhile, or it refused the Update itself.
+            await self._raise_if_ended(release_id, run_id)
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            raise WrongState(f"release {target.release_id} did not take the decision: {message}") from None
+            raise WrongState(f"release {release_id} did not take {what}: {message}") from None
         except RPCError as exc:
             if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
                 raise  # Temporal unreachable or refusing: reported as such
-            await self._raise_if_ended(target)
-            raise WrongState(f"release {target.release_id} is no longer running: {exc.message}") from None
+            await self._raise_if_ended(release_id, run_id)
+            raise WrongState(f"release {release_id} is no longer running: {exc.message}") from None
 
-    async def _raise_if_ended(self, target: DecisionTarget) -> None:
+    async def _raise_if_ended(self, release_id: str, run_id: str) -> None:
         """Say how the release ended (or that another run replaced the one shown), if it did."""
-        outcome = await self.outcome(target.release_id)
+        outcome = await self.outcome(release_id)
         if outcome.state.final or not outcome.running:
             raise WrongState(
-                f"release {target.release_id} already {outcome.state.value}; there is nothing to decide"
+                f"release {release_id} already {outcome.state.value}; there is nothing to decide"
             ) from None
-        if target.run_id and outcome.description.run_id != target.run_id:
+        if run_id and outcome.description.run_id != run_id:
             raise WrongState(
-                f"release {target.release_id} was started again (run {outcome.description.run_id}) since you "
+                f"release {release_id} was started again (run {outcome.description.run_id}) since you "
                 "looked; look again and decide on the new run"
             ) from None
 

@@ -32,21 +32,28 @@ from temporalio.worker import Worker
 from prodline.activities.ledger import LedgerActivities
 from prodline.config.release import ReleasePlan, ReleaseRequest
 from prodline.contracts import (
+    ABORT_STEP,
     APPLY_STEP,
     EVALUATE_RULE,
     FAILURE_TYPES,
     FETCH_STEP,
     PLAN_STEP,
+    PROMOTE_STEP,
     RESOLVE_RELEASE,
+    ROLLOUT_UPDATE,
     STALE_PLAN,
+    WAIT_STEP,
     Decision,
     DecisionRecord,
     DeploymentRecord,
     Outcome,
     ReleaseState,
     ReleaseStatus,
+    RolloutCommand,
     RuleResult,
     RuleRun,
+    StepAction,
+    StepProgress,
     StepResult,
     StepRun,
     Verdict,
@@ -79,12 +86,13 @@ def stale(reason: str = "the approved plan is stale: the state changed after it 
 
 
 # An answer: a result, an exception to raise, or a coroutine function whose result is the answer.
-Answer = RuleResult | StepResult | BaseException | Callable[[], Awaitable[Any]]
+Answer = RuleResult | StepResult | StepProgress | BaseException | Callable[[], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
 class Call:
-    """One activity the workflow ran: ``plan``, ``apply``, ``fetch`` or ``evaluate``, where, of what."""
+    """One activity the workflow ran (``plan``, ``apply``, ``fetch``, ``wait``, ``promote``, ``abort`` or
+    ``evaluate``), where, of what."""
 
     action: str
     environment: str
@@ -103,9 +111,10 @@ class Script:
         self.calls: list[Call] = []
         self._answers: dict[tuple[str, str, str], list[Answer]] = {}
         self._asked: dict[tuple[str, str, str], int] = {}
+        self.actions: list[StepAction] = []  # what promote and abort were asked, in order
 
     def on(self, action: str, name: str, *answers: Answer, environment: str = "*") -> Script:
-        assert action in ("plan", "apply", "fetch", "evaluate") and answers
+        assert action in ("plan", "apply", "fetch", "wait", "promote", "abort", "evaluate") and answers
         self._answers[(action, environment, name)] = list(answers)
         return self
 
@@ -150,6 +159,24 @@ class Script:
     async def fetch_step(self, run: StepRun) -> StepResult:
         default = StepResult(summary="in sync", changed=False)
         return await self._answer("fetch", run.context.environment, run.step.name, default)
+
+    @activity.defn(name=WAIT_STEP)
+    async def wait_step(self, run: StepRun) -> StepProgress:
+        return await self._answer(
+            "wait", run.context.environment, run.step.name, StepProgress(done=True, message="healthy")
+        )
+
+    @activity.defn(name=PROMOTE_STEP)
+    async def promote_step(self, action: StepAction) -> StepProgress:
+        self.actions.append(action)
+        default = StepProgress(message="promoted")
+        return await self._answer("promote", action.run.context.environment, action.run.step.name, default)
+
+    @activity.defn(name=ABORT_STEP)
+    async def abort_step(self, action: StepAction) -> StepProgress:
+        self.actions.append(action)
+        default = StepProgress(message="aborted")
+        return await self._answer("abort", action.run.context.environment, action.run.step.name, default)
 
     @activity.defn(name=EVALUATE_RULE)
     async def evaluate_rule(self, run: RuleRun) -> RuleResult:
@@ -259,6 +286,11 @@ class Running:
         )
         return await self.handle.execute_update(ReleaseWorkflow.decision, decision)
 
+    async def steer(self, action: str, by: str = "ops", reason: str = "") -> str:
+        """`prodline release promote|abort`: the rollout Update, answered with what was done."""
+        command = RolloutCommand(action=action, by=by, reason=reason)  # type: ignore[arg-type]  # tests pass any
+        return await self.handle.execute_update(ROLLOUT_UPDATE, command, result_type=str)
+
     async def saw(self, event_type: EventType.ValueType) -> None:
         """Until the release's history holds an event of this type (``EventType.EVENT_TYPE_...``)."""
         for _ in range(500):
@@ -306,6 +338,9 @@ class Releases:
             script.plan_step,
             script.apply_step,
             script.fetch_step,
+            script.wait_step,
+            script.promote_step,
+            script.abort_step,
             script.evaluate_rule,
             planned.resolver(),
             LedgerActivities(self.client).record_deployment,
