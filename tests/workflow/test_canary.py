@@ -207,5 +207,3 @@ async def test_an_unhealthy_rollout_fails_the_release_with_the_controllers_messa
     assert script.count("wait", "web") == 1  # not retried: it cannot get better by waiting
     assert script.count("evaluate", "smoke") == 0
     assert done.steps("production") == {"web": "failed"}
-
-
