@@ -359,6 +359,9 @@ def test_the_seed_example_validates_fits_in_42_lines_and_is_the_one_in_the_readm
     assert production.environment.verify == "ssh" and project.application.signed_starts
     assert sorted(project.application.people) == ["alice", "bob"]
     assert production.checks[0].kind == "alerts" and production.checks[0].watch_for == timedelta(minutes=5)
+    # The service deploys its existing manifest with the kubernetes step, the release's image set in it.
+    assert [s.kind for s in project.service.steps] == ["kubernetes"]
+    assert project.service.steps[0].kubernetes.images == {"checkout": "{{ params.image }}"}
 
 
 def test_a_config_error_is_invalid_input_with_exit_code_2(tmp_path):
