@@ -375,3 +375,207 @@ def test_a_rollout_walks_to_the_pause_then_promote_continues_and_abort_degrades(
         back = walk(kube, body, 2)[-1]
         assert (back["phase"], back["currentStepIndex"], back["stableRS"]) == ("Healthy", 4, stable)
         assert "abort" not in back
+
+
+def test_a_broken_canary_degrades_with_progress_deadline_exceeded(tmp_path: Path) -> None:
+    with make_kube(tmp_path, preinstalled_crds=["rollouts.argoproj.io"], deadline_after=3) as kube:
+        body = rollout()
+        kube.apply(body)
+        stable = walk(kube, body, 2)[-1]["stableRS"]
+        kube.apply(rollout(image="app:bad"))
+        statuses = walk(kube, body, 4)
+        assert [s["phase"] for s in statuses[1:]] == ["Progressing", "Progressing", "Degraded"]
+        assert statuses[-1]["message"].startswith('ProgressDeadlineExceeded: ReplicaSet "shop-')
+        assert statuses[-1]["currentStepIndex"] == 0 and statuses[-1]["stableRS"] == stable
+
+
+def test_promote_full_skips_the_remaining_steps_and_a_timed_pause_ends_by_itself(tmp_path: Path) -> None:
+    with make_kube(tmp_path, preinstalled_crds=["rollouts.argoproj.io"]) as kube:
+        body = rollout(steps=[{"pause": {"duration": "1m"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 80}])
+        kube.apply(body)
+        walk(kube, body, 2)
+        kube.apply({**body, "spec": {**body["spec"], "template": rollout(image="app:2")["spec"]["template"]}})
+        timed, moved_on, weighted, paused = walk(kube, body, 5)[1:]
+        assert (timed["phase"], timed["currentStepIndex"]) == ("Paused", 0)
+        assert (moved_on["phase"], moved_on["currentStepIndex"]) == ("Progressing", 1)
+        assert weighted["currentStepIndex"] == 2
+        assert (paused["phase"], paused["currentStepIndex"]) == ("Paused", 2)
+        kube.status_patch(body, {"promoteFull": True})
+        done = kube.read(body)["status"]
+        assert (done["phase"], done["currentStepIndex"], done["stableRS"]) == ("Healthy", 4, done["currentPodHash"])
+        assert "pauseConditions" not in done and "promoteFull" not in done
+
+
+def test_retry_after_abort_walks_the_steps_again(tmp_path: Path) -> None:
+    with make_kube(tmp_path, preinstalled_crds=["rollouts.argoproj.io"]) as kube:
+        body = rollout()
+        kube.apply(body)
+        walk(kube, body, 2)
+        kube.apply(rollout(image="app:2"))
+        walk(kube, body, 3)
+        kube.status_patch(body, {"abort": True})
+        assert kube.read(body)["status"]["phase"] == "Degraded"
+        kube.status_patch(body, {"abort": False})  # kubectl argo rollouts retry
+        again = walk(kube, body, 2)
+        assert [(s["phase"], s["currentStepIndex"]) for s in again] == [("Progressing", 1), ("Paused", 1)]
+
+
+# -- other workloads ---------------------------------------------------------------------------------
+
+
+def statefulset(image: str = "db:1", replicas: int = 3, strategy: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "serviceName": "db",
+        "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": image}]}},
+    }
+    if strategy is not None:
+        spec["updateStrategy"] = strategy
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def test_statefulset_defaults_follow_set_defaults_statefulset(kube: Kube) -> None:
+    omitted = kube.apply(statefulset())
+    assert omitted["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+    explicit = statefulset(strategy={"type": "RollingUpdate"})
+    explicit["metadata"]["name"] = "db2"
+    explicit = kube.apply(explicit)
+    assert explicit["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+
+
+def test_a_partitioned_statefulset_updates_only_the_ordinals_above_the_partition(kube: Kube) -> None:
+    body = statefulset()
+    kube.apply(body)
+    ready = walk(kube, body, 3)[-1]
+    assert (ready["readyReplicas"], ready["updatedReplicas"]) == (3, 3)
+    assert ready["currentRevision"] == ready["updateRevision"]
+    kube.apply(statefulset(image="db:2", strategy={"rollingUpdate": {"partition": 2}}))
+    rolling, rolled = walk(kube, body, 3)[1:]
+    assert rolling["updatedReplicas"] == 0 and rolling["updateRevision"] != ready["updateRevision"]
+    assert (rolled["readyReplicas"], rolled["updatedReplicas"]) == (3, 1)
+    assert rolled["currentRevision"] == ready["currentRevision"]  # two pods held back on the old revision
+
+
+def test_a_daemonset_runs_on_three_nodes(kube: Kube) -> None:
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "agent", "image": "agent:1"}]},
+            },
+        },
+    }
+    created = kube.apply(body)
+    assert created["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    observed, done = walk(kube, body, 3)[1:]
+    assert (observed["desiredNumberScheduled"], observed["numberAvailable"]) == (3, 0)
+    assert (done["updatedNumberScheduled"], done["numberAvailable"]) == (3, 3)
+
+
+# -- plain CRUD, injected errors -----------------------------------------------------------------------
+
+
+def configmap(data: dict[str, str], name: str = "settings") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": data}
+
+
+def test_create_replace_delete_and_their_errors(kube: Kube) -> None:
+    resource = kube.res("v1", "ConfigMap")
+    created = resource.create(body=configmap({"a": "1"}), namespace="default").to_dict()
+    with pytest.raises(ApiException) as excinfo:
+        resource.create(body=configmap({"a": "1"}), namespace="default")
+    assert (status_code(excinfo), message(excinfo)) == (409, 'configmaps "settings" already exists')
+
+    replaced = resource.replace(body={**created, "data": {"b": "2"}}, namespace="default").to_dict()
+    assert replaced["data"] == {"b": "2"}
+    with pytest.raises(ApiException) as excinfo:  # the resourceVersion it read is stale now
+        resource.replace(body={**created, "data": {"c": "3"}}, namespace="default")
+    assert status_code(excinfo) == 409
+
+    resource.delete(name="settings", namespace="default", dry_run="All")
+    assert kube.cluster.get("v1", "ConfigMap", "settings") is not None
+    resource.delete(name="settings", namespace="default")
+    assert kube.cluster.get("v1", "ConfigMap", "settings") is None
+    with pytest.raises(ApiException) as excinfo:
+        resource.get(name="settings", namespace="default")
+    assert (status_code(excinfo), message(excinfo)) == (404, 'configmaps "settings" not found')
+
+
+def test_apply_removes_what_the_manager_stopped_applying_and_keeps_what_others_set(kube: Kube) -> None:
+    kube.apply(configmap({"a": "1", "b": "2"}))
+    kube.cluster.edit("v1", "ConfigMap", "settings", "default", lambda o: o["data"].update(drift="x"))
+    applied = kube.apply(configmap({"a": "1"}))
+    assert applied["data"] == {"a": "1", "drift": "x"}
+
+
+def test_labels_select_what_a_list_returns(kube: Kube) -> None:
+    for name, labels in (("a", {"app": "shop", "tier": "web"}), ("b", {"app": "shop"}), ("c", {"app": "other"})):
+        body = configmap({}, name)
+        body["metadata"]["labels"] = labels
+        kube.apply(body)
+    resource = kube.res("v1", "ConfigMap")
+
+    def names(selector: str) -> list[str]:
+        return [item.metadata.name for item in resource.get(namespace="default", label_selector=selector).items]
+
+    assert names("app=shop") == ["a", "b"]
+    assert names("app=shop,tier") == ["a"]
+    assert names("app!=shop") == ["c"]
+    assert names("!tier") == ["b", "c"]
+    assert names("app in (other, shop),tier notin (web)") == ["b", "c"]
+
+
+def test_json_patch_and_strategic_merge_patch(kube: Kube) -> None:
+    kube.apply(configmap({"a": "1"}))
+    resource = kube.res("v1", "ConfigMap")
+    patched = resource.patch(
+        body=[{"op": "add", "path": "/data/b", "value": "2"}, {"op": "remove", "path": "/data/a"}],
+        name="settings",
+        namespace="default",
+        content_type="application/json-patch+json",
+    ).to_dict()
+    assert patched["data"] == {"b": "2"}
+    patched = resource.patch(body={"data": {"c": "3", "b": None}}, name="settings", namespace="default").to_dict()
+    assert patched["data"] == {"c": "3"}
+    assert kube.cluster.count("PATCH", content_type="strategic-merge-patch") == 1
+
+
+def test_fail_next_answers_with_an_error_status_then_recovers(kube: Kube) -> None:
+    kube.cluster.fail_next("PATCH", "/deployments/web", 500, "etcd is sad", times=2)
+    for _ in range(2):
+        with pytest.raises(ApiException) as excinfo:
+            kube.apply(deployment())
+        assert (status_code(excinfo), message(excinfo)) == (500, "etcd is sad")
+        assert json.loads(excinfo.value.body or "{}")["reason"] == "InternalError"
+    assert kube.apply(deployment())["metadata"]["generation"] == 1
+    assert kube.cluster.count("PATCH", path_contains="/deployments/web") == 3
+
+
+def test_typed_api_apply_and_dry_run(kube: Kube) -> None:
+    apps = AppsV1Api(kube.api)
+    preview = apps.patch_namespaced_deployment(
+        "web",
+        "default",
+        deployment(),
+        field_manager=MANAGER,
+        force=True,
+        dry_run="All",
+        _content_type="application/apply-patch+yaml",
+    )
+    assert preview.spec.replicas == 1
+    assert kube.cluster.get("apps/v1", "Deployment", "web") is None
+    apps.patch_namespaced_deployment(
+        "web", "default", deployment(), field_manager=MANAGER, force=True, _content_type="application/apply-patch+yaml"
+    )
+    assert kube.cluster.get("apps/v1", "Deployment", "web") is not None
+    assert kube.cluster.count("PATCH", dry_run=True) == 1 and kube.cluster.count("PATCH", dry_run=False) == 1
