@@ -241,6 +241,13 @@ def test_status_is_written_only_through_the_status_subresource(kube: Kube) -> No
     assert stored["metadata"]["generation"] == 1
 
     resource = kube.res("apps/v1", "Deployment")
+    through_main = resource.patch(
+        body={"status": {"readyReplicas": 1}},
+        name="web",
+        namespace="default",
+        content_type="application/merge-patch+json",
+    ).to_dict()
+    assert through_main["status"]["readyReplicas"] == 7  # ignored on the main resource
     resource.status.patch(
         body={"spec": {"replicas": 9}, "status": {"readyReplicas": 8}},
         name="web",
@@ -579,3 +586,18 @@ def test_typed_api_apply_and_dry_run(kube: Kube) -> None:
     )
     assert kube.cluster.get("apps/v1", "Deployment", "web") is not None
     assert kube.cluster.count("PATCH", dry_run=True) == 1 and kube.cluster.count("PATCH", dry_run=False) == 1
+
+
+def test_deleting_a_crd_takes_its_resources_out_of_discovery(tmp_path: Path) -> None:
+    with make_kube(tmp_path, preinstalled_crds=["rollouts.argoproj.io"]) as kube:
+        kube.apply(rollout())
+        kube.res("apiextensions.k8s.io/v1", "CustomResourceDefinition").delete(name="rollouts.argoproj.io")
+        assert kube.cluster.objects("Rollout") == []
+        kube.dyn.resources.invalidate_cache()
+        with pytest.raises(ResourceNotFoundError):
+            kube.res("argoproj.io/v1alpha1", "Rollout")
+
+
+def test_an_unknown_preinstalled_crd_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"known: rollouts\.argoproj\.io"):
+        FakeCluster(preinstalled_crds=["widgets.example.com"])

@@ -34,6 +34,17 @@ What it implements
 * Controllers for Deployment, StatefulSet, DaemonSet, CRD and Argo Rollout (canary) status,
   advanced one tick per GET of the object: deterministic, no timers (see ``controller``).
 
+Test helpers (none of them go through HTTP, none is logged, none ticks a controller but ``tick``)
+-------------------------------------------------------------------------------------------------
+``url``; ``kubeconfig(path, context="fake", namespace="default")``; ``requests`` (a list of
+:class:`Request`: method, path, query, content_type, body, dry_run) and ``count(method,
+path_contains=, dry_run=, content_type=)`` (substring matches); ``get(api_version, kind,
+name, namespace)``, ``objects(kind)``; ``put(obj)`` (as if someone else made it: server
+fields and defaults set, status kept, the namespace need not exist); ``edit(api_version,
+kind, name, namespace, fn)`` (drift); ``fail_next(method, path_contains, status, message,
+times)`` (an error Status, reason from the code); ``tick(api_version, kind, name,
+namespace, times)``.
+
 How it differs from a real API server (deliberately)
 ----------------------------------------------------
 * Server-side apply is per manager and simplified: the fields a manager applied last time
@@ -50,7 +61,10 @@ How it differs from a real API server (deliberately)
   CRD's names are checked. Secrets' ``stringData`` is not folded into ``data``.
 * No Pods, ReplicaSets, AnalysisRuns or nodes behind the status: status is the controllers'
   story told tick by tick (a DaemonSet always has 3 nodes).
-* ``put``/``edit``/``get``/``objects``/``tick`` reach into the store directly and are not logged.
+* ``Status.details.kind`` is the resource (``deployments``) for NotFound/AlreadyExists/Conflict,
+  as the real server writes it, and the Kind for Invalid.
+* Discovery is only the legacy APIGroupList/APIResourceList (no aggregated discovery, no
+  OpenAPI); ``/version`` says v1.31.0-fake.
 """
 
 from .server import ApiError, FakeCluster, Request, label_selector_matches

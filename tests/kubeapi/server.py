@@ -277,6 +277,8 @@ class FakeCluster:
 
     def kubeconfig(self, path: Path, context: str = "fake", namespace: str = "default") -> Path:
         """Write a kubeconfig (no auth, ``server: url``) whose current-context is ``context``."""
+        if not self.url:
+            raise RuntimeError("start the FakeCluster (use it as a context manager) before writing its kubeconfig")
         config = {
             "apiVersion": "v1",
             "kind": "Config",
