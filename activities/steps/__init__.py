@@ -31,7 +31,9 @@ from ..registry import by_declared_model
 from ..workspace import attempt_workspace
 from .base import StepRunner
 from .command import CommandRunner
+from .kubernetes import KubernetesRunner
 from .pulumi import PulumiRunner
+from .rollout import RolloutRunner
 from .terraform import TerraformRunner
 
 
@@ -40,7 +42,7 @@ def by_kind(runners: list[StepRunner[Any]]) -> dict[str, StepRunner[Any]]:
     return by_declared_model(runners, step_kinds(), "step kind (a field of Step)")
 
 
-RUNNERS = by_kind([CommandRunner(), TerraformRunner(), PulumiRunner()])
+RUNNERS = by_kind([CommandRunner(), TerraformRunner(), PulumiRunner(), KubernetesRunner(), RolloutRunner()])
 
 
 def _runner(run: StepRun) -> StepRunner[Any]:

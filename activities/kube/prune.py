@@ -1,0 +1,136 @@
+"""Pruning with ApplySet (KEP-3659) labels: what kubectl's ``--applyset`` would delete, and only that.
+
+A step with ``prune: true`` owns an ApplySet whose parent is a Secret in the
+step's namespace (``prodline-<service>-<step>``). Every object it applies
+carries ``applyset.kubernetes.io/part-of=<id>``; the parent lists the kinds
+(``contains-group-kinds``) and the other namespaces its members live in, so
+both prodline and ``kubectl`` can find the members again.
+
+- Before members are applied, the parent is widened to the union of the kinds
+  and namespaces it listed and the new set's (a member is never unlisted, even
+  when the apply dies half way).
+- After every apply and health check passed, members whose UID was not
+  applied this time are deleted (never a Namespace or a CRD: their deletion
+  takes everything in them with it), and the parent narrows to the new set.
+
+Objects without the label are never touched, whoever made them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .api import Api
+from .manifests import (
+    GROUP_KINDS_ANNOTATION,
+    NAMESPACES_ANNOTATION,
+    PART_OF_LABEL,
+    applyset_id,
+    group_kind,
+    group_kinds,
+    object_identity,
+    parent_secret,
+)
+
+Obj = dict[str, Any]
+
+# Deleting these deletes what is in them (every object of a namespace, every custom resource).
+NEVER_PRUNED = frozenset({"Namespace", "CustomResourceDefinition"})
+
+
+@dataclass(frozen=True)
+class ApplySet:
+    """One step's set: its parent Secret and the ID its members are labelled with."""
+
+    name: str
+    namespace: str
+
+    @classmethod
+    def of(cls, service: str, step: str, namespace: str) -> ApplySet:
+        return cls(_dns_name(f"prodline-{service}-{step}"), namespace)
+
+    @property
+    def id(self) -> str:
+        return applyset_id(self.name, self.namespace)
+
+    @property
+    def selector(self) -> str:
+        return f"{PART_OF_LABEL}={self.id}"
+
+    def parent(self, members: Sequence[Obj]) -> Obj:
+        """The parent Secret listing ``members``' kinds and namespaces."""
+        return parent_secret(
+            self.name, self.namespace, self.id, group_kinds(members), additional_namespaces=_namespaces(members)
+        )
+
+    def listed(self, api: Api) -> tuple[list[str], list[str]]:
+        """The kinds and namespaces the live parent lists (none when there is no parent yet)."""
+        live = api.get(self.parent([]))
+        annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+        return _split(annotations.get(GROUP_KINDS_ANNOTATION)), _split(annotations.get(NAMESPACES_ANNOTATION))
+
+    def widen(self, api: Api, members: Sequence[Obj]) -> None:
+        """Write the parent listing what it listed plus ``members`` (before they are applied)."""
+        kinds, namespaces = self.listed(api)
+        parent = self.parent(members)
+        annotations = parent["metadata"]["annotations"]
+        annotations[GROUP_KINDS_ANNOTATION] = ",".join(sorted({*kinds, *group_kinds(members)}))
+        extra = sorted({*namespaces, *_namespaces(members)} - {self.namespace})
+        if extra:
+            annotations[NAMESPACES_ANNOTATION] = ",".join(extra)
+        api.apply(parent)
+
+    def narrow(self, api: Api, members: Sequence[Obj]) -> None:
+        """Write the parent listing exactly ``members`` (after the others were pruned)."""
+        api.apply(self.parent(members))
+
+    def leftovers(self, api: Api, members: Sequence[Obj], kept_uids: Iterable[str] | None = None) -> list[Obj]:
+        """Live members of the set that are not in ``members`` (by UID when ``kept_uids`` is given,
+        else by identity), in the kinds and namespaces the parent and ``members`` list; never
+        Namespaces or CRDs."""
+        kinds, namespaces = self.listed(api)
+        kinds = sorted({*kinds, *group_kinds(members)} - {group_kind(m) for m in members if m["kind"] in NEVER_PRUNED})
+        where = sorted({self.namespace, *namespaces, *_namespaces(members)})
+        uids = set(kept_uids) if kept_uids is not None else None
+        wanted = {object_identity(m) for m in members}
+        found: list[Obj] = []
+        for kind in kinds:
+            if kind.partition(".")[0] in NEVER_PRUNED:
+                continue
+            served = api.served_version(kind)
+            if served is None:
+                continue  # the kind is gone from the cluster, and its objects with it
+            api_version, namespaced = served
+            for namespace in where if namespaced else [None]:
+                for live in api.list(api_version, kind.partition(".")[0], self.selector, namespace):
+                    uid = (live.get("metadata") or {}).get("uid")
+                    kept = uid in uids if uids is not None else object_identity(live) in wanted
+                    if not kept:
+                        found.append(live)
+        return found
+
+    def prune(self, api: Api, members: Sequence[Obj], kept_uids: Iterable[str]) -> list[Obj]:
+        """Delete the set's members whose UID was not applied this time; narrow the parent. The
+        objects deleted (those already gone included)."""
+        gone = self.leftovers(api, members, kept_uids)
+        for obj in gone:
+            api.delete(obj)
+        self.narrow(api, members)
+        return gone
+
+
+def _namespaces(members: Iterable[Obj]) -> list[str]:
+    return sorted({ns for m in members if (ns := (m.get("metadata") or {}).get("namespace"))})
+
+
+def _split(value: str | None) -> list[str]:
+    return [part for part in (value or "").split(",") if part]
+
+
+def _dns_name(text: str) -> str:
+    """A valid object name: lower case, [a-z0-9-], at most 253 characters."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return name[:253].rstrip("-") or "prodline"

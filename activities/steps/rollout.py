@@ -1,0 +1,213 @@
+"""The ``rollout`` step: an Argo Rollouts canary, applied like ``kubernetes``, then driven pause by pause.
+
+Plan, apply and fetch are the ``kubernetes`` step's (the Rollout is one more
+object of the set). Then:
+
+* **wait** polls the Rollout (``spec.rollout``, or the one Rollout of the set)
+  and returns when it is held at a ``pause: {}`` step (which pause, its step
+  index and pod hash: what promote will insist on) or Healthy and fully
+  promoted; then the set's other workloads are waited for like the kubernetes
+  step's, and leftovers pruned. Degraded (aborted, progress deadline, invalid
+  spec) is ``Unhealthy`` with Argo's message.
+* **promote** is ``kubectl argo rollouts promote [--full]``: a merge patch of
+  the status subresource (the main resource when the API has no ``/status``,
+  as the plugin falls back), then ``spec.paused: false`` if set; only while the
+  Rollout is still held at the pause the workflow saw, so a step that is
+  running is never skipped. The patch carries the resourceVersion it was built
+  from: a 409 means the Rollout moved, so it is read and checked again.
+* **abort** is ``kubectl argo rollouts abort``: ``status.abort: true``.
+
+Both are idempotent: a Rollout already past the pause (an earlier attempt
+promoted it and died) is not patched again, nor is an aborted one aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
+
+from prodline.config.steps import KubernetesStep, RolloutStep
+from prodline.contracts import UNHEALTHY, StepAction, StepProgress, StepRun
+
+from ..kube.api import UNAVAILABLE, http_status
+from ..kube.canary import (
+    CANARY_PAUSE_STEP,
+    CanaryPosition,
+    NotAtPause,
+    abort_patch,
+    canary_position,
+    promote_patch,
+    rollout_phase,
+    rollout_progress,
+    spec_unpause_patch,
+    to_progress,
+)
+from ..kube.health import WAITED_KINDS, Unhealthy
+from ..kube.manifests import object_key
+from .kubernetes import (
+    KubernetesRunner,
+    Obj,
+    Session,
+    config_error,
+    heartbeat,
+    in_thread,
+    progress_details,
+    unhealthy_error,
+)
+
+ROLLOUT = "Rollout"
+# Error type of a promote refused because the Rollout is no longer where the workflow saw it.
+NOT_AT_PAUSE = "NotAtPause"
+CONFLICT_RETRIES = 5  # re-reads after a 409 (the controller wrote the Rollout meanwhile)
+
+
+class RolloutRunner(KubernetesRunner):
+    spec_type = RolloutStep
+
+    def rollout_of(self, run: StepRun, spec: KubernetesStep, objs: Sequence[Obj]) -> Obj:
+        """The Rollout the step drives: ``rollout:``, else the one Rollout among its objects."""
+        name = spec.rollout if isinstance(spec, RolloutStep) else None
+        rollouts = [o for o in objs if o.get("kind") == ROLLOUT and o.get("apiVersion", "").startswith("argoproj.io/")]
+        if name is not None:
+            named = [o for o in rollouts if o["metadata"]["name"] == name]
+            if not named:
+                found = ", ".join(o["metadata"]["name"] for o in rollouts) or "none"
+                raise config_error(
+                    f"step {run.step.name}: rollout.rollout names {name!r}; Rollouts in the set: {found}"
+                )
+            return named[0]
+        if len(rollouts) != 1:
+            found = ", ".join(o["metadata"]["name"] for o in rollouts)
+            raise config_error(
+                f"step {run.step.name}: the manifests have {len(rollouts)} Rollouts{f' ({found})' if found else ''}; "
+                "name the one to drive in rollout.rollout"
+                if rollouts
+                else f"step {run.step.name}: the manifests have no Rollout (argoproj.io/v1alpha1); add one, "
+                "or use a kubernetes step"
+            )
+        return rollouts[0]
+
+    async def _target(self, run: StepRun, spec: KubernetesStep) -> tuple[Session, list[Obj], Obj]:
+        session = await self.session(run, spec)
+        objs = await in_thread(lambda: self.applied_objects(run))
+        return session, objs, self.rollout_of(run, spec, objs)
+
+    # --- wait -------------------------------------------------------------------------------
+
+    async def wait(self, run: StepRun, spec: KubernetesStep) -> StepProgress:
+        session, objs, rollout = await self._target(run, spec)
+        details = progress_details("waiting for the Rollout")
+        interval = spec.poll_interval.total_seconds()
+        while True:
+            live = await in_thread(lambda: _read(session, rollout), details)
+            try:
+                progress = rollout_progress(live)
+            except Unhealthy as exc:
+                raise unhealthy_error(session, exc) from None
+            if progress.paused:
+                return progress
+            if progress.done:
+                break
+            details.update(progress.model_dump())
+            heartbeat(details)
+            await asyncio.sleep(interval)  # a cancelled activity stops here
+        others = [o for o in objs if o["kind"] in WAITED_KINDS]
+        message = progress.message
+        if others:
+            message += "; " + await self.wait_healthy(session, others)
+        done = await self.finish(session, objs, message)
+        return progress.model_copy(update={"message": done.message})
+
+    # --- promote and abort ------------------------------------------------------------------
+
+    async def promote(self, action: StepAction, spec: KubernetesStep) -> StepProgress:
+        session, _, rollout = await self._target(action.run, spec)
+        return await in_thread(lambda: self._promote(session, rollout, action))
+
+    def _promote(self, session: Session, rollout: Obj, action: StepAction) -> StepProgress:
+        for _ in range(CONFLICT_RETRIES):
+            live = _read(session, rollout)
+            at = None if action.full else action.at
+            if at is not None and _already_past(canary_position(live), at):
+                return _progress(live)  # promoted by an earlier attempt (or the operator)
+            try:
+                patch = promote_patch(live, at, action.full)
+            except NotAtPause as exc:
+                raise ApplicationError(
+                    f"step {action.run.step.name}: {exc}", type=NOT_AT_PAUSE, non_retryable=True
+                ) from None
+            if patch is not None and not _patched(session, live, patch):
+                continue  # 409: it changed since it was read; read and check again
+            unpause = spec_unpause_patch(live)
+            if unpause is not None:
+                session.api.merge_patch(live, unpause)
+            return _progress(_read(session, rollout))
+        raise _conflicts(action.run, "promote")
+
+    async def abort(self, action: StepAction, spec: KubernetesStep) -> StepProgress:
+        session, _, rollout = await self._target(action.run, spec)
+        return await in_thread(lambda: self._abort(session, rollout, action))
+
+    def _abort(self, session: Session, rollout: Obj, action: StepAction) -> StepProgress:
+        for _ in range(CONFLICT_RETRIES):
+            live = _read(session, rollout)
+            if canary_position(live).aborted:
+                return _progress(live)
+            if _patched(session, live, abort_patch(live)):
+                return _progress(_read(session, rollout))
+        raise _conflicts(action.run, "abort")
+
+
+def _read(session: Session, rollout: Obj) -> Obj:
+    live = session.api.get(rollout)
+    if live is None:
+        raise ApplicationError(
+            f"step {session.run.step.name}: {object_key(rollout)} is gone from the cluster",
+            type=UNHEALTHY,
+            non_retryable=True,
+        )
+    return live
+
+
+def _patched(session: Session, live: Obj, patch: dict[str, Any]) -> bool:
+    """Merge-patch the Rollout's status (its main resource where there is no /status); False on a 409."""
+    try:
+        session.api.merge_patch(live, patch, status=True)
+    except ApplicationError as exc:
+        status = http_status(exc)
+        if status == 409:
+            return False
+        if status != 404:
+            raise
+        try:
+            session.api.merge_patch(live, patch)
+        except ApplicationError as again:
+            if http_status(again) == 409:
+                return False
+            raise
+    return True
+
+
+def _already_past(position: CanaryPosition, at: StepProgress) -> bool:
+    """Whether the canary went on from the pause ``at`` (same pod hash): a later step, fully
+    promoted, or the pause lifted and the controller not yet moved on."""
+    if position.pod_hash != at.pod_hash or position.aborted:
+        return False
+    if position.fully_promoted or position.current_step_index > at.step_index:
+        return True
+    return position.current_step_index == at.step_index and CANARY_PAUSE_STEP not in position.pause_reasons
+
+
+def _progress(live: Obj) -> StepProgress:
+    """Where it stands, without raising for Degraded (an abort's result is Degraded)."""
+    return to_progress(canary_position(live), rollout_phase(live))
+
+
+def _conflicts(run: StepRun, what: str) -> ApplicationError:
+    return ApplicationError(
+        f"step {run.step.name}: the Rollout kept changing while trying to {what} it; trying again",
+        type=UNAVAILABLE,
+    )
