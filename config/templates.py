@@ -8,6 +8,7 @@ at run time, rather than silently rendering as an empty string.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -58,11 +59,24 @@ def unknown_names(value: Any, known: Iterable[str], prefixes: Iterable[str] = ()
     )
 
 
-def render(text: str, context: Mapping[str, str]) -> str:
-    """Substitute ``{{ name }}`` fields; raise :class:`TemplateError` on unknown names."""
+# The first part of every name prodline provides. Manifests may hold other tools' templates
+# (Argo Rollouts' `{{args.service-name}}` in an AnalysisTemplate): those are left for them.
+PRODLINE_ROOTS = frozenset((*BUILTIN_NAMES, "params", "steps"))
+
+
+def render(text: str, context: Mapping[str, str], *, foreign_ok: bool = False) -> str:
+    """Substitute ``{{ name }}`` fields; raise :class:`TemplateError` on unknown names. With
+    ``foreign_ok``, names that are not prodline's at all (another tool's) are left as they are."""
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
+        root = name.split(".")[0]
+        if foreign_ok and root not in PRODLINE_ROOTS:
+            close = difflib.get_close_matches(root, PRODLINE_ROOTS, n=1, cutoff=0.8)
+            if not close:
+                return match.group(0)
+            # `{{ param.image }}` is a typo of ours, not another tool's template.
+            raise TemplateError(f"unknown template name {{{{ {name} }}}}; did you mean {close[0]}?")
         if name not in context:
             raise TemplateError(f"unknown template name {{{{ {name} }}}}; known: {', '.join(sorted(context))}")
         return str(context[name])

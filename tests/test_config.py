@@ -570,3 +570,19 @@ def test_an_application_that_lists_its_services_refuses_any_other(tmp_path):
         tmp_path, app=APP.replace("application: shop\n", "application: shop\nservices: [cart, checkout]\n", 1)
     )
     assert load_project(listed).service.service == "checkout"
+
+
+def test_manifests_keep_other_tools_templates_but_not_typos_of_ours():
+    from prodline.config.templates import TemplateError, render
+
+    # Argo Rollouts' own `{{args.NAME}}` in an AnalysisTemplate is left for Argo; ours render.
+    text = "{{ version }} {{args.service-name}} {{ params.image }}"
+    assert render(text, {"version": "1.2.0", "params.image": "app:1"}, foreign_ok=True) == (
+        "1.2.0 {{args.service-name}} app:1"
+    )
+    with pytest.raises(TemplateError, match="did you mean params"):
+        render("{{ param.image }}", {}, foreign_ok=True)
+    with pytest.raises(TemplateError, match="unknown template name"):
+        render("{{ params.imag }}", {"params.image": "x"}, foreign_ok=True)
+    with pytest.raises(TemplateError):  # elsewhere (steps, rules) every name must be ours
+        render("{{args.service-name}}", {})
