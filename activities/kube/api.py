@@ -24,7 +24,7 @@ from typing import Any
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
-from kubernetes.dynamic.resource import Resource
+from kubernetes.dynamic.resource import Resource, ResourceList
 from temporalio.exceptions import ApplicationError
 
 from prodline.contracts import NON_RETRYABLE_CONFIG
@@ -102,19 +102,35 @@ class Api:
         assert missing
         return None
 
-    def list(self, api_version: str, kind: str, label_selector: str) -> list[Obj]:
-        """Every object of a kind carrying the labels, in all namespaces (kind unknown: none)."""
+    def list(self, api_version: str, kind: str, label_selector: str, namespace: str | None = None) -> list[Obj]:
+        """Every object of a kind carrying the labels, in ``namespace`` (None: everywhere)."""
         probe: Obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "*"}}
-        if not self.known(probe):
-            return []
         resource = self.resource_for(probe)
         with self.errors(probe):
             found = self.cluster.client.get(
-                resource, label_selector=label_selector, _request_timeout=self.timeout
+                resource,
+                namespace=namespace if resource.namespaced else None,
+                label_selector=label_selector,
+                _request_timeout=self.timeout,
             ).to_dict()
         items = found.get("items") or []
         # List items carry no apiVersion/kind: put them back so each names itself.
         return [{"apiVersion": api_version, "kind": kind, **item} for item in items]
+
+    def served_version(self, group_kind: str) -> tuple[str, bool] | None:
+        """``Deployment.apps`` -> (``apps/v1``, namespaced), the group's preferred version the
+        cluster serves the kind in; None when it serves it in none (its CRD is gone)."""
+        kind, _, group = group_kind.partition(".")
+        with self.cluster.lock:
+            try:
+                found = self.cluster.client.resources.search(kind=kind)
+            except ResourceNotFoundError:
+                return None
+        matches = [r for r in found if (r.group or "") == group and not isinstance(r, ResourceList)]
+        if not matches:
+            return None
+        best = next((r for r in matches if r.preferred), matches[0])
+        return best.group_version, bool(best.namespaced)
 
     # --- writes -----------------------------------------------------------------------------
 
