@@ -30,13 +30,11 @@ from temporalio.exceptions import ApplicationError
 from prodline.contracts import NON_RETRYABLE_CONFIG
 
 from ..process import redact
-from .cluster import Cluster
+from .cluster import UNAVAILABLE, Cluster
 from .manifests import object_key
 
 FIELD_MANAGER = "prodline"
 MERGE_PATCH = "application/merge-patch+json"
-# Retryable: the cluster (or the way to it) is having a bad moment, not the manifests.
-UNAVAILABLE = "KubernetesUnavailable"
 REQUEST_TIMEOUT = 30.0  # seconds per request: a hung API server is a retryable failure, not a hung step
 
 Obj = dict[str, Any]

@@ -25,8 +25,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import urllib3.exceptions
 import yaml
 from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException, load_incluster_config, new_client_from_config
 from kubernetes.dynamic import DynamicClient
 from temporalio.exceptions import ApplicationError
@@ -34,6 +36,8 @@ from temporalio.exceptions import ApplicationError
 from prodline.contracts import NON_RETRYABLE_CONFIG
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
+# Retryable: the cluster (or the way to it) is having a bad moment, not the manifests.
+UNAVAILABLE = "KubernetesUnavailable"
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,18 @@ def _in_cluster(target: Target) -> Cluster:
 
 
 def _dynamic(api: ApiClient, name: str) -> DynamicClient:
+    """The client; making one reads discovery (``/version``, ``/apis``), so it can fail like any call."""
     cache = _discovery_dir() / (hashlib.sha256(name.encode()).hexdigest()[:16] + ".json")
-    return DynamicClient(api, cache_file=str(cache))
+    try:
+        return DynamicClient(api, cache_file=str(cache))
+    except ApiException as exc:
+        status = exc.status or 0
+        message = f"the cluster {name} answered discovery with HTTP {status} {exc.reason or ''}".rstrip()
+        if 400 <= status < 500 and status != 429:  # credentials refused, or not an API server
+            raise ApplicationError(message, status, type=NON_RETRYABLE_CONFIG, non_retryable=True) from None
+        raise ApplicationError(message, status, type=UNAVAILABLE) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ApplicationError(f"cannot reach the cluster {name}: {exc}", type=UNAVAILABLE) from None
 
 
 @functools.cache

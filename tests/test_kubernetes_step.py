@@ -1,0 +1,405 @@
+"""The kubernetes step through its runner and the real ``kubernetes`` client, against a fake API server over HTTP.
+
+Each runner method runs as an activity attempt (``ActivityEnvironment``), so heartbeats and
+the attempt number are real; plans and applied objects go to a local artifact store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import textwrap
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from prodline.activities.kube.manifests import PART_OF_LABEL
+from prodline.activities.kube.prune import ApplySet
+from prodline.activities.steps.kubernetes import KubernetesRunner
+from prodline.artifacts.store import LocalArtifactStore, sha256
+from prodline.config.steps import Step
+from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, UNHEALTHY, ReleaseRef, RunContext, StepResult, StepRun
+
+from kubeapi import FakeCluster
+from kubeapi.resources import ROLLOUT_CRD
+
+T = TypeVar("T")
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: "shop/web:{{ version }}"
+"""
+
+CONFIG = """
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+data:
+  VERSION: "{{ version }}"
+  GREETING: hello
+"""
+
+PASSWORD = "hunter2-not-for-plans"
+SECRET = f"""
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web-secret
+stringData:
+  password: {PASSWORD}
+"""
+
+
+# --- shared with test_rollout_step.py ---------------------------------------------------------
+
+
+class Service:
+    """A service folder with manifests and a step over them, against one fake cluster."""
+
+    def __init__(self, root: Path, cluster: FakeCluster):
+        self.folder = root / "service"
+        (self.folder / "k8s").mkdir(parents=True, exist_ok=True)
+        self.cluster = cluster
+        self.kubeconfig = cluster.kubeconfig(root / "kubeconfig")
+        self.store = LocalArtifactStore(root / "artifacts")
+
+    def write(self, *documents: str, name: str = "app.yaml") -> None:
+        text = "\n---\n".join(textwrap.dedent(d).strip() for d in documents)
+        (self.folder / "k8s" / name).write_text(text + "\n")
+
+    def step(self, kind: str = "kubernetes", version: str = "1.0.0", params: dict[str, str] | None = None,
+             **spec: Any) -> StepRun:  # fmt: skip
+        config = {"manifests": ["k8s"], "kubeconfig": str(self.kubeconfig), "poll_interval": "10ms", **spec}
+        step = Step.model_validate({"name": "deploy", kind: config})
+        context = RunContext(**ReleaseRef.of("shop", "checkout", version), environment="staging",
+                             base_dir=str(self.folder), run_id="run-1", parameters=params or {})  # fmt: skip
+        return StepRun(context=context, step=step)
+
+
+def in_activity(
+    method: Callable[..., Coroutine[Any, Any, T]], *args: Any, attempt: int = 1, beats: list[Any] | None = None
+) -> T:
+    """Run a runner's method as one attempt of an activity; its heartbeats go to ``beats``."""
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, attempt=attempt)
+    if beats is not None:
+        environment.on_heartbeat = lambda *details: beats.extend(details)
+    return asyncio.run(environment.run(method, *args))
+
+
+def planned(runner: KubernetesRunner, run: StepRun) -> StepRun:
+    """``run`` with its plan made (as approved)."""
+    return run.model_copy(update={"plan": in_activity(runner.plan, run, run.step.spec)})
+
+
+def applied(runner: KubernetesRunner, run: StepRun, attempt: int = 1) -> StepRun:
+    """``run`` after its approved plan was applied: ready to wait."""
+    result = in_activity(runner.apply, run, run.step.spec, attempt=attempt)
+    return run.model_copy(update={"applied": result})
+
+
+def deploy(runner: KubernetesRunner, run: StepRun) -> StepRun:
+    return applied(runner, planned(runner, run))
+
+
+def applies(cluster: FakeCluster) -> int:
+    """Server-side applies that were not dry-runs."""
+    return cluster.count("PATCH", content_type="apply-patch", dry_run=False)
+
+
+def failure(method: Callable[..., Coroutine[Any, Any, Any]], *args: Any, attempt: int = 1) -> ApplicationError:
+    with pytest.raises(ApplicationError) as caught:
+        in_activity(method, *args, attempt=attempt)
+    return caught.value
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster():
+    with FakeCluster(ready_after=2, deadline_after=4) as fake:
+        yield fake
+
+
+@pytest.fixture
+def service(tmp_path, cluster) -> Service:
+    return Service(tmp_path, cluster)
+
+
+@pytest.fixture
+def runner(service) -> KubernetesRunner:
+    return KubernetesRunner(service.store)
+
+
+def test_apply_then_healthy(service, runner, cluster):
+    service.write(CONFIG, SECRET, DEPLOYMENT)
+    run = planned(runner, service.step())
+    assert run.plan is not None
+    assert run.plan.summary == "3 to create, 0 to update, 0 to prune, 0 unchanged"
+    assert run.plan.changed is True and run.plan.artifact and run.plan.digest
+
+    apply_beats: list[Any] = []
+    result = in_activity(runner.apply, run, run.step.spec, beats=apply_beats)
+    assert result.summary == "applied 3 objects (3 created, 0 updated)"
+    assert result.applied_key and result.applied_digest
+    live = cluster.get("apps/v1", "Deployment", "web")
+    assert live is not None
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "shop/web:1.0.0"
+    assert {m["manager"] for m in live["metadata"]["managedFields"]} == {"prodline"}
+    # Config before workloads (Helm's order), as applied.
+    order = [r.path.rsplit("/", 1)[1] for r in cluster.requests if r.method == "PATCH" and not r.dry_run]
+    assert order == ["web-secret", "web-config", "web"]
+
+    wait_beats: list[Any] = []
+    progress = in_activity(runner.wait, run.model_copy(update={"applied": result}), run.step.spec, beats=wait_beats)
+    assert progress.done and progress.message == 'deployment "web" successfully rolled out'
+    # Heartbeats said where it stood while it waited.
+    assert any("0 of 2 updated replicas are available" in b.get("message", "") for b in wait_beats), wait_beats
+
+
+def test_a_broken_image_fails_with_the_progress_deadline(service, runner, cluster):
+    service.write(DEPLOYMENT)
+    run = deploy(runner, service.step(images={"web": "shop/web:bad-{{ version }}"}))
+    error = failure(runner.wait, run, run.step.spec)
+    assert error.type == UNHEALTHY and error.non_retryable
+    assert 'deployment "web" exceeded its progress deadline' in str(error)
+    assert "ProgressDeadlineExceeded" in str(error)
+
+
+def test_the_plan_lists_changed_fields_and_masks_secrets(service, runner, cluster):
+    service.write(CONFIG, SECRET, DEPLOYMENT)
+    deploy(runner, service.step())
+    service.write(CONFIG.replace("hello", "hi"), SECRET.replace(PASSWORD, "s3cret-rotated-value"), DEPLOYMENT)
+    plan = planned(runner, service.step(version="1.1.0")).plan
+    assert plan is not None
+    assert plan.summary == "0 to create, 3 to update, 0 to prune, 0 unchanged"
+    assert '    data.GREETING: "hello" -> "hi"' in plan.output
+    assert '    data.VERSION: "1.0.0" -> "1.1.0"' in plan.output
+    assert '    spec.template.spec.containers[0].image: "shop/web:1.0.0" -> "shop/web:1.1.0"' in plan.output
+    assert '    stringData.password: "*** (before)" -> "*** (after)"' in plan.output
+    for secret in (PASSWORD, "s3cret-rotated-value"):
+        assert secret not in plan.output and secret not in plan.summary
+    # Approvers see the digest of these masked diffs; the saved plan (the objects apply sends, in
+    # the artifact store, checked by its SHA-256) holds the same digest, which apply compares.
+    saved = json.loads(service.store.get(plan.artifact or ""))
+    assert plan.output.endswith(f"\ndiff digest {saved['diff_digest']}")
+    assert sha256(service.store.get(plan.artifact or "")) == plan.digest
+
+
+def test_a_plan_changed_between_approval_and_apply_is_stale(service, runner, cluster):
+    service.write(CONFIG, DEPLOYMENT)
+    deploy(runner, service.step())
+    run = planned(runner, service.step(version="1.1.0"))
+    before = applies(cluster)
+    cluster.edit("apps/v1", "Deployment", "web", "default", lambda d: d["spec"].update(replicas=7))
+    error = failure(runner.apply, run, run.step.spec)
+    assert error.type == STALE_PLAN and error.non_retryable
+    assert "apps/v1 Deployment default/web" in str(error) and "ConfigMap" not in str(error)
+    assert applies(cluster) == before  # nothing applied
+
+
+def test_a_retry_after_an_attempt_that_applied_converges(service, runner, cluster):
+    """The worker died after applying, before reporting: the retry finds every object at its
+    approved result and succeeds; a first attempt finding the same is a change since approval."""
+    service.write(CONFIG, DEPLOYMENT)
+    run = planned(runner, service.step())
+    first = in_activity(runner.apply, run, run.step.spec)
+    again = in_activity(runner.apply, run, run.step.spec, attempt=2)
+    assert again.applied_digest == first.applied_digest
+    assert failure(runner.apply, run, run.step.spec).type == STALE_PLAN
+
+
+def test_per_environment_overrides_land_in_the_applied_objects(service, runner, cluster):
+    service.write(CONFIG, DEPLOYMENT)
+    run = service.step(
+        params={"size": "5"},
+        images={"web": "registry.test/web:{{ version }}-{{ environment }}"},
+        replicas="{{ params.size }}",
+        patches=[
+            {"kind": "ConfigMap", "name": "web-config", "path": "data.GREETING", "value": "hi {{ environment }}"},
+            {
+                "kind": "Deployment",
+                "path": "spec.template.spec.containers[0].args",
+                "value": ["--env", "{{ environment }}"],
+            },
+            {"kind": "Deployment", "path": "spec.minReadySeconds", "value": 3},
+        ],
+    )
+    deploy(runner, run)
+    web = cluster.get("apps/v1", "Deployment", "web")
+    config = cluster.get("v1", "ConfigMap", "web-config")
+    assert web is not None and config is not None
+    container = web["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.test/web:1.0.0-staging"
+    assert container["args"] == ["--env", "staging"]
+    assert web["spec"]["replicas"] == 5 and web["spec"]["minReadySeconds"] == 3
+    assert config["data"]["GREETING"] == "hi staging"
+
+
+ROLLOUT = """
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "shop/web:{{ version }}"}]
+  strategy:
+    canary:
+      steps: [{setWeight: 50}, {pause: {}}]
+"""
+
+
+def test_crds_first_then_discovery_refreshed_then_their_objects(service, runner, cluster):
+    """A Rollout and its CRD in one set, in a namespace the set creates: none can be dry-run
+    before the CRD and the namespace exist; apply installs them first, waits for the CRD to be
+    Established, refreshes discovery and then applies the Rollout."""
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}"
+    service.write(ROLLOUT, CONFIG, yaml.safe_dump(ROLLOUT_CRD), namespace)
+    run = planned(runner, service.step(namespace="shop"))
+    assert run.plan is not None and run.plan.summary == "4 to create, 0 to update, 0 to prune, 0 unchanged"
+    assert "+ argoproj.io/v1alpha1 Rollout shop/web" in run.plan.output
+    applied(runner, run)
+    assert cluster.get("argoproj.io/v1alpha1", "Rollout", "web", "shop") is not None
+    writes = [(i, r.path) for i, r in enumerate(cluster.requests) if r.method == "PATCH" and not r.dry_run]
+    assert [p.rsplit("/", 1)[1] for _, p in writes] == ["shop", "rollouts.argoproj.io", "web-config", "web"]
+    crd_at, rollout_at = writes[1][0], writes[3][0]
+    between = cluster.requests[crd_at:rollout_at]
+    assert any(
+        r.method == "GET" and r.path.endswith("/customresourcedefinitions/rollouts.argoproj.io") for r in between
+    )
+    assert any(r.path == "/apis/argoproj.io/v1alpha1" for r in between)  # discovery read anew
+
+
+def test_prune_removes_only_labelled_leftovers_after_health(service, runner, cluster):
+    extra = CONFIG.replace("web-config", "old-config")
+    service.write(CONFIG, extra, DEPLOYMENT)
+    deploy_and_wait = lambda run: in_activity(runner.wait, (r := deploy(runner, run)), r.step.spec)  # noqa: E731
+    deploy_and_wait(service.step(prune=True))
+    applyset = ApplySet.of("checkout", "deploy", "default").id
+    assert cluster.get("v1", "ConfigMap", "old-config")["metadata"]["labels"][PART_OF_LABEL] == applyset  # type: ignore[index]
+    labelled = {PART_OF_LABEL: applyset}
+    cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "by-hand"}, "data": {"a": "b"}})
+    cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stray", "labels": labelled}})
+    cluster.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kept-ns", "labels": labelled}})
+
+    service.write(CONFIG, DEPLOYMENT)  # old-config removed from the manifests
+    run = planned(runner, service.step(prune=True))
+    assert run.plan is not None
+    assert "- v1 ConfigMap default/old-config" in run.plan.output and "- v1 ConfigMap default/stray" in run.plan.output
+    assert "by-hand" not in run.plan.output and "kept-ns" not in run.plan.output
+    run = applied(runner, run)
+    assert cluster.get("v1", "ConfigMap", "old-config") is not None  # not before health
+    progress = in_activity(runner.wait, run, run.step.spec)
+    assert progress.done and progress.message.endswith("2 pruned")
+    assert cluster.get("v1", "ConfigMap", "old-config") is None and cluster.get("v1", "ConfigMap", "stray") is None
+    assert cluster.get("v1", "ConfigMap", "by-hand") is not None
+    assert cluster.get("v1", "Namespace", "kept-ns", None) is not None
+    parent = cluster.get("v1", "Secret", "prodline-checkout-deploy")
+    assert parent is not None
+    assert (
+        parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"] == "ConfigMap,Deployment.apps"
+    )
+
+
+def test_client_errors_are_final_with_the_servers_message_and_server_errors_retry(service, runner, cluster):
+    service.write(CONFIG, SECRET, DEPLOYMENT)
+    run = service.step()
+    cluster.fail_next(
+        "PATCH", "/configmaps/web-config", 422, 'ConfigMap "web-config" is invalid: data.GREETING: Too long'
+    )
+    error = failure(runner.plan, run, run.step.spec)
+    assert error.type == NON_RETRYABLE_CONFIG and error.non_retryable
+    assert error.message == (
+        'v1 ConfigMap default/web-config: ConfigMap "web-config" is invalid: data.GREETING: Too long '
+        f"(HTTP 422 from {service.kubeconfig} (current context))"
+    )
+    # The server may echo a Secret's value: it never reaches the message.
+    cluster.fail_next("PATCH", "/secrets/web-secret", 422, f'Secret "web-secret": invalid value "{PASSWORD}"')
+    error = failure(runner.plan, run, run.step.spec)
+    assert error.non_retryable and PASSWORD not in str(error) and "invalid value" in str(error)
+
+    cluster.fail_next("PATCH", "/deployments/web", 500, "etcdserver: request timed out")
+    error = failure(runner.plan, run, run.step.spec)
+    assert not error.non_retryable and "etcdserver: request timed out" in str(error)
+    cluster.fail_next("GET", "/deployments/web", 429, "too many requests")
+    assert not failure(runner.plan, run, run.step.spec).non_retryable
+
+
+def test_configuration_errors_name_the_field_and_the_fix(service, runner, cluster, tmp_path):
+    service.write(CONFIG)
+    missing = service.step(kubeconfig=str(tmp_path / "nope"))
+    error = failure(runner.plan, missing, missing.step.spec)
+    assert error.non_retryable and error.type == NON_RETRYABLE_CONFIG
+    assert f"kubeconfig {tmp_path / 'nope'} (from kubernetes.kubeconfig) does not exist on the worker" in str(error)
+    context = service.step(context="prod-east")
+    error = failure(runner.plan, context, context.step.spec)
+    assert error.non_retryable and "context 'prod-east'" in str(error) and "kubernetes.context" in str(error)
+
+    service.write(CONFIG, ROLLOUT)  # no CRD for it anywhere
+    run = service.step()
+    error = failure(runner.plan, run, run.step.spec)
+    assert error.non_retryable
+    assert "argoproj.io/v1alpha1 Rollout web" in str(error) and "is its CRD installed?" in str(error)
+
+
+def test_an_unreachable_cluster_is_retried(service, runner, cluster):
+    service.write(CONFIG)
+    run = service.step()
+    cluster.stop()
+    error = failure(runner.plan, run, run.step.spec)
+    assert not error.non_retryable and error.type == "KubernetesUnavailable"
+
+
+def test_waiting_applies_nothing(service, runner, cluster):
+    """A worker that dies while waiting is replaced by one that waits again: no apply."""
+    service.write(CONFIG, DEPLOYMENT)
+    run = deploy(runner, service.step())
+    before = applies(cluster)
+    assert in_activity(runner.wait, run, run.step.spec, attempt=2).done
+    assert in_activity(runner.wait, run, run.step.spec, attempt=3).done
+    assert applies(cluster) == before
+
+
+def test_what_apply_deployed_is_checked_before_waiting(service, runner, cluster):
+    service.write(CONFIG, DEPLOYMENT)
+    run = deploy(runner, service.step())
+    assert run.applied is not None
+    forged = run.model_copy(
+        update={"applied": StepResult(applied_key=run.applied.applied_key, applied_digest="0" * 64)}
+    )
+    error = failure(runner.wait, forged, forged.step.spec)
+    assert error.non_retryable and "checksum mismatch" in str(error)
+
+
+def test_fetch_tells_drift(service, runner, cluster):
+    service.write(CONFIG, DEPLOYMENT)
+    run = deploy(runner, service.step())
+    same = in_activity(runner.fetch, run, run.step.spec)
+    assert same.changed is False and same.summary == "in sync"
+    cluster.edit("apps/v1", "Deployment", "web", "default", lambda d: d["spec"].update(replicas=9))
+    drift = in_activity(runner.fetch, run, run.step.spec)
+    assert drift.changed is True and "    spec.replicas: 9 -> 2" in drift.output
