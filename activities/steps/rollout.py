@@ -24,6 +24,7 @@ promoted it and died) is not patched again, nor is an aborted one aborted.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ from ..kube.canary import (
     NotAtPause,
     abort_patch,
     canary_position,
+    generation_observed,
     promote_patch,
     rollout_phase,
     rollout_progress,
@@ -61,7 +63,8 @@ from .kubernetes import (
 ROLLOUT = "Rollout"
 # Error type of a promote refused because the Rollout is no longer where the workflow saw it.
 NOT_AT_PAUSE = "NotAtPause"
-CONFLICT_RETRIES = 5  # re-reads after a 409 (the controller wrote the Rollout meanwhile)
+CONFLICT_RETRIES = 5
+OBSERVE_TIMEOUT = 30.0  # seconds a promote waits for the controller to see the latest spec  # re-reads after a 409 (the controller wrote the Rollout meanwhile)
 
 
 class RolloutRunner(KubernetesRunner):
@@ -129,7 +132,7 @@ class RolloutRunner(KubernetesRunner):
 
     def _promote(self, session: Session, rollout: Obj, action: StepAction) -> StepProgress:
         for _ in range(CONFLICT_RETRIES):
-            live = _read(session, rollout)
+            live = self._observed(session, rollout, action.run)
             at = None if action.full else action.at
             if at is not None and _already_past(canary_position(live), at):
                 return _progress(live)  # promoted by an earlier attempt (or the operator)
@@ -146,6 +149,24 @@ class RolloutRunner(KubernetesRunner):
                 session.api.merge_patch(live, unpause)
             return _progress(_read(session, rollout))
         raise _conflicts(action.run, "promote")
+
+    @staticmethod
+    def _observed(session: Session, rollout: Obj, run: StepRun) -> Obj:
+        """The Rollout once its controller has seen its latest spec: before that, its pod hash
+        and steps describe the previous template (promoting --full would see nothing to do)."""
+        interval = max(0.05, session.spec.poll_interval.total_seconds())
+        deadline = time.monotonic() + OBSERVE_TIMEOUT
+        live = _read(session, rollout)
+        while not generation_observed(live):
+            if time.monotonic() > deadline:
+                raise ApplicationError(
+                    f"step {run.step.name}: the Rollout controller has not observed {object_key(rollout)}'s "
+                    f"latest spec after {OBSERVE_TIMEOUT:.0f}s (is Argo Rollouts running?)",
+                    type=UNAVAILABLE,
+                )
+            time.sleep(interval)
+            live = _read(session, rollout)
+        return live
 
     async def abort(self, action: StepAction, spec: KubernetesStep) -> StepProgress:
         session, _, rollout = await self._target(action.run, spec)
