@@ -72,13 +72,12 @@ stringData:
 
 
 class Service:
-    """A service folder with manifests and a step over them, against one fake cluster."""
+    """A service folder with manifests and a step over them, against the cluster ``kubeconfig`` names."""
 
-    def __init__(self, root: Path, cluster: FakeCluster):
+    def __init__(self, root: Path, kubeconfig: Path):
         self.folder = root / "service"
         (self.folder / "k8s").mkdir(parents=True, exist_ok=True)
-        self.cluster = cluster
-        self.kubeconfig = cluster.kubeconfig(root / "kubeconfig")
+        self.kubeconfig = kubeconfig
         self.store = LocalArtifactStore(root / "artifacts")
 
     def write(self, *documents: str, name: str = "app.yaml") -> None:
@@ -142,7 +141,7 @@ def cluster():
 
 @pytest.fixture
 def service(tmp_path, cluster) -> Service:
-    return Service(tmp_path, cluster)
+    return Service(tmp_path, cluster.kubeconfig(tmp_path / "kubeconfig"))
 
 
 @pytest.fixture
@@ -255,22 +254,23 @@ def test_per_environment_overrides_land_in_the_applied_objects(service, runner, 
     assert config["data"]["GREETING"] == "hi staging"
 
 
-ROLLOUT = """
-apiVersion: argoproj.io/v1alpha1
-kind: Rollout
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: "shop/web:{{ version }}"}]
+# A canary: two pauses, with running steps (a weight, an analysis) before the second.
+CANARY = """
   strategy:
     canary:
-      steps: [{setWeight: 50}, {pause: {}}]
+      steps:
+        - setWeight: 25
+        - pause: {}
+        - setWeight: 50
+        - analysis: {templates: [{templateName: success-rate}]}
+        - pause: {}
 """
+
+
+def rollout(name: str = "web") -> str:
+    """An Argo Rollout of the same pod template as DEPLOYMENT's, named ``name``, with CANARY's steps."""
+    workload = DEPLOYMENT.replace("apps/v1", "argoproj.io/v1alpha1").replace("kind: Deployment", "kind: Rollout")
+    return workload.replace("web", name).rstrip() + CANARY
 
 
 def test_crds_first_then_discovery_refreshed_then_their_objects(service, runner, cluster):
@@ -278,7 +278,7 @@ def test_crds_first_then_discovery_refreshed_then_their_objects(service, runner,
     before the CRD and the namespace exist; apply installs them first, waits for the CRD to be
     Established, refreshes discovery and then applies the Rollout."""
     namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}"
-    service.write(ROLLOUT, CONFIG, yaml.safe_dump(ROLLOUT_CRD), namespace)
+    service.write(rollout(), CONFIG, yaml.safe_dump(ROLLOUT_CRD), namespace)
     run = planned(runner, service.step(namespace="shop"))
     assert run.plan is not None and run.plan.summary == "4 to create, 0 to update, 0 to prune, 0 unchanged"
     assert "+ argoproj.io/v1alpha1 Rollout shop/web" in run.plan.output
@@ -297,10 +297,11 @@ def test_crds_first_then_discovery_refreshed_then_their_objects(service, runner,
 def test_prune_removes_only_labelled_leftovers_after_health(service, runner, cluster):
     extra = CONFIG.replace("web-config", "old-config")
     service.write(CONFIG, extra, DEPLOYMENT)
-    deploy_and_wait = lambda run: in_activity(runner.wait, (r := deploy(runner, run)), r.step.spec)  # noqa: E731
-    deploy_and_wait(service.step(prune=True))
+    first = deploy(runner, service.step(prune=True))
+    in_activity(runner.wait, first, first.step.spec)
     applyset = ApplySet.of("checkout", "deploy", "default").id
-    assert cluster.get("v1", "ConfigMap", "old-config")["metadata"]["labels"][PART_OF_LABEL] == applyset  # type: ignore[index]
+    old = cluster.get("v1", "ConfigMap", "old-config")
+    assert old is not None and old["metadata"]["labels"][PART_OF_LABEL] == applyset
     labelled = {PART_OF_LABEL: applyset}
     cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "by-hand"}, "data": {"a": "b"}})
     cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stray", "labels": labelled}})
@@ -359,7 +360,7 @@ def test_configuration_errors_name_the_field_and_the_fix(service, runner, cluste
     error = failure(runner.plan, context, context.step.spec)
     assert error.non_retryable and "context 'prod-east'" in str(error) and "kubernetes.context" in str(error)
 
-    service.write(CONFIG, ROLLOUT)  # no CRD for it anywhere
+    service.write(CONFIG, rollout())  # no CRD for it anywhere
     run = service.step()
     error = failure(runner.plan, run, run.step.spec)
     assert error.non_retryable

@@ -7,38 +7,12 @@ until its pause condition is cleared, as Argo's does (see ``kubeapi/controller.p
 from __future__ import annotations
 
 import pytest
-from test_kubernetes_step import CONFIG, DEPLOYMENT, Service, applies, deploy, failure, in_activity
+from test_kubernetes_step import CONFIG, DEPLOYMENT, Service, applies, deploy, failure, in_activity, rollout
 
 from prodline.activities.steps.rollout import NOT_AT_PAUSE, RolloutRunner
 from prodline.contracts import NON_RETRYABLE_CONFIG, UNHEALTHY, StepAction, StepProgress, StepRun
 
 from kubeapi import FakeCluster
-
-ROLLOUT = """
-apiVersion: argoproj.io/v1alpha1
-kind: Rollout
-metadata:
-  name: NAME
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: NAME}}
-  template:
-    metadata: {labels: {app: NAME}}
-    spec:
-      containers: [{name: NAME, image: "shop/NAME:{{ version }}"}]
-  strategy:
-    canary:
-      steps:
-        - setWeight: 25
-        - pause: {}
-        - setWeight: 50
-        - analysis: {templates: [{templateName: success-rate}]}
-        - pause: {}
-"""
-
-
-def rollout(name: str = "web") -> str:
-    return ROLLOUT.replace("NAME", name)
 
 
 @pytest.fixture
@@ -49,7 +23,7 @@ def cluster():
 
 @pytest.fixture
 def service(tmp_path, cluster) -> Service:
-    service = Service(tmp_path, cluster)
+    service = Service(tmp_path, cluster.kubeconfig(tmp_path / "kubeconfig"))
     service.write(rollout(), CONFIG)
     return service
 
