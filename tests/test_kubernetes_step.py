@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import textwrap
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,8 +157,7 @@ def test_apply_then_healthy(service, runner, cluster):
     assert run.plan.summary == "3 to create, 0 to update, 0 to prune, 0 unchanged"
     assert run.plan.changed is True and run.plan.artifact and run.plan.digest
 
-    apply_beats: list[Any] = []
-    result = in_activity(runner.apply, run, run.step.spec, beats=apply_beats)
+    result = in_activity(runner.apply, run, run.step.spec)
     assert result.summary == "applied 3 objects (3 created, 0 updated)"
     assert result.applied_key and result.applied_digest
     live = cluster.get("apps/v1", "Deployment", "web")
@@ -326,6 +326,15 @@ def test_prune_removes_only_labelled_leftovers_after_health(service, runner, clu
     )
 
 
+def test_a_step_that_does_not_wait_prunes_when_applied(service, runner, cluster):
+    service.write(CONFIG, CONFIG.replace("web-config", "old-config"))
+    deploy(runner, service.step(prune=True, wait=False))
+    service.write(CONFIG)
+    run = deploy(runner, service.step(prune=True, wait=False))
+    assert run.applied is not None and run.applied.summary == "applied 1 object (0 created, 0 updated), 1 pruned"
+    assert cluster.get("v1", "ConfigMap", "old-config") is None and cluster.get("v1", "ConfigMap", "web-config")
+
+
 def test_client_errors_are_final_with_the_servers_message_and_server_errors_retry(service, runner, cluster):
     service.write(CONFIG, SECRET, DEPLOYMENT)
     run = service.step()
@@ -383,6 +392,23 @@ def test_waiting_applies_nothing(service, runner, cluster):
     assert in_activity(runner.wait, run, run.step.spec, attempt=2).done
     assert in_activity(runner.wait, run, run.step.spec, attempt=3).done
     assert applies(cluster) == before
+
+
+def test_a_cancelled_wait_stops_between_polls(service, runner):
+    service.write(DEPLOYMENT)
+    run = deploy(runner, service.step(poll_interval="30s"))
+    environment = ActivityEnvironment()
+
+    async def cancelled() -> None:
+        waiting = asyncio.ensure_future(environment.run(runner.wait, run, run.step.spec))
+        await asyncio.sleep(0.5)  # the first poll is done: it sleeps until the next
+        environment.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, timeout=5)
+
+    started = time.monotonic()
+    asyncio.run(cancelled())
+    assert time.monotonic() - started < 5
 
 
 def test_what_apply_deployed_is_checked_before_waiting(service, runner, cluster):

@@ -103,6 +103,15 @@ def test_a_conflict_is_read_again_and_checked_again(runner, cluster, canary):
     assert wait(runner, canary).pause == 2
 
 
+def test_without_a_status_subresource_the_patch_goes_to_the_rollout_itself(runner, cluster, canary):
+    """As the plugin falls back (Argo Rollouts before v0.9 had no /status)."""
+    at = wait(runner, canary)
+    cluster.fail_next("PATCH", "/rollouts/web/status", 404, "the server could not find the requested resource")
+    promote(runner, canary, at)
+    patch = [r for r in cluster.requests if r.method == "PATCH" and r.path.endswith("/rollouts/web")][-1]
+    assert "merge-patch" in patch.content_type and patch.body["status"] == {"pauseConditions": None}
+
+
 def test_promote_full_skips_the_remaining_steps(runner, canary):
     promote(runner, canary, None, full=True)
     assert wait(runner, canary).done

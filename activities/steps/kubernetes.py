@@ -132,6 +132,7 @@ class Session:
         self.cluster: Cluster = cluster_for(target)
         self.api = Api(self.cluster, self.namespace)
         self.applyset = ApplySet.of(run.context.service, run.step.name, self.namespace) if spec.prune else None
+        self._known: dict[tuple[str, str], bool] = {}
 
     def where(self, field: str) -> str:
         return f"step {self.run.step.name}: {self.run.step.kind}.{field}"
@@ -199,7 +200,11 @@ class Session:
         return out
 
     def known(self, obj: Obj) -> bool:
-        return self.api.known(obj)
+        """Whether the cluster serves ``obj``'s kind; remembered, as each miss re-reads discovery."""
+        kind = (obj.get("apiVersion", ""), obj.get("kind", ""))
+        if kind not in self._known:
+            self._known[kind] = self.api.known(obj)
+        return self._known[kind]
 
     # --- dry runs ---------------------------------------------------------------------------
 
@@ -242,6 +247,7 @@ class Session:
             progress(f"applied {len(answers)}/{len(objs)}; waiting for {len(crds)} CRD(s) to be established")
             self.wait_established(crds)
             self.cluster.refresh()
+            self._known.clear()
         for obj in rest:
             answers.append(self.api.apply(obj))
             progress(f"applied {len(answers)}/{len(objs)}")
@@ -393,7 +399,7 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
         await in_thread(lambda: session.apply_all(objs, beat), details)
         created = sum(1 for p in dry.planned if p.diff.action == "create")
         updated = sum(1 for p in dry.planned if p.diff.action == "update")
-        summary = f"applied {len(objs)} objects ({created} created, {updated} updated)"
+        summary = f"applied {len(objs)} object{'' if len(objs) == 1 else 's'} ({created} created, {updated} updated)"
         pruned: list[str] = []
         if spec.prune and not spec.wait:  # nothing to wait for: every apply has passed
             pruned = await in_thread(lambda: session.prune(objs), details)
