@@ -586,3 +586,24 @@ def test_manifests_keep_other_tools_templates_but_not_typos_of_ours():
         render("{{ params.imag }}", {"params.image": "x"}, foreign_ok=True)
     with pytest.raises(TemplateError):  # elsewhere (steps, rules) every name must be ours
         render("{{args.service-name}}", {})
+
+
+def test_the_rollouts_example_validates_and_its_pauses_match_its_canary():
+    from prodline.activities.kube.manifests import load_manifests
+
+    folder = REPO / "examples/rollouts"
+    service_file = folder / "storefront/prodline.service.yaml"
+    assert validate_files([folder / "prodline.yaml", service_file]) == []
+    project = load_project(service_file)
+    base, web = project.service.steps
+    assert (base.kind, web.kind) == ("kubernetes", "rollout") and base.kubernetes.prune
+    # The service file sits next to the manifests it deploys, and they load as kubectl reads them.
+    objects = [m.obj for m in load_manifests(web.rollout.manifests, service_file.parent)]
+    (rollout,) = [o for o in objects if o["kind"] == "Rollout"]
+    indefinite = [s for s in rollout["spec"]["strategy"]["canary"]["steps"] if s.get("pause") == {}]
+    assert len(indefinite) == len(web.rollout.pauses) == 2
+    kinds = [m.obj["kind"] for m in load_manifests(base.kubernetes.manifests, service_file.parent)]
+    assert kinds == ["Namespace", "ConfigMap", "Service", "Deployment"]
+    # Production runs 6 replicas of the canary; staging keeps the manifest's 3.
+    staging, production = project.environments
+    assert production.steps[1].rollout.replicas == 6 and staging.steps[1].rollout.replicas is None
