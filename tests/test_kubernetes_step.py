@@ -20,7 +20,7 @@ import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from prodline.activities.kube.manifests import PART_OF_LABEL
+from prodline.activities.kube.manifests import PART_OF_LABEL, rendered_digest
 from prodline.activities.kube.prune import ApplySet
 from prodline.activities.steps.kubernetes import KubernetesRunner
 from prodline.artifacts.store import LocalArtifactStore, sha256
@@ -159,7 +159,10 @@ def test_apply_then_healthy(service, runner, cluster):
 
     result = in_activity(runner.apply, run, run.step.spec)
     assert result.summary == "applied 3 objects (3 created, 0 updated)"
-    assert result.applied_key and result.applied_digest
+    # What was applied is kept for a later re-apply: exactly the approved objects, by their digest.
+    objects = json.loads(service.store.get(result.applied_key or ""))
+    assert objects == json.loads(service.store.get(run.plan.artifact))["objects"]
+    assert f"sha256:{result.applied_digest}" == rendered_digest(objects)
     live = cluster.get("apps/v1", "Deployment", "web")
     assert live is not None
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "shop/web:1.0.0"
@@ -296,7 +299,8 @@ def test_crds_first_then_discovery_refreshed_then_their_objects(service, runner,
 
 def test_prune_removes_only_labelled_leftovers_after_health(service, runner, cluster):
     extra = CONFIG.replace("web-config", "old-config")
-    service.write(CONFIG, extra, DEPLOYMENT)
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop-extra}"  # so Namespaces are a kind of the set
+    service.write(namespace, CONFIG, extra, DEPLOYMENT)
     first = deploy(runner, service.step(prune=True))
     in_activity(runner.wait, first, first.step.spec)
     applyset = ApplySet.of("checkout", "deploy", "default").id
@@ -307,7 +311,7 @@ def test_prune_removes_only_labelled_leftovers_after_health(service, runner, clu
     cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stray", "labels": labelled}})
     cluster.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kept-ns", "labels": labelled}})
 
-    service.write(CONFIG, DEPLOYMENT)  # old-config removed from the manifests
+    service.write(namespace, CONFIG, DEPLOYMENT)  # old-config removed from the manifests
     run = planned(runner, service.step(prune=True))
     assert run.plan is not None
     assert "- v1 ConfigMap default/old-config" in run.plan.output and "- v1 ConfigMap default/stray" in run.plan.output
@@ -322,7 +326,8 @@ def test_prune_removes_only_labelled_leftovers_after_health(service, runner, clu
     parent = cluster.get("v1", "Secret", "prodline-checkout-deploy")
     assert parent is not None
     assert (
-        parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"] == "ConfigMap,Deployment.apps"
+        parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"]
+        == "ConfigMap,Deployment.apps,Namespace"
     )
 
 
