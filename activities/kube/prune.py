@@ -9,9 +9,12 @@ both prodline and ``kubectl`` can find the members again.
 - Before members are applied, the parent is widened to the union of the kinds
   and namespaces it listed and the new set's (a member is never unlisted, even
   when the apply dies half way).
-- After every apply and health check passed, members whose UID was not
-  applied this time are deleted (never a Namespace or a CRD: their deletion
-  takes everything in them with it), and the parent narrows to the new set.
+- After every apply and health check passed, live members the set no longer
+  has are deleted, never a Namespace or a CRD (deleting one deletes what is
+  in it), and the parent narrows to the new set. kubectl deletes the members
+  whose UID it did not apply; those are the same objects, told apart here by
+  group, kind, namespace and name, so the wait (its own activity) needs no
+  UIDs from the apply.
 
 Objects without the label are never touched, whoever made them.
 """
@@ -87,14 +90,12 @@ class ApplySet:
         """Write the parent listing exactly ``members`` (after the others were pruned)."""
         api.apply(self.parent(members))
 
-    def leftovers(self, api: Api, members: Sequence[Obj], kept_uids: Iterable[str] | None = None) -> list[Obj]:
-        """Live members of the set that are not in ``members`` (by UID when ``kept_uids`` is given,
-        else by identity), in the kinds and namespaces the parent and ``members`` list; never
-        Namespaces or CRDs."""
+    def leftovers(self, api: Api, members: Sequence[Obj]) -> list[Obj]:
+        """Live members of the set that are not in ``members``, in the kinds and namespaces the
+        parent and ``members`` list; never Namespaces or CRDs."""
         kinds, namespaces = self.listed(api)
         kinds = sorted({*kinds, *group_kinds(members)} - {group_kind(m) for m in members if m["kind"] in NEVER_PRUNED})
         where = sorted({self.namespace, *namespaces, *_namespaces(members)})
-        uids = set(kept_uids) if kept_uids is not None else None
         wanted = {object_identity(m) for m in members}
         found: list[Obj] = []
         for kind in kinds:
@@ -106,16 +107,14 @@ class ApplySet:
             api_version, namespaced = served
             for namespace in where if namespaced else [None]:
                 for live in api.list(api_version, kind.partition(".")[0], self.selector, namespace):
-                    uid = (live.get("metadata") or {}).get("uid")
-                    kept = uid in uids if uids is not None else object_identity(live) in wanted
-                    if not kept:
+                    if object_identity(live) not in wanted:
                         found.append(live)
         return found
 
-    def prune(self, api: Api, members: Sequence[Obj], kept_uids: Iterable[str]) -> list[Obj]:
-        """Delete the set's members whose UID was not applied this time; narrow the parent. The
-        objects deleted (those already gone included)."""
-        gone = self.leftovers(api, members, kept_uids)
+    def prune(self, api: Api, members: Sequence[Obj]) -> list[Obj]:
+        """Delete the set's live members that are not in ``members`` (those already gone
+        included), then narrow the parent to ``members``; the objects deleted."""
+        gone = self.leftovers(api, members)
         for obj in gone:
             api.delete(obj)
         self.narrow(api, members)

@@ -273,10 +273,7 @@ class Session:
         """Delete the labelled members that are not in ``objs``; the keys deleted."""
         if self.applyset is None:
             return []
-        gone = self.applyset.leftovers(self.api, objs)
-        for obj in gone:
-            self.api.delete(obj)
-        self.applyset.narrow(self.api, objs)
+        gone = self.applyset.prune(self.api, objs)
         for obj in gone:
             log.info("kubernetes.pruned", step=self.run.step.name, object=object_key(obj))
         return [object_key(o) for o in gone]
