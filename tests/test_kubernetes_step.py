@@ -364,6 +364,24 @@ def test_client_errors_are_final_with_the_servers_message_and_server_errors_retr
     assert not failure(runner.plan, run, run.step.spec).non_retryable
 
 
+def test_the_environments_kubeconfig_is_used_unless_the_step_names_one(service, runner, cluster, tmp_path):
+    service.write(CONFIG)
+    # The application file's `env: {KUBECONFIG: ...}` for this environment points at the cluster.
+    step = service.step()
+    config = step.step.kubernetes.model_copy(update={"kubeconfig": None})
+    run = step.model_copy(
+        update={
+            "step": step.step.model_copy(update={"kubernetes": config}),
+            "context": step.context.model_copy(update={"env": {"KUBECONFIG": str(service.kubeconfig)}}),
+        }
+    )
+    assert in_activity(runner.plan, run, run.step.spec).changed
+    # One that does not exist is named as the environment's, with its path.
+    elsewhere = run.model_copy(update={"context": run.context.model_copy(update={"env": {"KUBECONFIG": "/nope/kc"}})})
+    error = failure(runner.plan, elsewhere, elsewhere.step.spec)
+    assert "kubeconfig /nope/kc (from the environment's env.KUBECONFIG in the application file)" in str(error)
+
+
 def test_configuration_errors_name_the_field_and_the_fix(service, runner, cluster, tmp_path):
     service.write(CONFIG)
     missing = service.step(kubeconfig=str(tmp_path / "nope"))

@@ -47,13 +47,34 @@ class Target:
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
+    # The environment's own `env: {KUBECONFIG: ...}` in the application file: the platform team
+    # says where each environment's cluster credentials are, as for every tool a step runs.
+    environment_kubeconfig: str | None = None
     step: str = ""  # for error messages: "step deploy"
     field_prefix: str = "kubernetes"  # the step's kind: its YAML key, named in errors
 
     def kubeconfig_path(self) -> Path:
-        """The step's kubeconfig, else $KUBECONFIG (its first file), else ~/.kube/config."""
-        given = self.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or DEFAULT_KUBECONFIG
+        """The step's kubeconfig, else the environment's KUBECONFIG, else the worker's (its first
+        file), else ~/.kube/config."""
+        given = (
+            self.kubeconfig
+            or _first(self.environment_kubeconfig or "")
+            or _first(os.environ.get("KUBECONFIG", ""))
+            or DEFAULT_KUBECONFIG
+        )
         return Path(given).expanduser()
+
+    def kubeconfig_source(self) -> str:
+        """Where :meth:`kubeconfig_path` came from, for an error that says what to change."""
+        if self.kubeconfig:
+            return f"{self.field_prefix}.kubeconfig"
+        if self.environment_kubeconfig:
+            return "the environment's env.KUBECONFIG in the application file"
+        return "$KUBECONFIG on the worker" if os.environ.get("KUBECONFIG") else DEFAULT_KUBECONFIG
+
+
+def _first(paths: str) -> str:
+    return paths.split(os.pathsep)[0]
 
 
 @dataclass
@@ -92,11 +113,7 @@ def _key_and_factory(target: Target) -> tuple[tuple[str, ...], functools.partial
     try:
         stat = path.stat()
     except OSError:
-        source = (
-            f"{target.field_prefix}.kubeconfig"
-            if target.kubeconfig
-            else ("$KUBECONFIG" if os.environ.get("KUBECONFIG") else DEFAULT_KUBECONFIG)
-        )
+        source = target.kubeconfig_source()
         raise _config_error(
             target,
             f"kubeconfig {path} (from {source}) does not exist on the worker: set "

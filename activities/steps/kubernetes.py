@@ -125,6 +125,7 @@ class Session:
             kubeconfig=self._rendered_text(spec.kubeconfig, "kubeconfig") if spec.kubeconfig else None,
             context=self._rendered_text(spec.context, "context") if spec.context else None,
             in_cluster=spec.in_cluster,
+            environment_kubeconfig=run.context.env.get("KUBECONFIG"),
             step=run.step.name,
             field_prefix=run.step.kind,
         )
@@ -149,7 +150,8 @@ class Session:
         spec, values = self.spec, self.values
         try:
             manifests = load_manifests(spec.manifests, Path(self.ctx.workdir(".")))
-            manifests = render_manifests(manifests, lambda text: render_template(text, values))
+            # Other tools' templates (Argo's `{{args.NAME}}`) are theirs; a typo of ours is still an error.
+            manifests = render_manifests(manifests, lambda text: render_template(text, values, foreign_ok=True))
             manifests = apply_overrides(
                 manifests,
                 images={name: self._rendered_text(image, f"images.{name}") for name, image in spec.images.items()},
