@@ -432,7 +432,7 @@ def test_the_kind_registries_are_derived_from_the_models():
     from prodline.config.rules import CHECK_KINDS, PRECONDITION_KINDS, Check, RuleSpec, rule_kinds
     from prodline.config.steps import STEP_KINDS, Step, StepSpec, step_kinds
 
-    assert STEP_KINDS == tuple(step_kinds()) == ("command", "terraform", "pulumi")
+    assert STEP_KINDS == tuple(step_kinds()) == ("command", "terraform", "pulumi", "kubernetes", "rollout")
     assert PRECONDITION_KINDS == tuple(rule_kinds()) == (*CHECK_KINDS, "approval", "stable")
     assert all(issubclass(k, StepSpec) for k in step_kinds().values())
     assert all(issubclass(k, RuleSpec) for k in rule_kinds().values())

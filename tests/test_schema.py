@@ -99,7 +99,7 @@ def test_every_kind_has_a_branch_and_rules_have_one_for_use():
     def keys(definition: dict[str, Any]) -> list[str]:
         return [branch["required"][0] for branch in definition["oneOf"]]
 
-    assert keys(service["Step"]) == ["command", "terraform", "pulumi"]
+    assert keys(service["Step"]) == ["command", "terraform", "pulumi", "kubernetes", "rollout"]
     assert keys(application["Check"]) == ["command", "alerts", "prometheus", "http", "window", "use"]
     assert keys(application["Precondition"])[-3:] == ["approval", "stable", "use"]
     assert "use" not in keys(application["Protection"])
