@@ -1,7 +1,9 @@
 """Record the release histories that tests/test_replay.py replays.
 
 Run it when a change *intends* to alter what the workflows do for new
-releases: `.venv/bin/python tests/replay/record.py`. Keep the old fixtures
+releases: `.venv/bin/python tests/replay/record.py` (`... record.py canary` records only
+`canary.json`: an Argo Rollouts canary walked pause by pause on the fake API server in
+tests/kubeapi, one pause passed by its check, the next promoted by an operator). Keep the old fixtures
 too (rename them, e.g. `succeeded.v1.json`) while releases started by the old
 code may still be running: the replay test must pass for every version in
 flight. If an old fixture stops replaying, guard the change with
@@ -190,10 +192,116 @@ async def record() -> None:
     print(f"recorded histories in {HERE}", file=sys.stderr)
 
 
+CANARY_APP = """\
+application: web
+environments:
+  - name: production
+    preconditions:
+      - approval: {approvers: [alice]}
+    checks:
+      - name: smoke
+        command: {run: "true"}
+        when: [after_deploy]
+"""
+
+CANARY_SERVICE = """\
+service: storefront
+application: web
+parameters:
+  image: {{type: image}}
+steps:
+  - name: web
+    rollout:
+      manifests: [rollout.yaml]
+      kubeconfig: {kubeconfig}
+      images: {{web: "{{{{ params.image }}}}"}}
+      poll_interval: 100ms
+      pauses: [{{checks: [smoke]}}, {{approval: true}}]
+"""
+
+ROLLOUT = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "ghcr.io/acme/web:0"}]
+  strategy:
+    canary:
+      steps: [{setWeight: 20}, {pause: {}}, {setWeight: 60}, {pause: {}}]
+"""
+
+
+async def record_canary() -> None:
+    """canary.json: the second release of a Rollout, pause 1 passed by its check, pause 2
+    (waiting for an approval) promoted by an operator through the rollout Update."""
+    sys.path.insert(0, str(HERE.parent))  # tests/, for the fake API server
+    from prodline.contracts import RolloutCommand
+
+    from kubeapi import FakeCluster
+
+    work = Path(tempfile.mkdtemp(prefix="prodline-replay-"))
+    os.environ["PRODLINE_ARTIFACT_DIR"] = str(work / "artifacts")
+    os.environ["PRODLINE_CACHE_DIR"] = str(work / "cache")
+    store = LocalArtifactStore(work / "artifacts")
+    server = DevServer(work / "state", port=free_port(), ui=False)
+    await server.start()
+    try:
+        with FakeCluster(preinstalled_crds=["rollouts.argoproj.io"]) as cluster:
+            (work / "prodline.yaml").write_text(CANARY_APP)
+            (work / "svc").mkdir()
+            (work / "svc" / "rollout.yaml").write_text(ROLLOUT)
+            service_file = work / "svc" / "prodline.service.yaml"
+            service_file.write_text(CANARY_SERVICE.format(kubeconfig=cluster.kubeconfig(work / "kubeconfig")))
+            client = await connect(server.address, "default")
+            async with build_worker(client, QUEUE):
+                await ApplicationClient(client, QUEUE).apply(work / "prodline.yaml", "platform-team", store)
+
+                async def start(version: str) -> WorkflowHandle:
+                    params = {"image": f"ghcr.io/acme/web:{version}"}
+                    request = (await prepare(client, service_file, version, params, "ci-bot", store)).request
+                    return await client.start_workflow(
+                        ReleaseWorkflow.run, request, id=request.release_id, task_queue=QUEUE
+                    )
+
+                async def waiting_on(handle: WorkflowHandle, what: str) -> None:
+                    for _ in range(600):
+                        status = await handle.query(ReleaseWorkflow.status)
+                        if status.environments and what in status.environments[0].waiting_on:
+                            return
+                        await asyncio.sleep(0.05)
+                    raise TimeoutError(f"{handle.id}: {what}")
+
+                async def approved(handle: WorkflowHandle) -> WorkflowHandle:
+                    await waiting_on(handle, "precondition approval")
+                    decision = Decision(
+                        request_id=uuid.uuid4().hex, environment="production", by="alice", verdict=Verdict.approve
+                    )
+                    await handle.execute_update(ReleaseWorkflow.decision, decision)
+                    return handle
+
+                await (await approved(await start("1.0.0"))).result()  # the first Rollout: Healthy at once
+                canary = await approved(await start("1.1.0"))
+                await waiting_on(canary, "approval at canary pause 2")
+                await canary.execute_update(
+                    ReleaseWorkflow.rollout, RolloutCommand(action="promote", by="ops", reason="recorded")
+                )
+                await canary.result()
+                history = await canary.fetch_history()
+                (HERE / "canary.json").write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    finally:
+        server.stop()
+    print(f"recorded {HERE / 'canary.json'}", file=sys.stderr)
+
+
 async def _finished(handle: WorkflowHandle) -> None:
     with contextlib.suppress(Exception):
         await handle.result()
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record_canary() if sys.argv[1:] == ["canary"] else record())
