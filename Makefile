@@ -55,6 +55,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/terraform_step.py
+	$(BIN)/python bench/kube_step.py
 
 # Stops a running demo first: its server must not keep writing into what is removed.
 # The two examples/ paths are where older versions of the demo wrote.

@@ -1,6 +1,6 @@
 """Benchmark 8: a Kubernetes step through prodline against the same API calls made directly.
 
-``python bench/kubernetes.py [--runs N] [--no-save]``. A set of 30 objects (1 Namespace,
+``python bench/kube_step.py [--runs N] [--no-save]``. A set of 30 objects (1 Namespace,
 4 Secrets, 8 ConfigMaps, 7 Services, 10 Deployments; one multi-document file) goes to
 the fake Kubernetes API server of the tests (``tests/kubeapi``, in this process, over
 HTTP), a fresh one each run, so that every run makes the same creates. Three paths,
@@ -38,12 +38,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named kubernetes.py: with its folder first on sys.path (as ``python
-# bench/kubernetes.py`` puts it), ``import kubernetes`` anywhere (prodline's step code
-# too) would find this file instead of the client. The folder goes last, after the
-# installed packages, and stays on the path for ``common``.
 BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -517,7 +512,7 @@ def report(result: dict[str, Any]) -> str:
         f"{ms(release['release (start -> result)'])} from start to result, plus {ms(release['prepare'])} to prepare "
         "(check, pack, upload).",
         "",
-        f"`.venv/bin/python bench/kubernetes.py --runs {runs} --poll {setup.poll:g} --ready-after {setup.ready_after}` "
+        f"`.venv/bin/python bench/kube_step.py --runs {runs} --poll {setup.poll:g} --ready-after {setup.ready_after}` "
         "wrote this section.",
         "",
         "Requests the fake server received per run (polls: GETs of Deployments after the first real apply):",
@@ -569,7 +564,7 @@ def main() -> int:
         save_section(
             BENCH / "RESULTS.md",
             text,
-            "<!-- kubernetes:begin: written by bench/kubernetes.py -->",
+            "<!-- kubernetes:begin: written by bench/kube_step.py -->",
             "<!-- kubernetes:end -->",
             "## 8. Kubernetes step",
         )
