@@ -16,8 +16,10 @@ forgotten.
 
 An operator acts through the release, not behind its back: ``prodline release
 promote|abort`` sends the ``rollout`` Update, recorded in history with who and
-why. ``promote`` skips what is left of the open pause's rules, ``promote
+why. ``promote`` skips what is left of the open pause's checks, ``promote
 --full`` skips every remaining step, ``abort`` aborts and fails the release.
+A promote never skips people: one that would pass a pause waiting for the
+environment's approval is refused (approve it instead).
 
 Everything here is workflow code: deterministic, no I/O.
 """
@@ -86,6 +88,7 @@ class Canary:
         self.progress = StepProgress(message="applied")
         self.command: RolloutCommand | None = None
         self.handled = ""  # what was done about the last command: its Update's answer
+        self._reached = 0  # the last pause the canary stopped at
 
     @property
     def spec(self) -> RolloutStep:
@@ -97,12 +100,29 @@ class Canary:
         """Why this command cannot be taken now ("" when it can)."""
         if self.command is not None:
             return f"{self.command.by}'s {self.command.action.replace('_', ' ')} is still being carried out"
+        if command.action == "abort":
+            return ""  # stopping is always allowed
         if command.action == "promote" and not self.progress.paused:
             return (
                 f"the canary is not paused ({self.progress.message or 'progressing'}); a step still running "
                 "is never skipped: wait for the next pause, or promote --full"
             )
+        skipped = self._approvals_skipped(full=command.action == "promote_full")
+        if skipped:
+            # An operator's promote skips checks, never people: the approval rule names who decides.
+            return (
+                f"pause {skipped[0]} waits for {self.stage.name}'s approval, which a promote would skip; "
+                "approve it with `prodline approve` (or abort)"
+            )
         return ""
+
+    def _approvals_skipped(self, full: bool) -> list[int]:
+        """The pauses with an approval that a promote now would skip (1-based)."""
+        if pause_approval(self.stage) is None:
+            return []
+        first = self.progress.pause if self.progress.paused else self._reached + 1
+        last = len(self.spec.pauses) if full else first
+        return [n for n in range(first, last + 1) if self.spec.pause_rules(n).approval]
 
     async def drive(self) -> StepProgress:
         """Until Healthy and fully promoted; aborts the canary on any way out but success."""
@@ -124,6 +144,7 @@ class Canary:
         return self.progress
 
     async def _at_pause(self, progress: StepProgress) -> None:
+        self._reached = max(self._reached, progress.pause)
         where = f"canary pause {progress.pause} (step {progress.step_index + 1} of {progress.steps})"
         self._board.step(self.stage.name, self.step.name).summary = f"paused at {where}"
         self._event(f"{self.step.name}: paused at {where}")

@@ -135,18 +135,29 @@ async def test_a_release_cancelled_at_a_pause_aborts_its_canary(releases, script
     assert done.steps("production") == {"web": "cancelled"}
 
 
-async def test_an_operator_promotes_a_pause_through_the_release(releases, script, request_for):
+async def test_an_operator_promotes_past_a_pauses_checks_but_never_past_its_approval(releases, script, request_for):
     script.on("wait", "web", paused(1, 1), paused(2, 3), paused(3, 5), HEALTHY)
-    async with releases.running(request_for(APP, CANARY), script) as running:
+    # Pause 2 watches its check for an hour: an operator who has seen enough promotes.
+    service = CANARY.replace("for: 2s", "for: 1h")
+    async with releases.running(request_for(APP, service), script) as running:
         await approve_when_asked(running)
+        await running.until(lambda s: any("watching errors for 1h" in e.message for e in s.events), "the watch")
+        # --full would skip pause 3's approval as well: people are never skipped.
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await running.steer("promote_full")
+        assert "pause 3 waits for production's approval, which a promote would skip" in str(refused.value.cause)
+        answer = await running.steer("promote", by="ops", reason="metrics reviewed")
         await running.waiting_on("production", "approval at canary pause 3")
-        answer = await running.steer("promote", by="ops", reason="alice is away")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await running.steer("promote", by="ops")
+        assert "approve it with `prodline approve`" in str(refused.value.cause)
+        assert (await running.decide("alice")).accepted
         done = await running.finish()
-    assert answer == "promoted past pause 3"
+    assert answer == "promoted past pause 2"
     assert done.state == "succeeded", done.reason
     assert [a.at.pause for a in script.actions if a.at] == [1, 2, 3]
-    assert "ops: promote (alice is away); the pause's remaining rules skipped" in done.events
-    assert "ops asks to promote (alice is away)" in done.events  # recorded as the Update arrived
+    assert "ops: promote (metrics reviewed); the pause's remaining rules skipped" in done.events
+    assert "ops asks to promote (metrics reviewed)" in done.events  # recorded as the Update arrived
 
 
 async def test_promote_is_refused_while_a_canary_step_runs_and_abort_is_not(releases, script, request_for):
