@@ -265,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=lambda args: _release().cancel(args))
 
     for action, text in (
-        ("promote", "promote a release's canary past the pause it waits at (skips that pause's remaining checks, never an approval)"),
+        (
+            "promote",
+            "promote a release's canary past the pause it waits at (skips that pause's remaining checks, never an approval)",
+        ),
         ("abort", "abort a release's canary: traffic back to the stable version, and the release fails"),
     ):
         p = release.add_parser(action, help=text, description=text + ". Recorded in the release's history.")
