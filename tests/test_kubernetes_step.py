@@ -453,3 +453,41 @@ def test_fetch_tells_drift(service, runner, cluster):
     cluster.edit("apps/v1", "Deployment", "web", "default", lambda d: d["spec"].update(replicas=9))
     drift = in_activity(runner.fetch, run, run.step.spec)
     assert drift.changed is True and "    spec.replicas: 9 -> 2" in drift.output
+
+
+DB_PASSWORD = "db-pw-5f0c9e2a71b4"
+
+
+def with_sensitive_output(service: Service, run: StepRun, name: str, value: str) -> StepRun:
+    """``run`` after an earlier step ``infra`` stored a sensitive output ``name`` (the store, not history)."""
+    key = f"{run.context.release_id}/run-1/staging/infra/outputs.json"
+    digest = service.store.put(key, json.dumps({name: value}).encode())
+    context = run.context.model_copy(
+        update={"sensitive_outputs": {f"steps.infra.outputs.{name}": key}, "output_digests": {key: digest}}
+    )
+    return run.model_copy(update={"context": context})
+
+
+def test_an_earlier_steps_sensitive_output_never_reaches_plan_apply_fetch_or_errors(service, runner, cluster):
+    service.write(CONFIG.replace("GREETING: hello", 'DB: "{{ steps.infra.outputs.db_password }}"'))
+    run = with_sensitive_output(service, service.step(), "db_password", DB_PASSWORD)
+    cluster.fail_next("PATCH", "/configmaps/web-config", 422, f'ConfigMap "web-config": invalid value "{DB_PASSWORD}"')
+    error = failure(runner.plan, run, run.step.spec)
+    assert "invalid value" in error.message and DB_PASSWORD not in error.message
+
+    run = planned(runner, run)
+    assert run.plan is not None
+    assert '    data.DB: "***"' in run.plan.output
+    assert DB_PASSWORD not in run.plan.output and DB_PASSWORD not in run.plan.summary
+    cluster.fail_next("PATCH", "/configmaps/web-config", 500, f"etcd wrote {DB_PASSWORD} nowhere")
+    error = failure(runner.apply, run, run.step.spec)
+    assert not error.non_retryable and "etcd wrote" in error.message and DB_PASSWORD not in error.message
+    run = applied(runner, run)
+    assert run.applied is not None
+    live = cluster.get("v1", "ConfigMap", "web-config")
+    assert live is not None and live["data"]["DB"] == DB_PASSWORD  # the cluster gets it, history does not
+    assert DB_PASSWORD not in run.applied.output + run.applied.summary
+
+    cluster.edit("v1", "ConfigMap", "web-config", "default", lambda c: c["data"].update(DB="changed"))
+    drift = in_activity(runner.fetch, run, run.step.spec)
+    assert drift.changed and '    data.DB: "changed" -> "***"' in drift.output and DB_PASSWORD not in drift.output

@@ -31,9 +31,11 @@ Blocking client calls run in a thread so heartbeats go on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,7 +67,7 @@ from ..kube.manifests import (
 )
 from ..kube.manifests import render as render_manifests
 from ..kube.prune import ApplySet
-from ..process import heartbeat_while
+from ..process import heartbeat_while, redact
 from ..workspace import shared_store
 from .base import StepRunner, approved_plan, saved_plan, scratch_file
 
@@ -73,6 +75,7 @@ log = structlog.get_logger("prodline.steps.kubernetes")
 
 Obj = dict[str, Any]
 T = TypeVar("T")
+Reported = TypeVar("Reported", StepResult, StepProgress)
 SpecT = TypeVar("SpecT", bound=KubernetesStep)
 
 PLAN_FILE = "kubernetes-plan.json"
@@ -120,6 +123,14 @@ class Session:
         self.run, self.spec = run, spec
         self.ctx = WorkerContext(run.context, store)
         self.values = self.ctx.template_values()  # once: it reads earlier steps' sensitive outputs
+        # Manifests may render earlier steps' sensitive outputs (a ConfigMap value), and the API
+        # server echoes what it was sent: every text the step reports (history) is masked.
+        self.masks = [self.values[name] for name in run.context.sensitive_outputs if self.values.get(name)]
+        self.masks += [value for variable in run.context.secrets.values() if (value := os.environ.get(variable))]
+        with self.redacting():
+            self._connect(run, spec, store)
+
+    def _connect(self, run: StepRun, spec: KubernetesStep, store: ArtifactStore | None) -> None:
         self.namespace = self._rendered_text(spec.namespace, "namespace")
         target = Target(
             kubeconfig=self._rendered_text(spec.kubeconfig, "kubeconfig") if spec.kubeconfig else None,
@@ -133,6 +144,22 @@ class Session:
         self.api = Api(self.cluster, self.namespace)
         self.applyset = ApplySet.of(run.context.service, run.step.name, self.namespace) if spec.prune else None
         self._known: dict[tuple[str, str], bool] = {}
+
+    @contextlib.contextmanager
+    def redacting(self) -> Iterator[None]:
+        """Errors raised inside, with their messages masked."""
+        try:
+            yield
+        except ApplicationError as exc:
+            raise redacted_error(exc, self.masks) from None
+
+    def clean(self, reported: Reported) -> Reported:
+        """``reported`` (a result or a progress) with its texts masked, as history may hold it."""
+        if isinstance(reported, StepResult):
+            return reported.model_copy(
+                update={"summary": redact(reported.summary, self.masks), "output": redact(reported.output, self.masks)}
+            )
+        return reported.model_copy(update={"message": redact(reported.message, self.masks)})
 
     def where(self, field: str) -> str:
         return f"step {self.run.step.name}: {self.run.step.kind}.{field}"
@@ -289,6 +316,21 @@ class Session:
         return rollout_status(live)
 
 
+def redacted_error(exc: ApplicationError, masks: Sequence[str]) -> ApplicationError:
+    """``exc`` as it was (type, retryability, details), its message and text details masked."""
+    if not masks:
+        return exc
+    details = [redact(d, masks) if isinstance(d, str) else d for d in exc.details]
+    return ApplicationError(
+        redact(exc.message, masks),
+        *details,
+        type=exc.type,
+        non_retryable=exc.non_retryable,
+        next_retry_delay=exc.next_retry_delay,
+        category=exc.category,
+    )
+
+
 def unhealthy_error(session: Session, exc: Unhealthy) -> ApplicationError:
     """A rollout that waiting will not fix, with the controller's message: fail, no retry."""
     return ApplicationError(
@@ -346,10 +388,20 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
     async def session(self, run: StepRun, spec: KubernetesStep) -> Session:
         return await in_thread(lambda: Session(run, spec, self.store))
 
+    async def masked(
+        self, run: StepRun, spec: KubernetesStep, body: Callable[[Session], Awaitable[Reported]]
+    ) -> Reported:
+        """``body`` in the step's session: what it returns and every error it raises, masked."""
+        session = await self.session(run, spec)
+        with session.redacting():
+            return session.clean(await body(session))
+
     # --- plan -------------------------------------------------------------------------------
 
     async def plan(self, run: StepRun, spec: KubernetesStep) -> StepResult:
-        session = await self.session(run, spec)
+        return await self.masked(run, spec, lambda session: self._plan(session, run))
+
+    async def _plan(self, session: Session, run: StepRun) -> StepResult:
         details = progress_details("planning")
 
         def planned() -> tuple[list[Obj], Dry]:
@@ -384,9 +436,11 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
     # --- apply ------------------------------------------------------------------------------
 
     async def apply(self, run: StepRun, spec: KubernetesStep) -> StepResult:
+        return await self.masked(run, spec, lambda session: self._apply(session, run, spec))
+
+    async def _apply(self, session: Session, run: StepRun, spec: KubernetesStep) -> StepResult:
         approved = json.loads(approved_plan(run, self.store))
         objs: list[Obj] = approved["objects"]
-        session = await self.session(run, spec)
         details = progress_details("checking the plan")
         dry = await in_thread(lambda: session.dry_run(objs), details)
         self._refuse_stale(run, approved, dry)
@@ -464,7 +518,9 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
         return json.loads(data)
 
     async def wait(self, run: StepRun, spec: KubernetesStep) -> StepProgress:
-        session = await self.session(run, spec)
+        return await self.masked(run, spec, lambda session: self._wait(session, run))
+
+    async def _wait(self, session: Session, run: StepRun) -> StepProgress:
         objs = await in_thread(lambda: self.applied_objects(run))
         message = await self.wait_healthy(session, [o for o in objs if o["kind"] in WAITED_KINDS])
         return await self.finish(session, objs, message)
@@ -495,7 +551,9 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
     # --- fetch ------------------------------------------------------------------------------
 
     async def fetch(self, run: StepRun, spec: KubernetesStep) -> StepResult:
-        session = await self.session(run, spec)
+        return await self.masked(run, spec, lambda session: self._fetch(session, run))
+
+    async def _fetch(self, session: Session, run: StepRun) -> StepResult:
         if run.applied is not None and run.applied.applied_key:
             objs = await in_thread(lambda: self.applied_objects(run))
         else:

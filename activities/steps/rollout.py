@@ -93,17 +93,19 @@ class RolloutRunner(KubernetesRunner):
             )
         return rollouts[0]
 
-    async def _target(self, run: StepRun, spec: KubernetesStep) -> tuple[Session, list[Obj], Obj]:
-        session = await self.session(run, spec)
+    async def _target(self, session: Session, run: StepRun) -> tuple[list[Obj], Obj]:
         objs = await in_thread(lambda: self.applied_objects(run))
-        return session, objs, self.rollout_of(run, spec, objs)
+        return objs, self.rollout_of(run, session.spec, objs)
 
     # --- wait -------------------------------------------------------------------------------
 
     async def wait(self, run: StepRun, spec: KubernetesStep) -> StepProgress:
-        session, objs, rollout = await self._target(run, spec)
+        return await self.masked(run, spec, lambda session: self._wait(session, run))
+
+    async def _wait(self, session: Session, run: StepRun) -> StepProgress:
+        objs, rollout = await self._target(session, run)
         details = progress_details("waiting for the Rollout")
-        interval = spec.poll_interval.total_seconds()
+        interval = session.spec.poll_interval.total_seconds()
         while True:
             live = await in_thread(lambda: _read(session, rollout), details)
             try:
@@ -127,8 +129,11 @@ class RolloutRunner(KubernetesRunner):
     # --- promote and abort ------------------------------------------------------------------
 
     async def promote(self, action: StepAction, spec: KubernetesStep) -> StepProgress:
-        session, _, rollout = await self._target(action.run, spec)
-        return await in_thread(lambda: self._promote(session, rollout, action))
+        async def promote(session: Session) -> StepProgress:
+            _, rollout = await self._target(session, action.run)
+            return await in_thread(lambda: self._promote(session, rollout, action))
+
+        return await self.masked(action.run, spec, promote)
 
     def _promote(self, session: Session, rollout: Obj, action: StepAction) -> StepProgress:
         for _ in range(CONFLICT_RETRIES):
@@ -169,8 +174,11 @@ class RolloutRunner(KubernetesRunner):
         return live
 
     async def abort(self, action: StepAction, spec: KubernetesStep) -> StepProgress:
-        session, _, rollout = await self._target(action.run, spec)
-        return await in_thread(lambda: self._abort(session, rollout, action))
+        async def abort(session: Session) -> StepProgress:
+            _, rollout = await self._target(session, action.run)
+            return await in_thread(lambda: self._abort(session, rollout, action))
+
+        return await self.masked(action.run, spec, abort)
 
     def _abort(self, session: Session, rollout: Obj, action: StepAction) -> StepProgress:
         for _ in range(CONFLICT_RETRIES):
