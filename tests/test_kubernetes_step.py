@@ -303,7 +303,7 @@ def test_prune_removes_only_labelled_leftovers_after_health(service, runner, clu
     service.write(namespace, CONFIG, extra, DEPLOYMENT)
     first = deploy(runner, service.step(prune=True))
     in_activity(runner.wait, first, first.step.spec)
-    applyset = ApplySet.of("checkout", "deploy", "default").id
+    applyset = ApplySet.of(first.context, "deploy", "default").id
     old = cluster.get("v1", "ConfigMap", "old-config")
     assert old is not None and old["metadata"]["labels"][PART_OF_LABEL] == applyset
     labelled = {PART_OF_LABEL: applyset}
@@ -323,7 +323,7 @@ def test_prune_removes_only_labelled_leftovers_after_health(service, runner, clu
     assert cluster.get("v1", "ConfigMap", "old-config") is None and cluster.get("v1", "ConfigMap", "stray") is None
     assert cluster.get("v1", "ConfigMap", "by-hand") is not None
     assert cluster.get("v1", "Namespace", "kept-ns", None) is not None
-    parent = cluster.get("v1", "Secret", "prodline-checkout-deploy")
+    parent = cluster.get("v1", "Secret", ApplySet.of(run.context, "deploy", "default").name)
     assert parent is not None
     assert (
         parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"]
@@ -491,3 +491,37 @@ def test_an_earlier_steps_sensitive_output_never_reaches_plan_apply_fetch_or_err
     cluster.edit("v1", "ConfigMap", "web-config", "default", lambda c: c["data"].update(DB="changed"))
     drift = in_activity(runner.fetch, run, run.step.spec)
     assert drift.changed and '    data.DB: "changed" -> "***"' in drift.output and DB_PASSWORD not in drift.output
+
+
+def in_environment(run: StepRun, environment: str) -> StepRun:
+    return run.model_copy(update={"context": run.context.model_copy(update={"environment": environment})})
+
+
+def test_two_environments_in_one_namespace_prune_only_their_own(service, runner, cluster):
+    """staging and production of one service share a cluster and namespace: each has its own set."""
+    staging, production = CONFIG.replace("web-config", "staging-config"), CONFIG.replace("web-config", "prod-config")
+    service.write(staging, CONFIG.replace("web-config", "staging-old"))
+    deploy(runner, in_environment(service.step(prune=True, wait=False), "staging"))
+    service.write(production, CONFIG.replace("web-config", "prod-old"))
+    deploy(runner, in_environment(service.step(prune=True, wait=False), "production"))
+
+    service.write(staging)  # staging-old removed from staging's manifests
+    run = planned(runner, in_environment(service.step(prune=True, wait=False), "staging"))
+    assert run.plan is not None and run.plan.summary == "0 to create, 0 to update, 1 to prune, 1 unchanged"
+    applied(runner, run)
+    assert cluster.get("v1", "ConfigMap", "staging-old") is None
+    for kept in ("staging-config", "prod-config", "prod-old"):
+        assert cluster.get("v1", "ConfigMap", kept) is not None, kept
+
+
+def test_applyset_names_of_different_steps_never_collide():
+    context = RunContext(**ReleaseRef.of("shop", "shop", "1.0.0"), environment="staging", base_dir=".", run_id="r")
+    other = context.model_copy(update={"service": "shop-web"})
+    a, b = ApplySet.of(context, "web-deploy", "default"), ApplySet.of(other, "deploy", "default")
+    assert a.name != b.name and a.id != b.id
+    assert a.name.startswith("prodline-shop-staging-web-deploy-")
+    # Another application or environment with the same service and step: another set.
+    assert ApplySet.of(context.model_copy(update={"application": "mall"}), "web-deploy", "default").id != a.id
+    assert ApplySet.of(context.model_copy(update={"environment": "prod"}), "web-deploy", "default").id != a.id
+    long = ApplySet.of(context.model_copy(update={"service": "s" * 300}), "deploy", "default")
+    assert len(long.name) <= 253 and long.name.startswith("prodline-sss") and long.name[-11] == "-"

@@ -1,7 +1,11 @@
 """Pruning with ApplySet (KEP-3659) labels: what kubectl's ``--applyset`` would delete, and only that.
 
 A step with ``prune: true`` owns an ApplySet whose parent is a Secret in the
-step's namespace (``prodline-<service>-<step>``). Every object it applies
+step's namespace, ``prodline-<service>-<environment>-<step>-<hash>``: the hash
+(10 hex digits of SHA-256) is of the application, environment, service and
+step, so two environments (or applications) sharing a cluster and namespace
+have two sets, and names that read alike (service ``shop`` + step
+``web-deploy``, service ``shop-web`` + step ``deploy``) are still two. Every object it applies
 carries ``applyset.kubernetes.io/part-of=<id>``; the parent lists the kinds
 (``contains-group-kinds``) and the other namespaces its members live in, so
 both prodline and ``kubectl`` can find the members again.
@@ -21,10 +25,14 @@ Objects without the label are never touched, whoever made them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from prodline.contracts import RunContext
 
 from .api import Api
 from .manifests import (
@@ -42,6 +50,8 @@ Obj = dict[str, Any]
 
 # Deleting these deletes what is in them (every object of a namespace, every custom resource).
 NEVER_PRUNED = frozenset({"Namespace", "CustomResourceDefinition"})
+MAX_NAME = 253  # a Secret's name is a DNS subdomain (the ID label is a hash of it: always short)
+HASH_LENGTH = 10
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,12 @@ class ApplySet:
     namespace: str
 
     @classmethod
-    def of(cls, service: str, step: str, namespace: str) -> ApplySet:
-        return cls(_dns_name(f"prodline-{service}-{step}"), namespace)
+    def of(cls, context: RunContext, step: str, namespace: str) -> ApplySet:
+        """The set of ``step`` of this application, environment and service, in ``namespace``."""
+        owner = [context.application, context.environment, context.service, step]
+        digest = hashlib.sha256(json.dumps(owner).encode()).hexdigest()[:HASH_LENGTH]
+        prefix = _dns_name(f"prodline-{context.service}-{context.environment}-{step}")
+        return cls(f"{prefix[: MAX_NAME - HASH_LENGTH - 1].rstrip('-')}-{digest}", namespace)
 
     @property
     def id(self) -> str:
@@ -132,4 +146,4 @@ def _split(value: str | None) -> list[str]:
 def _dns_name(text: str) -> str:
     """A valid object name: lower case, [a-z0-9-], at most 253 characters."""
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return name[:253].rstrip("-") or "prodline"
+    return name[:MAX_NAME].rstrip("-") or "prodline"

@@ -142,7 +142,7 @@ class Session:
         )
         self.cluster: Cluster = cluster_for(target)
         self.api = Api(self.cluster, self.namespace)
-        self.applyset = ApplySet.of(run.context.service, run.step.name, self.namespace) if spec.prune else None
+        self.applyset = ApplySet.of(run.context, run.step.name, self.namespace) if spec.prune else None
         self._known: dict[tuple[str, str], bool] = {}
 
     @contextlib.contextmanager
