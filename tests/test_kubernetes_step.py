@@ -11,6 +11,7 @@ import dataclasses
 import json
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from prodline.activities.kube.manifests import PART_OF_LABEL, rendered_digest
+from prodline.activities.kube.manifests import PART_OF_LABEL
 from prodline.activities.kube.prune import ApplySet
 from prodline.activities.steps.kubernetes import KubernetesRunner
 from prodline.artifacts.store import LocalArtifactStore, sha256
@@ -160,9 +161,9 @@ def test_apply_then_healthy(service, runner, cluster):
     result = in_activity(runner.apply, run, run.step.spec)
     assert result.summary == "applied 3 objects (3 created, 0 updated)"
     # What was applied is kept for a later re-apply: exactly the approved objects, by their digest.
-    objects = json.loads(service.store.get(result.applied_key or ""))
-    assert objects == json.loads(service.store.get(run.plan.artifact))["objects"]
-    assert f"sha256:{result.applied_digest}" == rendered_digest(objects)
+    stored = service.store.get(result.applied_key or "")
+    assert json.loads(stored) == {"objects": json.loads(service.store.get(run.plan.artifact))["objects"], "prune": []}
+    assert result.applied_digest == sha256(stored)
     live = cluster.get("apps/v1", "Deployment", "web")
     assert live is not None
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "shop/web:1.0.0"
@@ -525,3 +526,40 @@ def test_applyset_names_of_different_steps_never_collide():
     assert ApplySet.of(context.model_copy(update={"environment": "prod"}), "web-deploy", "default").id != a.id
     long = ApplySet.of(context.model_copy(update={"service": "s" * 300}), "deploy", "default")
     assert len(long.name) <= 253 and long.name.startswith("prodline-sss") and long.name[-11] == "-"
+
+
+def delete_over_http(cluster: FakeCluster, path: str) -> None:
+    """Someone else deletes an object (through the API, as kubectl would)."""
+    urllib.request.urlopen(urllib.request.Request(cluster.url + path, method="DELETE"), timeout=5).close()
+
+
+def test_only_the_approved_leftovers_are_pruned_and_only_if_still_the_same_object(service, runner, cluster):
+    """The plan listed old-config and old-secret for pruning; by the time the wait prunes, another
+    member was labelled (never approved) and old-secret was deleted and made anew (another object)."""
+    old_secret = SECRET.replace("web-secret", "old-secret")
+    service.write(CONFIG, CONFIG.replace("web-config", "old-config"), old_secret, DEPLOYMENT)
+    first = deploy(runner, service.step(prune=True))
+    in_activity(runner.wait, first, first.step.spec)
+    service.write(CONFIG, DEPLOYMENT)
+    run = planned(runner, service.step(prune=True))
+    assert run.plan is not None and "1 to prune" not in run.plan.summary and "2 to prune" in run.plan.summary
+    run = applied(runner, run)
+
+    labelled = {PART_OF_LABEL: ApplySet.of(run.context, "deploy", "default").id}
+    cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late", "labels": labelled}})
+    replaced = cluster.get("v1", "Secret", "old-secret")
+    assert replaced is not None
+    delete_over_http(cluster, "/api/v1/namespaces/default/secrets/old-secret")
+    cluster.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "old-secret", "labels": labelled}})
+    again = cluster.get("v1", "Secret", "old-secret")
+    assert again is not None and again["metadata"]["uid"] != replaced["metadata"]["uid"]
+
+    progress = in_activity(runner.wait, run, run.step.spec)
+    assert cluster.get("v1", "ConfigMap", "old-config") is None  # approved, and still the same object
+    assert cluster.get("v1", "ConfigMap", "late") is not None  # never approved
+    assert cluster.get("v1", "Secret", "old-secret") is not None  # not the object approved
+    assert progress.message.endswith(
+        "; 1 pruned; not pruned: v1 Secret default/old-secret (replaced since the plan: another object of that name)"
+    )
+    deletes = [r for r in cluster.requests if r.method == "DELETE"]
+    assert deletes[-1].path.endswith("/configmaps/old-config") and deletes[-1].body["preconditions"]["uid"]

@@ -148,12 +148,18 @@ class Api:
             )
         return result.to_dict()
 
-    def delete(self, obj: Obj) -> bool:
-        """Delete ``obj`` (False: it was already gone)."""
+    def delete(self, obj: Obj, *, uid: str | None = None) -> bool:
+        """Delete ``obj`` (False: it was already gone); with ``uid``, only that very object (a
+        precondition: another object of that name is a 409)."""
         resource, placed = self._target(obj)
+        body = {"preconditions": {"uid": uid}} if uid else None
         with self.errors(obj, missing_ok=True) as missing:
             self.cluster.client.delete(
-                resource, name=_name(placed), namespace=_ns(resource, placed), _request_timeout=self.timeout
+                resource,
+                name=_name(placed),
+                namespace=_ns(resource, placed),
+                body=body,
+                _request_timeout=self.timeout,
             )
             return True
         assert missing

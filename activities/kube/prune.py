@@ -13,12 +13,14 @@ both prodline and ``kubectl`` can find the members again.
 - Before members are applied, the parent is widened to the union of the kinds
   and namespaces it listed and the new set's (a member is never unlisted, even
   when the apply dies half way).
-- After every apply and health check passed, live members the set no longer
-  has are deleted, never a Namespace or a CRD (deleting one deletes what is
-  in it), and the parent narrows to the new set. kubectl deletes the members
-  whose UID it did not apply; those are the same objects, told apart here by
-  group, kind, namespace and name, so the wait (its own activity) needs no
-  UIDs from the apply.
+- The plan lists the live members the set no longer has (never a Namespace
+  or a CRD: deleting one deletes what is in it), each with the UID it read.
+  Those, and only those, are deleted once every apply and health check
+  passed (maybe hours later, after a canary), each with a UID precondition:
+  a member labelled after the plan was never approved, and an object deleted
+  and made anew under the same name is not the one approved; both are left
+  alone and said so. Then the parent narrows to the new set (and what was
+  left alone).
 
 Objects without the label are never touched, whoever made them.
 """
@@ -29,12 +31,14 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from temporalio.exceptions import ApplicationError
 
 from prodline.contracts import RunContext
 
-from .api import Api
+from .api import Api, http_status
 from .manifests import (
     GROUP_KINDS_ANNOTATION,
     NAMESPACES_ANNOTATION,
@@ -43,6 +47,7 @@ from .manifests import (
     group_kind,
     group_kinds,
     object_identity,
+    object_key,
     parent_secret,
 )
 
@@ -52,6 +57,30 @@ Obj = dict[str, Any]
 NEVER_PRUNED = frozenset({"Namespace", "CustomResourceDefinition"})
 MAX_NAME = 253  # a Secret's name is a DNS subdomain (the ID label is a hash of it: always short)
 HASH_LENGTH = 10
+
+
+@dataclass
+class Pruned:
+    """What a prune did: the keys deleted, and why each of the others was left alone."""
+
+    deleted: list[str] = field(default_factory=lambda: [])
+    skipped: list[str] = field(default_factory=lambda: [])
+
+    @property
+    def message(self) -> str:
+        parts = [f"{len(self.deleted)} pruned"] if self.deleted else []
+        if self.skipped:
+            parts.append("not pruned: " + ", ".join(self.skipped))
+        return "; ".join(parts)
+
+
+def prune_entry(live: Obj) -> Obj:
+    """What a plan keeps of a leftover to delete it later: its kind, name, namespace and UID."""
+    meta = live.get("metadata") or {}
+    entry_meta = {"name": meta["name"], "uid": meta.get("uid", "")}
+    if meta.get("namespace"):
+        entry_meta["namespace"] = meta["namespace"]
+    return {"apiVersion": live["apiVersion"], "kind": live["kind"], "metadata": entry_meta}
 
 
 @dataclass(frozen=True)
@@ -125,14 +154,36 @@ class ApplySet:
                         found.append(live)
         return found
 
-    def prune(self, api: Api, members: Sequence[Obj]) -> list[Obj]:
-        """Delete the set's live members that are not in ``members`` (those already gone
-        included), then narrow the parent to ``members``; the objects deleted."""
-        gone = self.leftovers(api, members)
-        for obj in gone:
-            api.delete(obj)
-        self.narrow(api, members)
-        return gone
+    def prune(self, api: Api, members: Sequence[Obj], approved: Sequence[Obj]) -> Pruned:
+        """Delete the ``approved`` leftovers (:func:`prune_entry`) that are still the objects the
+        plan read, then narrow the parent to ``members`` and what was left alone."""
+        done = Pruned()
+        kept: list[Obj] = []
+        for entry in approved:
+            key, uid = object_key(entry), entry["metadata"].get("uid") or None
+            live = api.get(entry)
+            if live is None:
+                done.skipped.append(f"{key} (already gone)")
+                continue
+            if uid and (live.get("metadata") or {}).get("uid") != uid:
+                done.skipped.append(f"{key} (replaced since the plan: another object of that name)")
+                kept.append(entry)
+                continue
+            try:
+                # The precondition makes the check and the delete one step on the server.
+                deleted = api.delete(entry, uid=uid)
+            except ApplicationError as exc:
+                if http_status(exc) != 409:
+                    raise
+                done.skipped.append(f"{key} (replaced since the plan: another object of that name)")
+                kept.append(entry)
+                continue
+            if deleted:
+                done.deleted.append(key)
+            else:
+                done.skipped.append(f"{key} (already gone)")
+        self.narrow(api, [*members, *kept])
+        return done
 
 
 def _namespaces(members: Iterable[Obj]) -> list[str]:

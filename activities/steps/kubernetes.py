@@ -7,7 +7,8 @@
   ``kubectl diff --server-side``). An object in a Namespace the set itself
   creates, or of a kind whose CRD the set installs, cannot be dry-run yet: it
   is a create of the rendered object. With prune on, labelled members that the
-  set no longer has are listed as prune. The objects (exactly what apply will
+  set no longer has are listed as prune (with the UIDs read: only those will
+  ever be deleted). The objects (exactly what apply will
   send) go to the artifact store with the digest of the masked diffs (what the
   approvers saw); history gets the artifact's key and SHA-256, and the diff.
 * **apply**: the approved objects (checksum-checked), dry-run again; a diff
@@ -16,13 +17,14 @@
   approved state count as applied). With prune on, the ApplySet parent is
   widened first; then Namespaces and CRDs (waited for until Established, then
   discovery refreshed), then the rest in install order, heartbeating "applied
-  12/30". What was applied goes to the store (``applied_key``; its SHA-256 is
-  the rendered set's digest). Nothing is pruned here unless the step does not
-  wait: pruning waits for health.
+  12/30". What was applied, with the approved leftovers to prune, goes to the
+  store (``applied_key``, its SHA-256 ``applied_digest``). Nothing is pruned
+  here unless the step does not wait: pruning waits for health.
 * **wait** (its own activity: a worker that dies here is replaced by one that
   waits again, never re-applies): poll every workload with ``kubectl rollout
   status``'s rules, heartbeating its progress; a progress deadline is
-  ``Unhealthy`` at once. Then prune, if on.
+  ``Unhealthy`` at once. Then prune, if on: the approved leftovers that are
+  still the objects the plan read (a UID precondition on each delete).
 * **fetch** (drift): a dry-run diff of what was last applied.
 
 Blocking client calls run in a thread so heartbeats go on meanwhile.
@@ -66,7 +68,7 @@ from ..kube.manifests import (
     object_key,
 )
 from ..kube.manifests import render as render_manifests
-from ..kube.prune import ApplySet
+from ..kube.prune import ApplySet, Pruned, prune_entry
 from ..process import heartbeat_while, redact
 from ..workspace import shared_store
 from .base import StepRunner, approved_plan, saved_plan, scratch_file
@@ -106,6 +108,7 @@ class Dry:
 
     planned: list[Planned]
     pruned: list[ObjectDiff]
+    leftovers: list[Obj]  # as read: what pruned describes
 
     @property
     def diffs(self) -> list[ObjectDiff]:
@@ -253,10 +256,8 @@ class Session:
                 new_namespaces.add(obj["metadata"]["name"])
             merged = self.api.apply(obj, dry_run=True)
             planned.append(Planned(obj, live, merged, False, diff_object(key, live, merged)))
-        pruned = []
-        if self.applyset is not None:
-            pruned = [diff_object(object_key(o), o, None) for o in self.applyset.leftovers(self.api, objs)]
-        return Dry(planned, pruned)
+        leftovers = self.applyset.leftovers(self.api, objs) if self.applyset is not None else []
+        return Dry(planned, [diff_object(object_key(o), o, None) for o in leftovers], leftovers)
 
     # --- apply ------------------------------------------------------------------------------
 
@@ -298,14 +299,16 @@ class Session:
                 )
             time.sleep(interval)
 
-    def prune(self, objs: Sequence[Obj]) -> list[str]:
-        """Delete the labelled members that are not in ``objs``; the keys deleted."""
+    def prune(self, objs: Sequence[Obj], approved: Sequence[Obj]) -> Pruned:
+        """Delete the leftovers the approved plan listed (``approved``) that are still those objects."""
         if self.applyset is None:
-            return []
-        gone = self.applyset.prune(self.api, objs)
-        for obj in gone:
-            log.info("kubernetes.pruned", step=self.run.step.name, object=object_key(obj))
-        return [object_key(o) for o in gone]
+            return Pruned()
+        done = self.applyset.prune(self.api, objs, approved)
+        for key in done.deleted:
+            log.info("kubernetes.pruned", step=self.run.step.name, object=key)
+        for why in done.skipped:
+            log.info("kubernetes.not_pruned", step=self.run.step.name, object=why)
+        return done
 
     # --- health -----------------------------------------------------------------------------
 
@@ -419,6 +422,8 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
                 for p in dry.planned
             },
             "prune": sorted(d.key for d in dry.pruned),
+            # What the approvers saw listed for pruning, as read (UIDs): all that will ever be pruned.
+            "prune_entries": [prune_entry(o) for o in dry.leftovers],
         }
         log.info("kubernetes.plan", release=run.context.release_id, environment=run.context.environment,
                  step=run.step.name, summary=summary, digest=dry.digest)  # fmt: skip
@@ -452,21 +457,24 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
         created = sum(1 for p in dry.planned if p.diff.action == "create")
         updated = sum(1 for p in dry.planned if p.diff.action == "update")
         summary = f"applied {len(objs)} object{'' if len(objs) == 1 else 's'} ({created} created, {updated} updated)"
-        pruned: list[str] = []
+        to_prune: list[Obj] = approved.get("prune_entries", []) if spec.prune else []
+        pruned = Pruned()
         if spec.prune and not spec.wait:  # nothing to wait for: every apply has passed
-            pruned = await in_thread(lambda: session.prune(objs), details)
-            summary += f", {len(pruned)} pruned"
-        # Stored as canonical JSON, so its SHA-256 (applied_digest) is the rendered set's digest.
+            pruned = await in_thread(lambda: session.prune(objs, to_prune), details)
+            summary += f", {len(pruned.deleted)} pruned"
+        # What wait needs: the objects (to wait for, to re-apply) and the approved leftovers (to
+        # prune once healthy). Canonical JSON: applied_digest is its SHA-256.
         key = run.artifact_key(APPLIED_FILE)
-        digest = (self.store or shared_store()).put(key, canonical_json(objs).encode())
+        stored = {"objects": objs, "prune": to_prune}
+        digest = (self.store or shared_store()).put(key, canonical_json(stored).encode())
         log.info("kubernetes.applied", release=run.context.release_id, environment=run.context.environment,
                  step=run.step.name, summary=summary, applied_digest=digest)  # fmt: skip
         lines = [f"{p.diff.action}: {p.diff.key}" for p in dry.planned if p.diff.action != "unchanged"]
-        lines += [f"pruned: {k}" for k in pruned]
+        lines += [f"pruned: {k}" for k in pruned.deleted] + [f"not pruned: {why}" for why in pruned.skipped]
         return StepResult(
             summary=summary,
             output="\n".join(lines[-50:]),
-            changed=bool(created or updated or pruned),
+            changed=bool(created or updated or pruned.deleted),
             applied_key=key,
             applied_digest=digest,
         )
@@ -504,6 +512,10 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
 
     def applied_objects(self, run: StepRun) -> list[Obj]:
         """What apply deployed, checked against the digest it reported."""
+        return self.applied_set(run)[0]
+
+    def applied_set(self, run: StepRun) -> tuple[list[Obj], list[Obj]]:
+        """What apply deployed and the approved leftovers to prune, checked against its digest."""
         applied = run.applied
         if applied is None or not applied.applied_key or not applied.applied_digest:
             raise config_error(f"step {run.step.name}: waiting needs what apply deployed, and none was given")
@@ -515,21 +527,24 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
             raise config_error(
                 f"step {run.step.name}: the stored objects differ from what apply deployed (checksum mismatch)"
             )
-        return json.loads(data)
+        stored = json.loads(data)
+        if isinstance(stored, list):  # applied before prune lists were kept: nothing approved to prune
+            return stored, []
+        return stored["objects"], stored["prune"]
 
     async def wait(self, run: StepRun, spec: KubernetesStep) -> StepProgress:
         return await self.masked(run, spec, lambda session: self._wait(session, run))
 
     async def _wait(self, session: Session, run: StepRun) -> StepProgress:
-        objs = await in_thread(lambda: self.applied_objects(run))
+        objs, to_prune = await in_thread(lambda: self.applied_set(run))
         message = await self.wait_healthy(session, [o for o in objs if o["kind"] in WAITED_KINDS])
-        return await self.finish(session, objs, message)
+        return await self.finish(session, objs, to_prune, message)
 
-    async def finish(self, session: Session, objs: list[Obj], message: str) -> StepProgress:
-        """Healthy: prune (when on) and say so."""
+    async def finish(self, session: Session, objs: list[Obj], to_prune: list[Obj], message: str) -> StepProgress:
+        """Healthy: prune what the plan approved (when on) and say so."""
         if session.applyset is not None:
-            pruned = await in_thread(lambda: session.prune(objs))
-            message += f"; {len(pruned)} pruned" if pruned else ""
+            pruned = await in_thread(lambda: session.prune(objs, to_prune))
+            message += f"; {pruned.message}" if pruned.message else ""
         return StepProgress(done=True, message=message)
 
     async def wait_healthy(self, session: Session, workloads: Sequence[Obj]) -> str:

@@ -103,7 +103,8 @@ class RolloutRunner(KubernetesRunner):
         return await self.masked(run, spec, lambda session: self._wait(session, run))
 
     async def _wait(self, session: Session, run: StepRun) -> StepProgress:
-        objs, rollout = await self._target(session, run)
+        objs, to_prune = await in_thread(lambda: self.applied_set(run))
+        rollout = self.rollout_of(run, session.spec, objs)
         details = progress_details("waiting for the Rollout")
         interval = session.spec.poll_interval.total_seconds()
         while True:
@@ -123,7 +124,7 @@ class RolloutRunner(KubernetesRunner):
         message = progress.message
         if others:
             message += "; " + await self.wait_healthy(session, others)
-        done = await self.finish(session, objs, message)
+        done = await self.finish(session, objs, to_prune, message)
         return progress.model_copy(update={"message": done.message})
 
     # --- promote and abort ------------------------------------------------------------------
