@@ -282,7 +282,8 @@ def test_crds_first_then_discovery_refreshed_then_their_objects(service, runner,
     before the CRD and the namespace exist; apply installs them first, waits for the CRD to be
     Established, refreshes discovery and then applies the Rollout."""
     namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}"
-    service.write(rollout(), CONFIG, yaml.safe_dump(ROLLOUT_CRD), namespace)
+    timed = rollout().replace("pause: {}", "pause: {duration: 1s}")  # a kubernetes step drives no pauses
+    service.write(timed, CONFIG, yaml.safe_dump(ROLLOUT_CRD), namespace)
     run = planned(runner, service.step(namespace="shop"))
     assert run.plan is not None and run.plan.summary == "4 to create, 0 to update, 0 to prune, 0 unchanged"
     assert "+ argoproj.io/v1alpha1 Rollout shop/web" in run.plan.output
@@ -563,3 +564,20 @@ def test_only_the_approved_leftovers_are_pruned_and_only_if_still_the_same_objec
     )
     deletes = [r for r in cluster.requests if r.method == "DELETE"]
     assert deletes[-1].path.endswith("/configmaps/old-config") and deletes[-1].body["preconditions"]["uid"]
+
+
+def test_a_rollout_with_pauses_is_refused_in_a_kubernetes_step(tmp_path):
+    """A kubernetes step would call it deployed while the canary sits at its first pause."""
+    with FakeCluster(preinstalled_crds=["rollouts.argoproj.io"]) as fake:
+        service = Service(tmp_path, fake.kubeconfig(tmp_path / "kubeconfig"))
+        runner = KubernetesRunner(service.store)
+        service.write(CONFIG, rollout())
+        run = service.step()
+        error = failure(runner.plan, run, run.step.spec)
+        assert error.type == NON_RETRYABLE_CONFIG and error.non_retryable
+        assert "argoproj.io/v1alpha1 Rollout default/web" in error.message
+        assert "use a `rollout` step, whose pauses prodline drives" in error.message
+        assert fake.count("PATCH") == 0  # refused before any dry-run
+        # Timed pauses (or none) end on their own: a kubernetes step may apply it.
+        service.write(CONFIG, rollout().replace("pause: {}", "pause: {duration: 10s}"))
+        assert in_activity(runner.plan, run, run.step.spec).changed

@@ -54,6 +54,7 @@ from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, UNHEALTHY, Step
 
 from ..context import WorkerContext
 from ..kube.api import Api
+from ..kube.canary import is_indefinite_pause
 from ..kube.cluster import Cluster, Target, cluster_for
 from ..kube.diff import ObjectDiff, describe, diff_digest, diff_object, mask_secrets, strip_server_fields
 from ..kube.health import WAITED_KINDS, Health, Unhealthy, rollout_status
@@ -341,6 +342,23 @@ def unhealthy_error(session: Session, exc: Unhealthy) -> ApplicationError:
     )
 
 
+def _refuse_held_canaries(run: StepRun, objs: Sequence[Obj]) -> None:
+    """A Rollout whose canary waits at ``pause: {}`` steps for a promote nobody would send: a
+    kubernetes step would count it deployed at once, while it sits at its first pause."""
+    for obj in objs:
+        if obj.get("kind") != "Rollout" or not str(obj.get("apiVersion", "")).startswith("argoproj.io/"):
+            continue
+        steps = (((obj.get("spec") or {}).get("strategy") or {}).get("canary") or {}).get("steps") or []
+        pauses = [i for i, step in enumerate(steps) if is_indefinite_pause(step)]
+        if pauses:
+            raise config_error(
+                f"step {run.step.name}: {object_key(obj)} has {len(pauses)} canary `pause: {{}}` step(s) "
+                f"(steps[{pauses[0]}] first), which wait to be promoted: a kubernetes step would report it "
+                "deployed while it waits at the first; use a `rollout` step, whose pauses prodline drives "
+                "(or give each pause a duration)"
+            )
+
+
 def _crd_scopes(objs: Sequence[Obj]) -> dict[str, str]:
     """``Kind.group`` -> scope of every kind the set's own CRDs define."""
     scopes: dict[str, str] = {}
@@ -384,6 +402,8 @@ def heartbeat(details: dict[str, Any]) -> None:
 
 class KubernetesRunner(StepRunner[KubernetesStep]):
     spec_type = KubernetesStep
+    # Whether the step holds a canary at its `pause: {}` steps and promotes it (the rollout step).
+    drives_pauses = False
 
     def __init__(self, store: ArtifactStore | None = None):
         self.store = store  # None: the worker's shared store, looked up when a step runs
@@ -409,6 +429,8 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
 
         def planned() -> tuple[list[Obj], Dry]:
             objs = session.rendered()
+            if not self.drives_pauses:
+                _refuse_held_canaries(run, objs)
             details["message"] = f"dry-run of {len(objs)} objects"
             return objs, session.dry_run(objs)
 
