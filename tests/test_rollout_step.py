@@ -7,7 +7,7 @@ until its pause condition is cleared, as Argo's does (see ``kubeapi/controller.p
 from __future__ import annotations
 
 import pytest
-from test_kubernetes_step import CONFIG, DEPLOYMENT, Service, applies, deploy, failure, in_activity, rollout
+from test_kubernetes_step import CONFIG, DEPLOYMENT, Service, applies, deploy, failure, in_activity, planned, rollout
 
 from prodline.activities.steps.rollout import NOT_AT_PAUSE, RolloutRunner
 from prodline.contracts import NON_RETRYABLE_CONFIG, UNHEALTHY, StepAction, StepProgress, StepRun
@@ -146,3 +146,34 @@ def test_the_rollout_driven_is_named_when_there_are_several(service, runner, clu
     wrong = service.step("rollout", rollout="nope").model_copy(update={"applied": named.applied})
     error = failure(runner.wait, wrong, wrong.step.spec)
     assert "rollout.rollout names 'nope'; Rollouts in the set: web, api" in str(error)
+
+
+def abort(runner: RolloutRunner, run: StepRun) -> StepProgress:
+    return in_activity(runner.abort, StepAction(run=run, reason="cancelled"), run.step.spec)
+
+
+def test_an_abort_before_apply_reported_finds_the_rollout_from_the_approved_plan(runner, cluster, canary):
+    """Cancelled or failed during apply: no apply result yet, but the canary may be under way."""
+    assert wait(runner, canary).paused
+    during_apply = canary.model_copy(update={"applied": None})
+    aborted = abort(runner, during_apply)
+    assert "RolloutAborted" in aborted.message and status_patches(cluster) == 1
+    live = cluster.get("argoproj.io/v1alpha1", "Rollout", "web")
+    assert live is not None and live["status"]["abort"] is True
+
+
+def test_an_abort_before_the_rollout_exists_does_nothing(service, runner, cluster):
+    planned_only = planned(runner, service.step("rollout"))
+    assert abort(runner, planned_only).message == "no Rollout to abort"
+    nothing = planned_only.model_copy(update={"plan": None})  # cancelled before even the plan
+    assert abort(runner, nothing).message == "no Rollout to abort"
+    assert status_patches(cluster) == 0 and cluster.get("argoproj.io/v1alpha1", "Rollout", "web") is None
+
+
+def test_an_abort_of_a_fully_promoted_rollout_patches_nothing(service, runner, cluster):
+    run = deploy(runner, service.step("rollout"))
+    assert wait(runner, run).done
+    again = abort(runner, run)
+    assert "aborted" not in again.message and "fully promoted" in again.message
+    assert status_patches(cluster) == 0
+    assert wait(runner, run).done  # still Healthy: nothing to undo

@@ -15,7 +15,12 @@ object of the set). Then:
   Rollout is still held at the pause the workflow saw, so a step that is
   running is never skipped. The patch carries the resourceVersion it was built
   from: a 409 means the Rollout moved, so it is read and checked again.
-* **abort** is ``kubectl argo rollouts abort``: ``status.abort: true``.
+* **abort** is ``kubectl argo rollouts abort``: ``status.abort: true``. The
+  workflow aborts on every way out, a cancel or failure during apply
+  included: before apply reported, the Rollout is found in the approved plan;
+  one apply never got to (not in the cluster) is nothing to abort, and neither
+  is one that is not in a canary (its controller saw its spec and it is fully
+  promoted, ``currentPodHash == stableRS``).
 
 Both are idempotent: a Rollout already past the pause (an earlier attempt
 promoted it and died) is not patched again, nor is an aborted one aborted.
@@ -24,6 +29,7 @@ promoted it and died) is not patched again, nor is an aborted one aborted.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +55,7 @@ from ..kube.canary import (
 )
 from ..kube.health import WAITED_KINDS, Unhealthy
 from ..kube.manifests import object_key
+from .base import approved_plan
 from .kubernetes import (
     KubernetesRunner,
     Obj,
@@ -176,17 +183,30 @@ class RolloutRunner(KubernetesRunner):
         return live
 
     async def abort(self, action: StepAction, spec: KubernetesStep) -> StepProgress:
-        async def abort(session: Session) -> StepProgress:
-            _, rollout = await self._target(session, action.run)
-            return await in_thread(lambda: self._abort(session, rollout, action))
+        return await self.masked(action.run, spec, lambda session: in_thread(lambda: self._abort(session, action)))
 
-        return await self.masked(action.run, spec, abort)
+    def _abort_target(self, session: Session, run: StepRun) -> Obj | None:
+        """The Rollout to abort: from what apply deployed or, before apply reported (cancelled or
+        failed during it), from the approved plan; None before there is a plan."""
+        if run.applied is not None and run.applied.applied_key:
+            objs = self.applied_objects(run)
+        elif run.plan is not None and run.plan.artifact:
+            objs = json.loads(approved_plan(run, self.store))["objects"]
+        else:
+            return None
+        return self.rollout_of(run, session.spec, objs)
 
-    def _abort(self, session: Session, rollout: Obj, action: StepAction) -> StepProgress:
+    def _abort(self, session: Session, action: StepAction) -> StepProgress:
+        rollout = self._abort_target(session, action.run)
         for _ in range(CONFLICT_RETRIES):
-            live = _read(session, rollout)
-            if canary_position(live).aborted:
+            live = session.api.get(rollout) if rollout is not None else None
+            if live is None:  # apply never got to it
+                return StepProgress(message="no Rollout to abort")
+            position = canary_position(live)
+            if position.aborted:
                 return _progress(live)
+            if position.fully_promoted and generation_observed(live):
+                return _progress(live)  # no canary in flight: aborting would only mark it Degraded
             if _patched(session, live, abort_patch(live)):
                 return _progress(_read(session, rollout))
         raise _conflicts(action.run, "abort")
