@@ -198,8 +198,10 @@ class RolloutRunner(KubernetesRunner):
 
     def _abort(self, session: Session, action: StepAction) -> StepProgress:
         rollout = self._abort_target(session, action.run)
+        if rollout is None:  # no plan yet
+            return StepProgress(message="no Rollout to abort")
         for _ in range(CONFLICT_RETRIES):
-            live = session.api.get(rollout) if rollout is not None else None
+            live = session.api.get(rollout)
             if live is None:  # apply never got to it
                 return StepProgress(message="no Rollout to abort")
             position = canary_position(live)
