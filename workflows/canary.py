@@ -89,6 +89,7 @@ class Canary:
         self.command: RolloutCommand | None = None
         self.handled = ""  # what was done about the last command: its Update's answer
         self._reached = 0  # the last pause the canary stopped at
+        self.closed = ""  # why commands are no longer taken, once the canary is done with
 
     @property
     def spec(self) -> RolloutStep:
@@ -98,10 +99,10 @@ class Canary:
 
     def refusal(self, command: RolloutCommand) -> str:
         """Why this command cannot be taken now ("" when it can)."""
+        if command.action == "abort":
+            return ""  # stopping is always allowed (it waits for a promote in flight)
         if self.command is not None:
             return f"{self.command.by}'s {self.command.action.replace('_', ' ')} is still being carried out"
-        if command.action == "abort":
-            return ""  # stopping is always allowed
         if command.action == "promote" and not self.progress.paused:
             return (
                 f"the canary is not paused ({self.progress.message or 'progressing'}); a step still running "
@@ -124,6 +125,23 @@ class Canary:
         last = len(self.spec.pauses) if full else first
         return [n for n in range(first, last + 1) if self.spec.pause_rules(n).approval]
 
+    async def take(self, command: RolloutCommand) -> str:
+        """An operator's command (the rollout Update's handler): carried out by :meth:`drive`,
+        one at a time; the answer says what was done."""
+        while self.command is not None:  # an abort waits for a promote in flight
+            await workflow.wait_condition(lambda: self.command is None)
+        if self.closed:
+            return self.closed
+        self.command = command
+        await workflow.wait_condition(lambda: self.command is None)
+        return self.handled
+
+    def close(self, why: str) -> None:
+        """No more commands: answer one that arrived as the canary ended, with nothing done."""
+        self.closed = why
+        if self.command is not None:
+            self.handled, self.command = why, None
+
     async def drive(self) -> StepProgress:
         """Until Healthy and fully promoted; aborts the canary on any way out but success."""
         try:
@@ -136,8 +154,10 @@ class Canary:
                 if progress.done:
                     break
                 await self._at_pause(progress)
-        except (ReleaseStopped, asyncio.CancelledError) as stop:
-            await self._abort(stop.reason if isinstance(stop, ReleaseStopped) else "the release was cancelled")
+        except ReleaseStopped as stop:
+            raise await self.stopped(stop) from None
+        except asyncio.CancelledError:
+            await self.abort("the release was cancelled")
             raise
         # Latched: the environment counts as deployed for this release, whatever flaps later.
         self._event(f"{self.step.name}: canary healthy and fully promoted")
@@ -156,6 +176,16 @@ class Canary:
 
     async def _pause_rules(self, pause: int, where: str) -> bool:
         rules = self.spec.pause_rules(pause)
+        # An evaluation does not heartbeat, so it may finish despite the cancel a command sends:
+        # the gates then stop at once instead of going on to the pause's next rule.
+        self._gates.interrupted = lambda: self.command is not None
+        try:
+            await self._run_pause_rules(rules, where)
+        finally:
+            self._gates.interrupted = _never
+        return True
+
+    async def _run_pause_rules(self, rules: CanaryPause, where: str) -> None:
         for check in pause_checks(self.stage, rules):
             label = f"check {check.label} at {where}"
             if rules.watch_for:
@@ -167,7 +197,6 @@ class Canary:
             await self._gates.wait_for_people(
                 self.stage, self._gates.gate(self.stage, f"approval at {where}", approval)
             )
-        return True
 
     async def _unless_commanded(self, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None when an operator's command arrived first (``work`` is cancelled)."""
@@ -179,7 +208,11 @@ class Canary:
                 task.cancel()
                 # Wait for the activity to be really cancelled before acting on the canary.
                 await asyncio.gather(task, return_exceptions=True)
-        return None if self.command is not None and task.cancelled() else task.result()
+        error = task.exception() if task.done() and not task.cancelled() else None
+        if error is not None:
+            raise error  # a failed rule stops the release, command or not
+        # A command that arrived as the work finished is still carried out (never left hanging).
+        return None if self.command is not None else task.result()
 
     async def _obey(self) -> None:
         """Carry out the operator's command (abort ends the release)."""
@@ -201,14 +234,27 @@ class Canary:
         finally:
             self.command = None
 
-    async def _abort(self, reason: str) -> None:
-        """Send the traffic back to stable; a canary that cannot be aborted is said loudly."""
+    async def stopped(self, stop: ReleaseStopped) -> ReleaseStopped:
+        """Abort because the release stops; the stop to raise, saying so if the abort failed
+        (in the release's reason, not only in an event: someone must act)."""
+        failed = await self.abort(stop.reason)
+        return ReleaseStopped(stop.state, f"{stop.reason}; {failed}") if failed else stop
+
+    async def abort(self, reason: str) -> str:
+        """Send the traffic back to stable; "" when done, else what failed (also said loudly).
+        Also after a failed or cancelled apply: the runner finds the Rollout from the plan, and
+        one that was never created, or that carries no canary, is left as it is."""
         try:
-            await self._call(ABORT_STEP, self._action(None, reason=reason), self._label("abort"), True)
-            self._event(f"{self.step.name}: canary aborted, traffic back on the stable version: {reason}")
+            done = await self._call(ABORT_STEP, self._action(None, reason=reason), self._label("abort"), True)
+            nothing = done.message.startswith("no ")  # the runner found nothing to abort
+            what = done.message if nothing else "canary aborted, traffic back on the stable version"
+            self._event(f"{self.step.name}: {what}: {reason}")
+            return ""
         except (ReleaseStopped, asyncio.CancelledError) as exc:
             why = exc.reason if isinstance(exc, ReleaseStopped) else "cancelled"
-            self._event(f"{self.step.name}: THE CANARY COULD NOT BE ABORTED ({why}); abort it by hand")
+            failed = f"THE CANARY OF {self.step.name} COULD NOT BE ABORTED ({why}): abort it by hand"
+            self._event(failed)
+            return failed
 
     def _action(self, at: StepProgress | None, *, full: bool = False, reason: str = "") -> StepAction:
         return StepAction(run=self.run, at=at, full=full, reason=reason)
@@ -218,3 +264,7 @@ class Canary:
 
     def _event(self, message: str) -> None:
         self._board.event(message, self.stage.name)
+
+
+def _never() -> bool:
+    return False

@@ -122,6 +122,8 @@ class Gates:
         self.keys = Keyring.of({})  # the people of the pinned revision, once resolved
         self.open_gate: Gate | None = None
         self._gates_opened = 0
+        # Set while a canary's pause runs its rules: an operator's command stops them at once.
+        self.interrupted: Callable[[], bool] = lambda: False
 
     # --- rules ------------------------------------------------------------------------
 
@@ -218,7 +220,7 @@ class Gates:
         ctx = self._context(stage).model_copy(update={"args": {k: str(v) for k, v in rule.args.items()}})
         stop_if_cancelled()
         try:
-            return await workflow.execute_activity(
+            result = await workflow.execute_activity(
                 EVALUATE_RULE,
                 RuleRun(context=ctx, rule=rule),
                 result_type=RuleResult,
@@ -236,6 +238,9 @@ class Gates:
             raise ReleaseStopped(
                 ReleaseState.failed, f"{stage.name}: {label} could not be evaluated: {activity_failure(exc)}"
             ) from None
+        if self.interrupted():  # the cancel the command sent came too late for the evaluation
+            raise asyncio.CancelledError()
+        return result
 
     # --- people -----------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
     from prodline.identity.verify import Keyring
 
     from . import search_attributes as sa
-    from .canary import Canary
+    from .canary import Canary, StepCall
     from .gates import Gates
     from .outcomes import ReleaseStopped, StalePlan, activity_failure, stop_if_cancelled
     from .status import StatusBoard, markdown
@@ -88,6 +88,15 @@ _RESOLVE_TIMEOUT = timedelta(minutes=10)  # fetching and checking a bundle of up
 
 # Decisions a release takes before refusing more (each is in history; a flood must not end the release).
 MAX_DECISIONS = 500
+
+# Aborting a canary as the release stops outlasts an API server's blip (about 13 minutes in all):
+# a Rollout left paused is what the abort is there to prevent.
+_CLEANUP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=30,
+    non_retryable_error_types=[NON_RETRYABLE_CONFIG],
+)
 
 # Events kept in a closed release's final-status memo (the history holds them all).
 _EVENTS_IN_MEMO = 50
@@ -159,9 +168,7 @@ class ReleaseWorkflow:
         assert canary is not None  # the validator refused otherwise
         why = f" ({command.reason})" if command.reason else ""
         self._board.event(f"{command.by} asks to {command.action.replace('_', ' ')}{why}", canary.stage.name)
-        canary.command = command
-        await workflow.wait_condition(lambda: canary.command is None)
-        return canary.handled
+        return await canary.take(command)
 
     @rollout.validator
     def _rollout_allowed(self, command: RolloutCommand) -> None:
@@ -318,18 +325,24 @@ class ReleaseWorkflow:
         status = self._board.step(stage.name, step.name)
         status.phase = Phase.running
         self._board.event(f"step {step.name} started", stage.name)
+        # A canary is aborted on every way out, from the moment its Rollout may have been sent.
+        canary = self._canary_of(stage, step, planned) if step.spec.drives_pauses else None
         try:
             result = await self._step_activity(
                 APPLY_STEP, stage, step, f"{stage.name}: {step.name} ({step.kind})", planned
             )
-        except ReleaseStopped:
+        except ReleaseStopped as stop:
             status.phase = Phase.failed
+            if canary is not None:
+                raise await canary.stopped(stop) from None
             raise
         except StalePlan:
-            status.phase = Phase.pending
+            status.phase = Phase.pending  # refused before anything was applied
             raise
         except asyncio.CancelledError:
             status.phase = Phase.cancelled
+            if canary is not None:
+                await canary.abort("the release was cancelled")
             raise
         if result.applied_digest:
             self._applied.setdefault(stage.name, {})[step.name] = result.applied_digest
@@ -337,7 +350,7 @@ class ReleaseWorkflow:
             status.summary, status.output = result.summary, result.output
             self._board.event(f"step {step.name} applied: {result.summary}; waiting until healthy", stage.name)
             try:
-                progress = await self._settle(stage, step, result)
+                progress = await self._settle(stage, step, result, canary)
             except (ReleaseStopped, asyncio.CancelledError) as stop:
                 status.phase = Phase.cancelled if isinstance(stop, asyncio.CancelledError) else Phase.failed
                 raise
@@ -353,24 +366,36 @@ class ReleaseWorkflow:
             self._output_digests.setdefault(stage.name, {})[result.outputs_key] = result.outputs_digest
         self._board.event(f"step {step.name} succeeded" + (f": {result.summary}" if result.summary else ""), stage.name)
 
-    async def _settle(self, stage: EnvironmentRun, step: Step, applied: StepResult) -> StepProgress:
+    async def _settle(
+        self, stage: EnvironmentRun, step: Step, applied: StepResult, canary: Canary | None
+    ) -> StepProgress:
         """Wait until what the step applied is healthy: a separate activity, so a worker that
         dies while waiting is replaced by one that waits again and applies nothing. A canary
         is driven pause by pause (``canary.py``)."""
-        run = StepRun(context=self._step_context(stage), step=step, applied=applied)
+        if canary is None:
+            run = StepRun(context=self._step_context(stage), step=step, applied=applied)
+            return await self._progress_call(stage, step)(WAIT_STEP, run, f"{stage.name}: {step.name} healthy?", False)
+        canary.run = canary.run.model_copy(update={"applied": applied})
+        self._canary = canary
+        try:
+            return await canary.drive()
+        finally:
+            self._canary = None
+            canary.close("the canary had already finished; nothing was done")
+
+    def _canary_of(self, stage: EnvironmentRun, step: Step, planned: StepResult | None) -> Canary:
+        run = StepRun(context=self._step_context(stage), step=step, plan=planned)
+        return Canary(stage, step, run, self._board, self._gates, self._progress_call(stage, step))
+
+    def _progress_call(self, stage: EnvironmentRun, step: Step) -> StepCall:
+        """Calls the step's wait, promote and abort activities."""
 
         async def call(activity: str, arg: StepRun | StepAction, summary: str, cleanup: bool) -> StepProgress:
             return await self._step_activity(
                 activity, stage, step, summary, arg=arg, result_type=StepProgress, cleanup=cleanup
             )
 
-        if not step.spec.drives_pauses:
-            return await call(WAIT_STEP, run, f"{stage.name}: {step.name} healthy?", False)
-        self._canary = Canary(stage, step, run, self._board, self._gates, call)
-        try:
-            return await self._canary.drive()
-        finally:
-            self._canary = None
+        return call
 
     async def _step_activity(
         self,
@@ -393,7 +418,9 @@ class ReleaseWorkflow:
                 result_type=result_type,
                 start_to_close_timeout=step.timeout,
                 heartbeat_timeout=step.heartbeat_timeout,
-                retry_policy=RetryPolicy(
+                retry_policy=_CLEANUP_RETRY
+                if cleanup
+                else RetryPolicy(
                     maximum_attempts=step.retry.attempts,
                     initial_interval=step.retry.initial_interval,
                     backoff_coefficient=step.retry.backoff,

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from prodline.contracts import UNHEALTHY, StepProgress, StepResult
 
-from .harness import failed
+from .harness import failed, passed
 
 APP = """
 application: shop
@@ -218,3 +218,90 @@ async def test_an_unhealthy_rollout_fails_the_release_with_the_controllers_messa
     assert script.count("wait", "web") == 1  # not retried: it cannot get better by waiting
     assert script.count("evaluate", "smoke") == 0
     assert done.steps("production") == {"web": "failed"}
+
+
+async def test_an_abort_during_a_pause_check_stops_the_canary_before_any_promote(releases, script, request_for):
+    started = asyncio.Event()
+
+    async def slow_check():  # an evaluation does not heartbeat: the cancel cannot reach it
+        started.set()
+        await asyncio.sleep(2)
+        return passed()
+
+    script.on("wait", "web", paused(1, 1), HEALTHY)
+    script.on("evaluate", "smoke", slow_check)
+    async with releases.running(request_for(APP, CANARY), script) as running:
+        await approve_when_asked(running)
+        await asyncio.wait_for(started.wait(), 10)
+        answer = await asyncio.wait_for(running.steer("abort", by="ops", reason="pager"), 10)
+        done = await running.finish()
+    assert answer == "aborting the canary; the release fails"
+    assert done.reason == "production: canary web aborted by ops (pager)"
+    # The check finished after the command; the pause was not promoted on its result.
+    assert script.ran("promote") == [] and script.ran("abort") == ["web"]
+
+
+async def test_a_canary_is_aborted_when_its_apply_is_cancelled(releases, script, request_for):
+    entered = asyncio.Event()
+
+    async def applying() -> StepResult:
+        entered.set()
+        while True:  # sending objects; heartbeats, so the cancel reaches it
+            activity.heartbeat("applied 3/30")
+            await asyncio.sleep(0.05)
+
+    script.on("apply", "web", applying)
+    async with releases.running(request_for(APP, CANARY), script) as running:
+        await approve_when_asked(running)
+        await asyncio.wait_for(entered.wait(), 10)
+        await running.handle.cancel()
+        done = await running.finish()
+    assert done.state == "cancelled"
+    # The Rollout may have been sent: it is aborted, found from the approved plan.
+    (abort,) = script.actions
+    assert script.ran("abort") == ["web"] and abort.run.applied is None and abort.run.plan is not None
+
+
+async def test_a_canary_whose_apply_fails_is_aborted_and_a_failed_abort_is_in_the_reason(releases, script, request_for):
+    # An apply that fails after sending some objects: aborted too; an abort that fails is said.
+    script.on("apply", "web", ApplicationError("Rollout web: forbidden", type="ConfigurationError", non_retryable=True))
+    script.on("abort", "web", ApplicationError("connection refused", type="ConfigurationError", non_retryable=True))
+    async with releases.running(request_for(APP, CANARY), script) as running:
+        await approve_when_asked(running)
+        done = await running.finish()
+    assert done.state == "failed"
+    assert done.reason == (
+        "production: step web failed: Rollout web: forbidden; "
+        "THE CANARY OF web COULD NOT BE ABORTED (production: step web failed: connection refused): abort it by hand"
+    )
+
+
+async def test_an_abort_sent_while_a_promote_is_carried_out_waits_for_it(releases, script, request_for):
+    promoting = asyncio.Event()
+    release_promote = asyncio.Event()
+
+    async def slow_promote() -> StepProgress:
+        promoting.set()
+        await release_promote.wait()
+        return StepProgress(message="promoted")
+
+    script.on("wait", "web", paused(1, 1), paused(2, 3), paused(3, 5), HEALTHY)
+    script.on("promote", "web", slow_promote)
+    service = CANARY.replace("for: 2s", "for: 1h")
+    async with releases.running(request_for(APP, service), script) as running:
+        await approve_when_asked(running)
+        await asyncio.wait_for(promoting.wait(), 10)  # pause 1's own promote, by its rules
+        release_promote.set()
+        await running.until(lambda s: any("watching errors for 1h" in e.message for e in s.events), "the watch")
+        promoting.clear()
+        release_promote.clear()
+        first = asyncio.ensure_future(running.steer("promote", by="ops"))
+        await asyncio.wait_for(promoting.wait(), 10)
+        second = asyncio.ensure_future(running.steer("abort", by="sre", reason="latency"))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # accepted, waiting its turn
+        release_promote.set()
+        assert await first == "promoted past pause 2"
+        assert await second == "aborting the canary; the release fails"
+        done = await running.finish()
+    assert done.reason == "production: canary web aborted by sre (latency)"
