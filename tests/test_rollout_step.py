@@ -177,3 +177,20 @@ def test_an_abort_of_a_fully_promoted_rollout_patches_nothing(service, runner, c
     assert "aborted" not in again.message and "fully promoted" in again.message
     assert status_patches(cluster) == 0
     assert wait(runner, run).done  # still Healthy: nothing to undo
+
+
+def test_releasing_the_same_version_again_after_an_abort_starts_its_canary_again(service, runner, cluster, canary):
+    """Argo clears an abort only when the template changes: the same version again is retried."""
+    assert wait(runner, canary).pause == 1
+    abort(runner, canary)
+    again = deploy(runner, service.step("rollout", version="2.0.0"))
+    assert again.applied is not None
+    assert "the Rollout was aborted; retried, its canary starts again from step 1" in again.applied.output
+    retry = [r for r in cluster.requests if r.method == "PATCH" and r.path.endswith("/rollouts/web/status")][-1]
+    assert retry.body["status"] == {"abort": False} and retry.body["metadata"]["resourceVersion"]
+    at = wait(runner, again)
+    assert (at.paused, at.pause, at.step_index) == (True, 1, 1)
+    # Applied again with nothing aborted: no retry.
+    promote(runner, again, at)
+    quiet = deploy(runner, service.step("rollout", version="2.0.0"))
+    assert quiet.applied is not None and "retried" not in quiet.applied.output

@@ -272,3 +272,12 @@ def spec_unpause_patch(ro: Mapping[str, Any]) -> dict[str, Any] | None:
 def abort_patch(ro: Mapping[str, Any]) -> dict[str, Any]:
     """``kubectl argo rollouts abort``: ``{"status": {"abort": true}}``, guarded by resourceVersion."""
     return {"metadata": _precondition(ro), "status": {"abort": True}}
+
+
+def retry_patch(ro: Mapping[str, Any]) -> dict[str, Any]:
+    """``kubectl argo rollouts retry``: ``{"status": {"abort": false}}``, guarded by resourceVersion.
+
+    Argo clears an abort by itself only when the pod template or the steps change: the same
+    version applied again stays aborted until retried (its canary then starts from step 1).
+    """
+    return {"metadata": _precondition(ro), "status": {"abort": False}}

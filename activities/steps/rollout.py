@@ -1,7 +1,9 @@
 """The ``rollout`` step: an Argo Rollouts canary, applied like ``kubernetes``, then driven pause by pause.
 
 Plan, apply and fetch are the ``kubernetes`` step's (the Rollout is one more
-object of the set). Then:
+object of the set); a Rollout still aborted after the apply (the same version
+released again after an abort: Argo clears an abort only when the template or
+steps change) is retried, as ``kubectl argo rollouts retry`` does. Then:
 
 * **wait** polls the Rollout (``spec.rollout``, or the one Rollout of the set)
   and returns when it is held at a ``pause: {}`` step (which pause, its step
@@ -37,7 +39,7 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from prodline.config.steps import KubernetesStep, RolloutStep
-from prodline.contracts import UNHEALTHY, StepAction, StepProgress, StepRun
+from prodline.contracts import UNHEALTHY, StepAction, StepProgress, StepResult, StepRun
 
 from ..kube.api import UNAVAILABLE, http_status
 from ..kube.canary import (
@@ -48,6 +50,7 @@ from ..kube.canary import (
     canary_position,
     generation_observed,
     promote_patch,
+    retry_patch,
     rollout_phase,
     rollout_progress,
     spec_unpause_patch,
@@ -63,6 +66,7 @@ from .kubernetes import (
     config_error,
     heartbeat,
     in_thread,
+    log,
     progress_details,
     unhealthy_error,
 )
@@ -71,6 +75,7 @@ ROLLOUT = "Rollout"
 # Error type of a promote refused because the Rollout is no longer where the workflow saw it.
 NOT_AT_PAUSE = "NotAtPause"
 CONFLICT_RETRIES = 5
+RETRIED = "the Rollout was aborted; retried, its canary starts again from step 1"
 OBSERVE_TIMEOUT = 30.0  # seconds a promote waits for the controller to see the latest spec  # re-reads after a 409 (the controller wrote the Rollout meanwhile)
 
 
@@ -81,7 +86,7 @@ class RolloutRunner(KubernetesRunner):
     def rollout_of(self, run: StepRun, spec: KubernetesStep, objs: Sequence[Obj]) -> Obj:
         """The Rollout the step drives: ``rollout:``, else the one Rollout among its objects."""
         name = spec.rollout if isinstance(spec, RolloutStep) else None
-        rollouts = [o for o in objs if o.get("kind") == ROLLOUT and o.get("apiVersion", "").startswith("argoproj.io/")]
+        rollouts = _rollouts(objs)
         if name is not None:
             named = [o for o in rollouts if o["metadata"]["name"] == name]
             if not named:
@@ -104,6 +109,33 @@ class RolloutRunner(KubernetesRunner):
     async def _target(self, session: Session, run: StepRun) -> tuple[list[Obj], Obj]:
         objs = await in_thread(lambda: self.applied_objects(run))
         return objs, self.rollout_of(run, session.spec, objs)
+
+    # --- apply ------------------------------------------------------------------------------
+
+    async def apply(self, run: StepRun, spec: KubernetesStep) -> StepResult:
+        async def apply(session: Session) -> StepResult:
+            result = await self._apply(session, run, spec)
+            objs = json.loads(approved_plan(run, self.store))["objects"]
+            retried = await in_thread(lambda: [r for r in _rollouts(objs) if self._retry_aborted(session, run, r)])
+            if retried:
+                lines = [result.output] if result.output else []
+                lines += [RETRIED if len(_rollouts(objs)) == 1 else f"{object_key(r)}: {RETRIED}" for r in retried]
+                result = result.model_copy(update={"output": "\n".join(lines), "changed": True})
+            return result
+
+        return await self.masked(run, spec, apply)
+
+    @staticmethod
+    def _retry_aborted(session: Session, run: StepRun, rollout: Obj) -> bool:
+        """Retry ``rollout`` if it is still aborted; whether it was."""
+        for _ in range(CONFLICT_RETRIES):
+            live = _read(session, rollout)
+            if not (live.get("status") or {}).get("abort"):
+                return False
+            if _patched(session, live, retry_patch(live)):
+                log.info("rollout.retried", step=run.step.name, rollout=object_key(rollout))
+                return True
+        raise _conflicts(run, "retry")
 
     # --- wait -------------------------------------------------------------------------------
 
@@ -212,6 +244,10 @@ class RolloutRunner(KubernetesRunner):
             if _patched(session, live, abort_patch(live)):
                 return _progress(_read(session, rollout))
         raise _conflicts(action.run, "abort")
+
+
+def _rollouts(objs: Sequence[Obj]) -> list[Obj]:
+    return [o for o in objs if o.get("kind") == ROLLOUT and str(o.get("apiVersion", "")).startswith("argoproj.io/")]
 
 
 def _read(session: Session, rollout: Obj) -> Obj:
