@@ -23,7 +23,7 @@ from .errors import ConfigError, Problem
 from .problems import dedupe, known_hint, problems_from
 from .rules import Check, Precondition, RuleRef
 from .service import Parameter, Service
-from .steps import Step
+from .steps import KubernetesStep, Step
 from .templates import BUILTIN_NAMES, outputs_prefix, unknown_names
 from .yamlsource import Document, PathKey
 
@@ -191,6 +191,9 @@ def _environment_config(
                 problems += problems_from(exc, sdoc, Step, ("environments", env.name, "steps", step.name))
                 continue
         problems += _template_problems(step, steps, service, sdoc, ("steps", index))
+        overridden = isinstance(patch, dict) and isinstance(patch.get(step.kind), dict)
+        located: PathKey = ("environments", env.name, "steps", step.name) if overridden else ("steps", index)
+        problems += _cluster_problems(step, env, sdoc, located)
         steps.append(step)
     preconditions = [_inline_protection(rule, app) for rule in env.preconditions]
     checks = [_inline_protection(rule, app) for rule in env.checks]
@@ -216,6 +219,24 @@ def _template_problems(
             hint = known_hint(known) + (f", and {', '.join(p + 'KEY' for p in outputs)}" if outputs else "")
         problems.append(sdoc.problem(loc, f"unknown template name {{{{ {bad} }}}}", hint))
     return problems
+
+
+def _cluster_problems(step: Step, env: Environment, sdoc: Document, loc: PathKey) -> list[Problem]:
+    """Where the application names an environment's cluster (``env: {KUBECONFIG: ...}``), a
+    service's step may not point somewhere else: which cluster is production is the platform's
+    rule, not something a release can change (a staging step naming production's kubeconfig)."""
+    spec = step.spec
+    if "KUBECONFIG" not in env.env or not isinstance(spec, KubernetesStep):
+        return []
+    chosen = [f for f in ("kubeconfig", "in_cluster") if f in spec.model_fields_set and getattr(spec, f)]
+    return [
+        sdoc.problem(
+            (*loc, step.kind, field),
+            f"{env.name}'s cluster is set by the application (env.KUBECONFIG), so this step cannot choose its own",
+            f"remove `{field}`; to deploy elsewhere, the platform team changes {env.name}'s KUBECONFIG",
+        )
+        for field in chosen
+    ]
 
 
 RuleT = TypeVar("RuleT", bound=RuleRef)

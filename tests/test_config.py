@@ -607,3 +607,23 @@ def test_the_rollouts_example_validates_and_its_pauses_match_its_canary():
     # Production runs 6 replicas of the canary; staging keeps the manifest's 3.
     staging, production = project.environments
     assert production.steps[1].rollout.replicas == 6 and staging.steps[1].rollout.replicas is None
+
+
+def test_a_service_cannot_point_an_environment_at_another_cluster_than_the_application_names(tmp_path):
+    app = (
+        "application: shop\nenvironments:\n"
+        "  - name: staging\n    env: {KUBECONFIG: /etc/kube/staging}\n"
+        "  - name: production\n    env: {KUBECONFIG: /etc/kube/production}\n"
+    )
+    service = (
+        "service: checkout\napplication: shop\nsteps:\n  - name: web\n    kubernetes: {manifests: [k8s]}\n"
+        "environments:\n  staging:\n    steps:\n      web: {kubernetes: {kubeconfig: /etc/kube/production}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_project(write(tmp_path, app=app, service=service))
+    (problem,) = caught.value.problems
+    assert problem.field == "environments.staging.steps.web.kubernetes.kubeconfig"
+    assert "staging's cluster is set by the application (env.KUBECONFIG)" in problem.message
+    # Without the application naming one, the step's own kubeconfig stands (the platform did not say).
+    plain = app.replace("    env: {KUBECONFIG: /etc/kube/staging}\n", "")
+    assert load_project(write(tmp_path, app=plain, service=service)).environments[0].steps[0].kubernetes.kubeconfig
