@@ -113,6 +113,18 @@ def test_a_new_services_random_cluster_ip_is_not_part_of_the_plan():
     assert diff_object("v1 Service web", service, other).action == "update"
 
 
+def test_a_new_services_random_node_ports_are_not_part_of_the_plan():
+    def node_port(port: int) -> dict[str, object]:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                "spec": {"type": "LoadBalancer", "healthCheckNodePort": port + 1000,
+                         "ports": [{"port": 80, "nodePort": port}]}}  # fmt: skip
+
+    assert diff_object("v1 Service web", None, node_port(30007)) == diff_object(
+        "v1 Service web", None, node_port(31234)
+    )
+    assert diff_object("v1 Service web", node_port(30007), node_port(31234)).action == "update"
+
+
 def test_mask_secrets_as_kubectl_masker():
     live = secret(same="c2FtZQ==", changed="b2xk", gone="eA==")
     merged = secret(same="c2FtZQ==", changed="bmV3", added="eQ==")

@@ -581,3 +581,31 @@ def test_a_rollout_with_pauses_is_refused_in_a_kubernetes_step(tmp_path):
         # Timed pauses (or none) end on their own: a kubernetes step may apply it.
         service.write(CONFIG, rollout().replace("pause: {}", "pause: {duration: 10s}"))
         assert in_activity(runner.plan, run, run.step.spec).changed
+
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80}]
+"""
+
+
+def test_a_retry_after_an_attempt_that_created_a_service_converges(service, runner, cluster):
+    """The server allocates a new Service's clusterIP and nodePorts on every create, a dry-run's
+    too: what the earlier attempt created never has the plan's values there."""
+    service.write(CONFIG, SERVICE)
+    run = planned(runner, service.step())
+    in_activity(runner.apply, run, run.step.spec)
+
+    def allocated(svc: dict[str, Any]) -> None:  # as the real server did when it created it
+        # (Not ports[].nodePort: the fake replaces a list an apply sends whole, the real server merges it.)
+        svc["spec"].update(clusterIP="10.96.0.12", clusterIPs=["10.96.0.12"], healthCheckNodePort=31001)
+
+    cluster.edit("v1", "Service", "web", "default", allocated)
+    again = in_activity(runner.apply, run, run.step.spec, attempt=2)
+    assert again.summary == "applied 2 objects (0 created, 0 updated)"

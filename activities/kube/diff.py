@@ -175,16 +175,24 @@ def _leaves(before: Any, after: Any, path: str, out: list[FieldChange]) -> None:
         out.append(FieldChange(path, None if before is _MISSING else before, None if after is _MISSING else after))
 
 
-def _drop_allocated(merged: Obj) -> None:
-    """Values the server allocates anew on every dry-run create, so a plan would never match a later dry-run.
+def drop_allocated(obj: Obj) -> None:
+    """Values the server allocates anew on every create, a dry-run's too, so a plan would never
+    match a later dry-run, nor what an apply created (in place).
 
-    A new Service's ClusterIP is picked at random (``None``, a headless Service, is the user's and stays).
+    A new Service's ClusterIP is picked at random (``None``, a headless Service, is the user's and
+    stays), and so are its node ports (NodePort and LoadBalancer Services).
     """
-    if merged.get("apiVersion") == "v1" and merged.get("kind") == "Service":
-        spec = merged.get("spec")
-        if isinstance(spec, dict) and spec.get("clusterIP") != "None":  # pyright: ignore[reportUnknownMemberType]
+    if obj.get("apiVersion") == "v1" and obj.get("kind") == "Service":
+        spec: Any = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if spec.get("clusterIP") != "None":  # pyright: ignore[reportUnknownMemberType]
             spec.pop("clusterIP", None)  # pyright: ignore[reportUnknownMemberType]
             spec.pop("clusterIPs", None)  # pyright: ignore[reportUnknownMemberType]
+        spec.pop("healthCheckNodePort", None)  # pyright: ignore[reportUnknownMemberType]
+        for port in spec.get("ports") or []:  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+            if isinstance(port, dict):
+                port.pop("nodePort", None)  # pyright: ignore[reportUnknownMemberType]
 
 
 def diff_object(key: str, live: Mapping[str, Any] | None, merged: Mapping[str, Any] | None) -> ObjectDiff:
@@ -196,7 +204,7 @@ def diff_object(key: str, live: Mapping[str, Any] | None, merged: Mapping[str, A
         strip_server_fields(merged) if merged is not None else None,
     )
     if a is None and b is not None:
-        _drop_allocated(b)
+        drop_allocated(b)
     changes: list[FieldChange] = []
     _leaves(a if a is not None else _MISSING, b if b is not None else _MISSING, "", changes)
     if a is None:

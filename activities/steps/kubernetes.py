@@ -56,7 +56,15 @@ from ..context import WorkerContext
 from ..kube.api import Api
 from ..kube.canary import is_indefinite_pause
 from ..kube.cluster import Cluster, Target, cluster_for
-from ..kube.diff import ObjectDiff, describe, diff_digest, diff_object, mask_secrets, strip_server_fields
+from ..kube.diff import (
+    ObjectDiff,
+    describe,
+    diff_digest,
+    diff_object,
+    drop_allocated,
+    mask_secrets,
+    strip_server_fields,
+)
 from ..kube.health import WAITED_KINDS, Health, Unhealthy, rollout_status
 from ..kube.manifests import (
     ManifestError,
@@ -382,8 +390,11 @@ def _established(crd: Obj | None) -> bool:
 
 
 def _result_view(obj: Obj) -> Obj:
-    """An object as a plan compares its result: no server fields, Secrets masked."""
-    return mask_secrets(strip_server_fields(obj), None)[0] or {}
+    """An object as a plan compares its result: no server fields nor allocated ones (a created
+    Service's IP and node ports are not the dry-run's), Secrets masked."""
+    view = mask_secrets(strip_server_fields(obj), None)[0] or {}
+    drop_allocated(view)
+    return view
 
 
 async def in_thread(fn: Callable[[], T], details: dict[str, Any] | None = None) -> T:
