@@ -119,7 +119,9 @@ class Api:
         """``Deployment.apps`` -> (``apps/v1``, namespaced), the group's preferred version the
         cluster serves the kind in; None when it serves it in none (its CRD is gone)."""
         kind, _, group = group_kind.partition(".")
-        with self.cluster.lock:
+        # What an error names (object_key): "discovery of kind Deployment.apps: ...".
+        probe: Obj = {"apiVersion": "discovery of", "kind": "kind", "metadata": {"name": group_kind}}
+        with self.errors(probe), self.cluster.lock:
             try:
                 found = self.cluster.client.resources.search(kind=kind)
             except ResourceNotFoundError:
