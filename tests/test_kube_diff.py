@@ -174,7 +174,9 @@ def test_describe_summary_and_lines():
     assert lines[2:4] == ["~ apps/v1 Deployment shop/web", "    spec.replicas: 2 -> 3"]
     image_line = lines[4]
     assert image_line.startswith('    spec.template.spec.containers[0].image: "web:1" -> "registry/xxx')
-    assert image_line.endswith("...") and len(image_line) < 150
+    full = json.dumps("registry/" + "x" * 100)
+    assert image_line.endswith(f"... (sha256:{hashlib.sha256(full.encode()).hexdigest()[:12]})")
+    assert len(image_line) < 160
     assert lines[5:] == ["- v1 Service shop/old"]
     assert "shop/web" not in text.replace("apps/v1 Deployment shop/web", "")  # unchanged: counted only
     added = describe([ObjectDiff(KEY, "update", [FieldChange("spec.paused", None, True)])])[1]
@@ -191,3 +193,24 @@ def test_diff_digest_changes_with_any_change_and_is_stable():
     s1 = [diff_object("v1 Secret shop/db", secret(k="YQ=="), secret(k="Yg=="))]
     s2 = [diff_object("v1 Secret shop/db", secret(k="YQ=="), secret(k="YQ=="))]
     assert diff_digest(s1) != diff_digest(s2)
+
+
+def test_long_values_cut_alike_are_told_apart_by_their_hash():
+    """Two values that differ only after the cut must not read the same to an approver."""
+    before, after = "a" * 100 + "1", "a" * 100 + "2"
+    line = describe([ObjectDiff(KEY, "update", [FieldChange("data.blob", before, after)])])[1].splitlines()[1]
+    shown_before, shown_after = line.removeprefix("    data.blob: ").split(" -> ")
+    assert shown_before != shown_after and shown_before.startswith('"aaaa') and "sha256:" in shown_after
+    short = describe([ObjectDiff(KEY, "update", [FieldChange("data.x", "a", "b")])])[1]
+    assert "sha256" not in short
+
+
+def test_masked_values_are_masked_before_they_are_cut():
+    """A long secret (an earlier step's sensitive output in a ConfigMap) cut at the width would
+    leave its start unmasked if it were masked after the cut: describe masks first."""
+    secret = "sk-" + "q7" * 60
+    change = FieldChange("data.DSN", None, f"postgres://app:{secret}@db:5432/app?sslmode=require")
+    text = describe([ObjectDiff(KEY, "create", [change])], masks=[secret])[1]
+    assert "postgres://app:***@db:5432/app" in text and "q7q7" not in text and "sk-" not in text
+    nested = FieldChange("spec.args", None, ["--token", secret])
+    assert "q7q7" not in describe([ObjectDiff(KEY, "create", [nested])], masks=[secret])[1]

@@ -609,3 +609,10 @@ def test_a_retry_after_an_attempt_that_created_a_service_converges(service, runn
     cluster.edit("v1", "Service", "web", "default", allocated)
     again = in_activity(runner.apply, run, run.step.spec, attempt=2)
     assert again.summary == "applied 2 objects (0 created, 0 updated)"
+
+
+def test_a_long_sensitive_output_is_masked_before_the_plan_cuts_it(service, runner, cluster):
+    token = "tok-" + "z9" * 60  # longer than the plan shows of a value
+    service.write(CONFIG.replace("GREETING: hello", 'TOKEN: "{{ steps.infra.outputs.token }}"'))
+    run = planned(runner, with_sensitive_output(service, service.step(), "token", token))
+    assert run.plan is not None and '    data.TOKEN: "***"' in run.plan.output and "z9z9" not in run.plan.output

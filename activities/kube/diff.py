@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ..process import redact
+
 Obj = dict[str, Any]
 Action = Literal["create", "update", "unchanged", "prune"]
 
@@ -42,7 +44,8 @@ MASK, MASK_BEFORE, MASK_AFTER = "***", "*** (before)", "*** (after)"
 # Client-side `kubectl apply` copies the whole Secret, data included, into this annotation.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
-VALUE_WIDTH = 80  # longer values are shortened in describe()
+VALUE_WIDTH = 80  # longer values are shortened in describe(), with a hash of all of it
+HASH_WIDTH = 12
 
 
 def strip_server_fields(obj: Mapping[str, Any]) -> Obj:
@@ -217,16 +220,36 @@ def diff_object(key: str, live: Mapping[str, Any] | None, merged: Mapping[str, A
 _SIGNS: dict[str, str] = {"create": "+", "update": "~", "prune": "-"}
 
 
-def _value(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
-    return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 3] + "..."
+def _value(value: Any, masks: Sequence[str]) -> str:
+    """A value for humans: masked first (a cut secret would escape the mask), then cut to
+    VALUE_WIDTH with the SHA-256 of the whole (masked) text, so two long values that differ
+    after the cut are seen to differ."""
+    text = json.dumps(_masked(value, masks), ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+    if len(text) <= VALUE_WIDTH:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:HASH_WIDTH]
+    return f"{text[: VALUE_WIDTH - 3]}... (sha256:{digest})"
 
 
-def describe(diffs: Sequence[ObjectDiff]) -> tuple[str, str]:
+def _masked(value: Any, masks: Sequence[str]) -> Any:
+    """``value`` with every string in it masked (before JSON escapes would hide a secret)."""
+    if not masks:
+        return value
+    if isinstance(value, str):
+        return redact(value, masks)
+    if isinstance(value, list):
+        return [_masked(v, masks) for v in value]  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, dict):
+        return {k: _masked(v, masks) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    return value
+
+
+def describe(diffs: Sequence[ObjectDiff], masks: Sequence[str] = ()) -> tuple[str, str]:
     """(summary, text): counts per action, then each object that changes with its fields.
 
     An update lists ``path: before -> after`` (``(none)`` for a missing side), a create
-    its fields, a prune only its key; unchanged objects are only counted.
+    its fields, a prune only its key; unchanged objects are only counted. ``masks`` (an
+    earlier step's sensitive outputs the manifests rendered) never show.
     """
     counts = {
         action: sum(1 for d in diffs if d.action == action) for action in ("create", "update", "prune", "unchanged")
@@ -242,10 +265,10 @@ def describe(diffs: Sequence[ObjectDiff]) -> tuple[str, str]:
             continue
         for change in d.changes:
             if d.action == "create":
-                lines.append(f"    {change.path}: {_value(change.after)}")
+                lines.append(f"    {change.path}: {_value(change.after, masks)}")
             else:
-                before = "(none)" if change.before is None else _value(change.before)
-                after = "(none)" if change.after is None else _value(change.after)
+                before = "(none)" if change.before is None else _value(change.before, masks)
+                after = "(none)" if change.after is None else _value(change.after, masks)
                 lines.append(f"    {change.path}: {before} -> {after}")
     return summary, "\n".join(lines)
 

@@ -446,7 +446,7 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
             return objs, session.dry_run(objs)
 
         objs, dry = await in_thread(planned, details)
-        summary, text = describe(dry.diffs)
+        summary, text = describe(dry.diffs, session.masks)
         artifact = {
             "objects": objs,
             "diff_digest": dry.digest,
@@ -607,7 +607,7 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
         else:
             objs = await in_thread(session.rendered)
         dry = await in_thread(lambda: session.dry_run(objs))
-        summary, text = describe(dry.diffs)
+        summary, text = describe(dry.diffs, session.masks)
         changed = any(d.action != "unchanged" for d in dry.diffs)
         return StepResult(summary=summary if changed else "in sync", output=text, changed=changed)
 
