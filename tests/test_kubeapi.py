@@ -15,12 +15,13 @@ from typing import Any
 
 import kubernetes
 import pytest
-from kubeapi import FakeCluster
-from kubeapi.resources import ROLLOUT_CRD
 from kubernetes.client import ApiClient, AppsV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from kubeapi import FakeCluster
+from kubeapi.resources import ROLLOUT_CRD
 
 MANAGER = "prodline"
 
@@ -601,3 +602,21 @@ def test_deleting_a_crd_takes_its_resources_out_of_discovery(tmp_path: Path) -> 
 def test_an_unknown_preinstalled_crd_is_refused() -> None:
     with pytest.raises(ValueError, match=r"known: rollouts\.argoproj\.io"):
         FakeCluster(preinstalled_crds=["widgets.example.com"])
+
+
+def test_a_delete_with_a_uid_precondition_spares_another_object_of_that_name(tmp_path):
+    from kubernetes import client as k8s
+
+    with FakeCluster() as cluster:
+        live = cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}})
+        api = k8s.CoreV1Api(
+            kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig(tmp_path / "kc")))
+        )
+        other = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid="uid-of-an-object-since-deleted"))
+        with pytest.raises(ApiException) as refused:
+            api.delete_namespaced_config_map("c", "default", body=other)
+        assert refused.value.status == 409 and "Precondition failed" in str(refused.value.body)
+        assert cluster.get("v1", "ConfigMap", "c") is not None
+        same = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=live["metadata"]["uid"]))
+        api.delete_namespaced_config_map("c", "default", body=same)
+        assert cluster.get("v1", "ConfigMap", "c") is None

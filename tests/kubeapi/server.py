@@ -547,7 +547,7 @@ class FakeCluster:
         if method == "GET":
             return 200, self._read(target, query)
         if method == "DELETE":
-            return 200, self._remove(target, dry_run)
+            return 200, self._remove(target, dry_run, body if isinstance(body, dict) else {})
         if not isinstance(body, (dict, list)):
             raise ApiError(400, "a request body is required")
         if method == "POST":
@@ -873,10 +873,18 @@ class FakeCluster:
             self._applied.setdefault(key, {})[manager] = config
         return (201 if live is None else 200), shown
 
-    def _remove(self, target: _Target, dry_run: bool) -> dict[str, Any]:
+    def _remove(self, target: _Target, dry_run: bool, options: dict[str, Any]) -> dict[str, Any]:
         if not target.name:
             raise ApiError(405, "deletecollection is not supported by the fake API server")
         live = self._live(target)
+        # DeleteOptions.preconditions, as a real server checks them: delete only that very object.
+        expected = (options.get("preconditions") or {}).get("uid")
+        if expected and expected != live["metadata"].get("uid"):
+            raise ApiError(
+                409,
+                f"Precondition failed: UID in precondition: {expected}, UID in object meta: "
+                f"{live['metadata'].get('uid')}",
+            )
         if not dry_run:
             self._delete(target.key())
         return {
