@@ -250,7 +250,8 @@ class DeploymentRecord(ReleaseRef):
     revision: int = Field(default=0, description="Application revision the release obeyed.")
     parameters: dict[str, str] = Field(default_factory=dict, description="Resolved non-secret parameters.")
     applied: dict[str, str] = Field(
-        default_factory=dict, description="Step -> digest of what it applied (a Kubernetes step: its objects and prune list)."
+        default_factory=dict,
+        description="Step -> digest of what it applied (a Kubernetes step: its objects and prune list).",
     )
 
 
