@@ -13,6 +13,7 @@ server (``tests/kubeapi``) in this process.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import textwrap
 import uuid
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from test_reliability import kill_worker_and_children
 
-from conftest import Cli, wait_for, waiting_in
+from conftest import REPO, Cli, WorkerThread, wait_for, waiting_in
 from kubeapi import FakeCluster
 
 DEPLOYMENT = """
@@ -237,3 +238,33 @@ def test_a_canary_walks_its_pauses_on_the_rules_and_an_abort_goes_back_to_stable
         assert done["state"] == "failed" and done["reason"] == "production: canary web aborted by ops (latency)"
         rollout = cluster.get("argoproj.io/v1alpha1", "Rollout", "web")
         assert rollout["status"].get("abort") is True and rollout["status"]["stableRS"] != stable
+
+
+def test_the_rollouts_example_releases_into_an_empty_cluster(cli, temporal, task_queue, tmp_path, monkeypatch):
+    """examples/rollouts as shipped: its second step's namespace comes from its first step."""
+    example = tmp_path / "rollouts"
+    shutil.copytree(REPO / "examples/rollouts", example)
+    app = f"web-{uuid.uuid4().hex[:6]}"
+    for path in (example / "prodline.yaml", example / "storefront/prodline.service.yaml"):
+        path.write_text(path.read_text().replace("application: web\n", f"application: {app}\n"))
+    with FakeCluster(preinstalled_crds=["rollouts.argoproj.io"]) as cluster:
+        # The example names no cluster: the worker's own KUBECONFIG is used.
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kc")))
+        worker = WorkerThread(temporal.address, task_queue).start()
+        try:
+            release = f"{app}.storefront@1.0.0"
+            started = cli.run(
+                "release", "start", str(example / "storefront/prodline.service.yaml"), "--version", "1.0.0"
+            )
+            assert started.returncode == 0, started.stderr
+            waiting_in(cli, release, "production", "stable")  # staging done; production soaks 30m first
+            staging = cli.json("release", "status", release)["environments"][0]
+            assert staging["phase"] == "succeeded", staging
+            assert cluster.get("v1", "Namespace", "storefront", None) is not None
+            assert cluster.get("v1", "ConfigMap", "storefront", "storefront")["data"]["RELEASE"] == "1.0.0"
+            rollout = cluster.get("argoproj.io/v1alpha1", "Rollout", "storefront", "storefront")
+            assert rollout["status"]["phase"] == "Healthy"
+            assert cluster.get("apps/v1", "Deployment", "storefront-worker", "storefront") is not None
+            assert cli.run("release", "cancel", release, "--wait").returncode == 0
+        finally:
+            worker.stop()

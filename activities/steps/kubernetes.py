@@ -156,6 +156,7 @@ class Session:
         self.api = Api(self.cluster, self.namespace)
         self.applyset = ApplySet.of(run.context, run.step.name, self.namespace) if spec.prune else None
         self._known: dict[tuple[str, str], bool] = {}
+        self._namespaces: dict[str, bool] = {}
 
     @contextlib.contextmanager
     def redacting(self) -> Iterator[None]:
@@ -246,6 +247,14 @@ class Session:
             self._known[kind] = self.api.known(obj)
         return self._known[kind]
 
+    def namespace_exists(self, name: str) -> bool:
+        """Whether the namespace is in the cluster; remembered for the session."""
+        if name not in self._namespaces:
+            self._namespaces[name] = (
+                self.api.get({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}) is not None
+            )
+        return self._namespaces[name]
+
     # --- dry runs ---------------------------------------------------------------------------
 
     def dry_run(self, objs: Sequence[Obj]) -> Dry:
@@ -257,7 +266,10 @@ class Session:
             key = object_key(obj)
             namespace = (obj.get("metadata") or {}).get("namespace")
             uninstalled = _group_kind(obj) in scopes and not self.known(obj)
-            if uninstalled or (namespace and namespace in new_namespaces):
+            # A namespace this set creates, or one still missing (an earlier step of the release
+            # creates it, as examples/rollouts does): a server cannot dry-run into it yet.
+            unplaced = bool(namespace) and (namespace in new_namespaces or not self.namespace_exists(namespace))
+            if uninstalled or unplaced:
                 planned.append(Planned(obj, None, obj, True, diff_object(key, None, obj)))
                 continue
             live = self.api.get(obj)
@@ -271,9 +283,9 @@ class Session:
     # --- apply ------------------------------------------------------------------------------
 
     def apply_all(self, objs: Sequence[Obj], progress: Callable[[str], None]) -> list[Obj]:
-        """Apply ``objs``: Namespaces and CRDs first (CRDs until Established), then the rest."""
-        if self.applyset is not None:
-            self.applyset.widen(self.api, objs)
+        """Apply ``objs``: Namespaces and CRDs first (CRDs until Established), then the ApplySet
+        parent (it lives in a namespace the set may create), then the rest. Namespaces and CRDs
+        are never pruned, so they need no parent before them."""
         first = [o for o in objs if o["kind"] in FIRST_KINDS]
         rest = [o for o in objs if o["kind"] not in FIRST_KINDS]
         answers: list[Obj] = []
@@ -286,6 +298,8 @@ class Session:
             self.wait_established(crds)
             self.cluster.refresh()
             self._known.clear()
+        if self.applyset is not None:
+            self.applyset.widen(self.api, objs)
         for obj in rest:
             answers.append(self.api.apply(obj))
             progress(f"applied {len(answers)}/{len(objs)}")
@@ -527,6 +541,8 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
                 continue
             if retry and p.diff.action == "unchanged" and (entry["blind"] or _at_result(p, entry["after"])):
                 continue  # an earlier attempt applied it and died before saying so
+            if entry["blind"] and p.diff.action == "create":
+                continue  # approved as a create of exactly this object, before it could be dry-run
             changed.append(p.diff.key)
         was_pruned, to_prune = set(approved["prune"]), {d.key for d in dry.pruned}
         changed += sorted(f"{k} (now to prune)" for k in to_prune - was_pruned)
