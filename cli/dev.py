@@ -144,7 +144,8 @@ def _detach(args, folder: Path) -> int:
         if stale is not None:
             _stop_left_server(stale)
         folder.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "prodline.cli", "dev", "--state-dir", str(folder), "--port", str(args.port)]
+        # -P: not the current folder first on sys.path, where a checkout of another version may be.
+        argv = [sys.executable, "-P", "-m", "prodline.cli", "dev", "--state-dir", str(folder), "--port", str(args.port)]
         argv += ["--ui-port", str(args.ui_port)] if args.ui_port else []
         argv += ["--headless"] if args.headless else []
         argv += ["--task-queue", args.task_queue] if args.task_queue else []

@@ -154,3 +154,17 @@ def test_make_demo_on_another_port_keeps_what_it_writes_in_the_state_dir(tmp_pat
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert not state.exists()
     assert files_under(REPO / "examples") == examples_before
+
+
+def test_a_detached_dev_runs_this_prodline_not_a_copy_in_the_current_folder(dev, tmp_path):
+    # A checkout of another version where the user stands (`python -m` would put it first).
+    shadow = tmp_path / "elsewhere"
+    (shadow / "prodline").mkdir(parents=True)
+    (shadow / "prodline" / "__init__.py").write_text("raise SystemExit('the copy in the current folder ran')\n")
+    console_script = Path(sys.executable).parent / "prodline"
+    started = subprocess.run(
+        [str(console_script), "dev", "--state-dir", str(dev.state), "--port", str(dev.port), "--headless", "--detach"],
+        cwd=shadow, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "the copy in the current folder ran" not in (dev.state / "dev.log").read_text()
