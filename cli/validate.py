@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 from prodline.config import Application, Service, validate_files
+from prodline.config.errors import ConfigError, Problem
 
 from . import exit_codes
 
@@ -25,6 +27,7 @@ def run(args) -> int:
         print(json.dumps({"valid": False, "files": [], "problems": [], "error": message}) if args.json else message)
         return exit_codes.INVALID
     problems = validate_files(paths)
+    problems += _manifest_problems(paths, {p.file for p in problems})
     if args.json:
         print(
             json.dumps(
@@ -39,6 +42,19 @@ def run(args) -> int:
         summary = f"{len(problems)} problem(s) in {files} file(s)" if problems else f"{len(paths)} file(s) valid"
         print(summary)
     return exit_codes.INVALID if problems else exit_codes.SUCCEEDED
+
+
+def _manifest_problems(paths: list[Path], broken: set[str]) -> list[Problem]:
+    """Kubernetes manifests of the service files that are valid themselves (checked offline)."""
+    from prodline.client.prepare import manifest_check
+
+    problems: list[Problem] = []
+    for path in paths:
+        if str(path) in broken:
+            continue
+        with contextlib.suppress(ConfigError):  # an application file: no manifests
+            problems += manifest_check(path)
+    return problems
 
 
 def schema(args) -> int:

@@ -369,3 +369,32 @@ def test_a_runtime_worker_without_its_queue_is_refused(cli):
     result = cli.run("worker", "--runtime")
     assert result.returncode == 2
     assert "--runtime serves an environment's own task queue: name it with --task-queue" in result.stderr
+
+
+def test_manifest_mistakes_are_found_offline_before_anything_is_sent(cli, tmp_path):
+    """`validate` and `release start` read a service's manifests: exit 2, file and field named."""
+    import shutil
+
+    example = tmp_path / "rollouts"
+    shutil.copytree(REPO / "examples/rollouts", example)
+    service_file = example / "storefront/prodline.service.yaml"
+    original = service_file.read_text()
+    cases = {
+        "k8s/worker.yaml]": (
+            "k8s/workers.yaml]",
+            "kubernetes.manifests: manifests entry 'k8s/workers.yaml': no such file",
+        ),
+        "images: {worker:": ("images: {wrker:", "kubernetes.images: images: no container is named wrker"),
+        "    rollout:\n": ("    kubernetes:\n", "has 2 canary `pause: {}` step(s)"),
+    }
+    for old, (new, expected) in cases.items():
+        text = original.replace(old, new)
+        if new == "    kubernetes:\n":  # a kubernetes step holding the canary (its rollout-only keys go too)
+            text = text[: text.index("      pauses:")] + "    timeout: 1h\n"
+        service_file.write_text(text)
+        checked = cli.run("validate", str(example))
+        assert checked.returncode == 2 and expected in checked.stdout, checked.stdout
+        # Refused before anything is packed or sent, as invalid input.
+        started = cli.run("release", "start", str(service_file), "--version", "1.0.0")
+        assert started.returncode == 2 and expected in started.stderr, started.stderr
+        assert "Traceback" not in started.stderr

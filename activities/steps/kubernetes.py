@@ -54,7 +54,7 @@ from prodline.contracts import NON_RETRYABLE_CONFIG, STALE_PLAN, UNHEALTHY, Step
 
 from ..context import WorkerContext
 from ..kube.api import Api
-from ..kube.canary import is_indefinite_pause
+from ..kube.check import held_canary
 from ..kube.cluster import Cluster, Target, cluster_for
 from ..kube.diff import (
     ObjectDiff,
@@ -365,20 +365,10 @@ def unhealthy_error(session: Session, exc: Unhealthy) -> ApplicationError:
 
 
 def _refuse_held_canaries(run: StepRun, objs: Sequence[Obj]) -> None:
-    """A Rollout whose canary waits at ``pause: {}`` steps for a promote nobody would send: a
-    kubernetes step would count it deployed at once, while it sits at its first pause."""
-    for obj in objs:
-        if obj.get("kind") != "Rollout" or not str(obj.get("apiVersion", "")).startswith("argoproj.io/"):
-            continue
-        steps = (((obj.get("spec") or {}).get("strategy") or {}).get("canary") or {}).get("steps") or []
-        pauses = [i for i, step in enumerate(steps) if is_indefinite_pause(step)]
-        if pauses:
-            raise config_error(
-                f"step {run.step.name}: {object_key(obj)} has {len(pauses)} canary `pause: {{}}` step(s) "
-                f"(steps[{pauses[0]}] first), which wait to be promoted: a kubernetes step would report it "
-                "deployed while it waits at the first; use a `rollout` step, whose pauses prodline drives "
-                "(or give each pause a duration)"
-            )
+    """A kubernetes step holds no canary waiting to be promoted (``prodline validate`` says so too)."""
+    held = held_canary(objs)
+    if held:
+        raise config_error(f"step {run.step.name}: {held}")
 
 
 def _crd_scopes(objs: Sequence[Obj]) -> dict[str, str]:

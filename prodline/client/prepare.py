@@ -12,6 +12,7 @@ nothing). The request that comes out names the bundle by digest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,12 @@ from prodline.artifacts.bundle import pack, upload
 from prodline.artifacts.store import ArtifactStore
 from prodline.config.application import Application
 from prodline.config.changes import summarise
-from prodline.config.errors import ConfigError
+from prodline.config.errors import ConfigError, Problem
 from prodline.config.loader import find_application_file, load_application, load_project, load_service
 from prodline.config.problems import parse_model
 from prodline.config.release import ReleaseRequest, build_plan, check_version
 from prodline.config.resolve import Project, combine
+from prodline.config.steps import Step
 from prodline.config.yamlsource import parse_yaml
 from prodline.contracts import Revision
 from prodline.errors import InvalidInput
@@ -131,6 +133,9 @@ def check_locally(
     """
     load_service(service_file)
     local = application_file or find_application_file(service_file)
+    problems = manifest_check(service_file, local)
+    if problems:
+        raise ConfigError(problems)
     if local is None:
         problems = check_version(version)
         if problems:
@@ -142,6 +147,21 @@ def check_locally(
         own = [p for p in exc.problems if Path(p.file).resolve() != local.resolve()]
         if own:
             raise ConfigError(own) from None
+
+
+def manifest_check(service_file: Path, application_file: Path | None = None) -> list[Problem]:
+    """The service's Kubernetes manifests and overrides, offline (``activities/kube/check.py``):
+    as written, and per environment where its application file is at hand."""
+    from prodline.activities.kube.check import manifest_problems  # only services with such steps pay
+
+    service, doc = load_service(service_file)
+    if not any(step.kind in ("kubernetes", "rollout") for step in service.steps):
+        return []
+    per_environment: dict[str, list[Step]] = {}
+    with contextlib.suppress(ConfigError):  # problems of the pair are reported where they are checked
+        project = load_project(service_file, application_file)
+        per_environment = {env.environment.name: env.steps for env in project.environments}
+    return manifest_problems(service, doc, per_environment)
 
 
 def _check(project: Callable[[], Project], version: str, values: dict[str, str], initiator: str) -> None:
