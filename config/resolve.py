@@ -191,9 +191,7 @@ def _environment_config(
                 problems += problems_from(exc, sdoc, Step, ("environments", env.name, "steps", step.name))
                 continue
         problems += _template_problems(step, steps, service, sdoc, ("steps", index))
-        overridden = isinstance(patch, dict) and isinstance(patch.get(step.kind), dict)
-        located: PathKey = ("environments", env.name, "steps", step.name) if overridden else ("steps", index)
-        problems += _cluster_problems(step, env, sdoc, located)
+        problems += _cluster_problems(step, env, sdoc, index, patch)
         steps.append(step)
     preconditions = [_inline_protection(rule, app) for rule in env.preconditions]
     checks = [_inline_protection(rule, app) for rule in env.checks]
@@ -221,7 +219,9 @@ def _template_problems(
     return problems
 
 
-def _cluster_problems(step: Step, env: Environment, sdoc: Document, loc: PathKey) -> list[Problem]:
+def _cluster_problems(
+    step: Step, env: Environment, sdoc: Document, index: int, patch: dict[str, Any] | None
+) -> list[Problem]:
     """Where the application names an environment's cluster (``env: {KUBECONFIG: ...}``), a
     service's step may not point somewhere else: which cluster is production is the platform's
     rule, not something a release can change (a staging step naming production's kubeconfig)."""
@@ -229,9 +229,17 @@ def _cluster_problems(step: Step, env: Environment, sdoc: Document, loc: PathKey
     if "KUBECONFIG" not in env.env or not isinstance(spec, KubernetesStep):
         return []
     chosen = [f for f in ("kubeconfig", "in_cluster") if f in spec.model_fields_set and getattr(spec, f)]
+    overrides = (patch or {}).get(step.kind)
+    override_fields = overrides if isinstance(overrides, dict) else {}
+
+    def located(field: str) -> PathKey:  # where the field is written: the override, or the step itself
+        if field in override_fields:
+            return ("environments", env.name, "steps", step.name, step.kind, field)
+        return ("steps", index, step.kind, field)
+
     return [
         sdoc.problem(
-            (*loc, step.kind, field),
+            located(field),
             f"{env.name}'s cluster is set by the application (env.KUBECONFIG), so this step cannot choose its own",
             f"remove `{field}`; to deploy elsewhere, the platform team changes {env.name}'s KUBECONFIG",
         )

@@ -186,6 +186,7 @@ def test_a_broken_image_fails_with_the_progress_deadline(service, runner, cluste
     assert error.type == UNHEALTHY and error.non_retryable
     assert 'deployment "web" exceeded its progress deadline' in str(error)
     assert "ProgressDeadlineExceeded" in str(error)
+    assert str(error).endswith("images: web=shop/web:bad-1.0.0")  # what it was rolling out
 
 
 def test_the_plan_lists_changed_fields_and_masks_secrets(service, runner, cluster):

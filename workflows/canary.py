@@ -85,7 +85,7 @@ class Canary:
     ):
         self.stage, self.step, self.run = stage, step, run
         self._board, self._gates, self._call = board, gates, call
-        self.progress = StepProgress(message="applied")
+        self.progress = StepProgress(message="on its way to the first pause")
         self.command: RolloutCommand | None = None
         self.handled = ""  # what was done about the last command: its Update's answer
         self._reached = 0  # the last pause the canary stopped at

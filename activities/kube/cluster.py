@@ -114,12 +114,13 @@ def _key_and_factory(target: Target) -> tuple[tuple[str, ...], functools.partial
         stat = path.stat()
     except OSError:
         source = target.kubeconfig_source()
-        raise _config_error(
-            target,
-            f"kubeconfig {path} (from {source}) does not exist on the worker: set "
-            f"{target.field_prefix}.kubeconfig to a kubeconfig file on the worker, or "
-            f"{target.field_prefix}.in_cluster: true when the worker runs in the cluster",
-        ) from None
+        fix = (
+            "the platform team puts that file on this environment's workers, or fixes the path"
+            if target.environment_kubeconfig and not target.kubeconfig
+            else f"set {target.field_prefix}.kubeconfig to a kubeconfig file on the worker, or "
+            f"{target.field_prefix}.in_cluster: true when the worker runs in the cluster"
+        )
+        raise _config_error(target, f"kubeconfig {path} (from {source}) does not exist on the worker: {fix}") from None
     key = (str(path.resolve()), target.context or "", str(stat.st_mtime_ns), str(stat.st_size))
     return key, functools.partial(_from_kubeconfig, target, path)
 

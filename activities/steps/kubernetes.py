@@ -75,6 +75,7 @@ from ..kube.manifests import (
     load_manifests,
     object_identity,
     object_key,
+    pod_spec,
 )
 from ..kube.manifests import render as render_manifests
 from ..kube.prune import ApplySet, Pruned, prune_entry
@@ -357,10 +358,18 @@ def redacted_error(exc: ApplicationError, masks: Sequence[str]) -> ApplicationEr
     )
 
 
-def unhealthy_error(session: Session, exc: Unhealthy) -> ApplicationError:
-    """A rollout that waiting will not fix, with the controller's message: fail, no retry."""
+def unhealthy_error(session: Session, exc: Unhealthy, obj: Obj | None = None) -> ApplicationError:
+    """A rollout that waiting will not fix, with the controller's message and the images it
+    was rolling out (what changed, most often): fail, no retry."""
+    spec = pod_spec(obj) if obj is not None else None
+    containers = [*(spec or {}).get("initContainers", []), *(spec or {}).get("containers", [])]
+    images = ", ".join(f"{c.get('name')}={c.get('image')}" for c in containers if isinstance(c, dict))
+    shown = f"; images: {images}" if images else ""
     return ApplicationError(
-        f"step {session.run.step.name}: {exc.message} ({exc.reason})", exc.reason, type=UNHEALTHY, non_retryable=True
+        f"step {session.run.step.name}: {exc.message} ({exc.reason}){shown}",
+        exc.reason,
+        type=UNHEALTHY,
+        non_retryable=True,
     )
 
 
@@ -586,15 +595,19 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
             message += f"; {pruned.message}" if pruned.message else ""
         return StepProgress(done=True, message=message)
 
+    @staticmethod
+    def _health(session: Session, obj: Obj) -> Health:
+        try:
+            return session.health(obj)
+        except Unhealthy as exc:
+            raise unhealthy_error(session, exc, obj) from None
+
     async def wait_healthy(self, session: Session, workloads: Sequence[Obj]) -> str:
         """Poll until every workload is rolled out; heartbeat where they stand."""
         interval = session.spec.poll_interval.total_seconds()
         details = progress_details("waiting")
         while True:
-            try:
-                states = await in_thread(lambda: [(o, session.health(o)) for o in workloads], details)
-            except Unhealthy as exc:
-                raise unhealthy_error(session, exc) from None
+            states = await in_thread(lambda: [(o, self._health(session, o)) for o in workloads], details)
             pending = [h.message for _, h in states if not h.done]
             if not pending:
                 return "; ".join(h.message for _, h in states) or "nothing to wait for"

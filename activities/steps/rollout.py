@@ -152,7 +152,7 @@ class RolloutRunner(KubernetesRunner):
             try:
                 progress = rollout_progress(live)
             except Unhealthy as exc:
-                raise unhealthy_error(session, exc) from None
+                raise unhealthy_error(session, exc, live) from None
             if progress.paused:
                 return progress
             if progress.done:
