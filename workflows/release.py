@@ -378,10 +378,14 @@ class ReleaseWorkflow:
         canary.run = canary.run.model_copy(update={"applied": applied})
         self._canary = canary
         try:
-            return await canary.drive()
+            progress = await canary.drive()
+        except BaseException:
+            canary.close("the release had already stopped the canary (aborted); nothing else was done")
+            raise
         finally:
             self._canary = None
-            canary.close("the canary had already finished; nothing was done")
+        canary.close("the canary had already finished; nothing was done")
+        return progress
 
     def _canary_of(self, stage: EnvironmentRun, step: Step, planned: StepResult | None) -> Canary:
         run = StepRun(context=self._step_context(stage), step=step, plan=planned)
