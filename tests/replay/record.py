@@ -219,27 +219,13 @@ steps:
       pauses: [{{checks: [smoke]}}, {{approval: true}}]
 """
 
-ROLLOUT = """\
-apiVersion: argoproj.io/v1alpha1
-kind: Rollout
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: "ghcr.io/acme/web:0"}]
-  strategy:
-    canary:
-      steps: [{setWeight: 20}, {pause: {}}, {setWeight: 60}, {pause: {}}]
-"""
-
 
 async def record_canary() -> None:
     """canary.json: the second release of a Rollout, pause 1 passed by its check, pause 2
     (waiting for an approval) promoted by an operator through the rollout Update."""
     sys.path.insert(0, str(HERE.parent))  # tests/, for the fake API server
+    from test_kubernetes_release import ROLLOUT  # the same canary the release tests run
+
     from prodline.contracts import RolloutCommand
 
     from kubeapi import FakeCluster
