@@ -3,7 +3,7 @@
 Run it when a change *intends* to alter what the workflows do for new
 releases: `.venv/bin/python tests/replay/record.py` (`... record.py canary` records only
 `canary.json`: an Argo Rollouts canary walked pause by pause on the fake API server in
-tests/kubeapi, one pause passed by its check, the next promoted by an operator). Keep the old fixtures
+tests/kubeapi, the first pause promoted by an operator during its watch, the second approved). Keep the old fixtures
 too (rename them, e.g. `succeeded.v1.json`) while releases started by the old
 code may still be running: the replay test must pass for every version in
 flight. If an old fixture stops replaying, guard the change with
@@ -216,13 +216,13 @@ steps:
       kubeconfig: {kubeconfig}
       images: {{web: "{{{{ params.image }}}}"}}
       poll_interval: 100ms
-      pauses: [{{checks: [smoke]}}, {{approval: true}}]
+      pauses: [{{checks: [smoke], for: 1h}}, {{approval: true}}]
 """
 
 
 async def record_canary() -> None:
-    """canary.json: the second release of a Rollout, pause 1 passed by its check, pause 2
-    (waiting for an approval) promoted by an operator through the rollout Update."""
+    """canary.json: the second release of a Rollout, pause 1 (watching a check) promoted by an
+    operator through the rollout Update, pause 2 approved."""
     sys.path.insert(0, str(HERE.parent))  # tests/, for the fake API server
     from test_kubernetes_release import ROLLOUT  # the same canary the release tests run
 
@@ -234,7 +234,8 @@ async def record_canary() -> None:
     os.environ["PRODLINE_ARTIFACT_DIR"] = str(work / "artifacts")
     os.environ["PRODLINE_CACHE_DIR"] = str(work / "cache")
     store = LocalArtifactStore(work / "artifacts")
-    server = DevServer(work / "state", port=free_port(), ui=False)
+    # The server's files stay out of the folder the application's bundle packs.
+    server = DevServer(Path(tempfile.mkdtemp(prefix="prodline-replay-server-")), port=free_port(), ui=False)
     await server.start()
     try:
         with FakeCluster(preinstalled_crds=["rollouts.argoproj.io"]) as cluster:
@@ -254,16 +255,18 @@ async def record_canary() -> None:
                         ReleaseWorkflow.run, request, id=request.release_id, task_queue=QUEUE
                     )
 
-                async def waiting_on(handle: WorkflowHandle, what: str) -> None:
+                async def saw(handle: WorkflowHandle, what: str) -> None:
+                    """Until the release waits on ``what``, or says it in an event."""
                     for _ in range(600):
                         status = await handle.query(ReleaseWorkflow.status)
-                        if status.environments and what in status.environments[0].waiting_on:
+                        waits = status.environments and what in status.environments[0].waiting_on
+                        if waits or any(what in e.message for e in status.events):
                             return
                         await asyncio.sleep(0.05)
                     raise TimeoutError(f"{handle.id}: {what}")
 
-                async def approved(handle: WorkflowHandle) -> WorkflowHandle:
-                    await waiting_on(handle, "precondition approval")
+                async def approved(handle: WorkflowHandle, what: str = "precondition approval") -> WorkflowHandle:
+                    await saw(handle, what)
                     decision = Decision(
                         request_id=uuid.uuid4().hex, environment="production", by="alice", verdict=Verdict.approve
                     )
@@ -272,10 +275,12 @@ async def record_canary() -> None:
 
                 await (await approved(await start("1.0.0"))).result()  # the first Rollout: Healthy at once
                 canary = await approved(await start("1.1.0"))
-                await waiting_on(canary, "approval at canary pause 2")
+                # Pause 1 watches smoke for an hour: an operator promotes; pause 2 waits for alice.
+                await saw(canary, "watching smoke for 1h")
                 await canary.execute_update(
                     ReleaseWorkflow.rollout, RolloutCommand(action="promote", by="ops", reason="recorded")
                 )
+                await approved(canary, "approval at canary pause 2")
                 await canary.result()
                 history = await canary.fetch_history()
                 (HERE / "canary.json").write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
