@@ -16,7 +16,7 @@ from typing import Any
 
 from prodline.config.errors import Problem
 from prodline.config.service import Service
-from prodline.config.steps import KubernetesStep, RolloutStep, Step
+from prodline.config.steps import KubernetesStep, Step
 from prodline.config.yamlsource import Document
 
 from .canary import is_indefinite_pause
@@ -54,7 +54,7 @@ def step_problem(step: Step, folder: Path) -> str:
         )
     except ManifestError as exc:
         return str(exc)
-    return "" if isinstance(spec, RolloutStep) else held_canary([m.obj for m in manifests])
+    return "" if spec.drives_pauses else held_canary([m.obj for m in manifests])
 
 
 def manifest_problems(service: Service, doc: Document, steps_by_environment: dict[str, list[Step]]) -> list[Problem]:

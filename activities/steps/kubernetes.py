@@ -427,7 +427,6 @@ def heartbeat(details: dict[str, Any]) -> None:
 class KubernetesRunner(StepRunner[KubernetesStep]):
     spec_type = KubernetesStep
     # Whether the step holds a canary at its `pause: {}` steps and promotes it (the rollout step).
-    drives_pauses = False
 
     def __init__(self, store: ArtifactStore | None = None):
         self.store = store  # None: the worker's shared store, looked up when a step runs
@@ -453,7 +452,7 @@ class KubernetesRunner(StepRunner[KubernetesStep]):
 
         def planned() -> tuple[list[Obj], Dry]:
             objs = session.rendered()
-            if not self.drives_pauses:
+            if not run.step.spec.drives_pauses:  # a rollout step drives its pauses
                 _refuse_held_canaries(run, objs)
             details["message"] = f"dry-run of {len(objs)} objects"
             return objs, session.dry_run(objs)

@@ -81,7 +81,6 @@ OBSERVE_TIMEOUT = 30.0  # seconds a promote waits for the controller to see the 
 
 class RolloutRunner(KubernetesRunner):
     spec_type = RolloutStep
-    drives_pauses = True
 
     def rollout_of(self, run: StepRun, spec: KubernetesStep, objs: Sequence[Obj]) -> Obj:
         """The Rollout the step drives: ``rollout:``, else the one Rollout among its objects."""

@@ -192,18 +192,6 @@ async def record() -> None:
     print(f"recorded histories in {HERE}", file=sys.stderr)
 
 
-CANARY_APP = """\
-application: web
-environments:
-  - name: production
-    preconditions:
-      - approval: {approvers: [alice]}
-    checks:
-      - name: smoke
-        command: {run: "true"}
-        when: [after_deploy]
-"""
-
 CANARY_SERVICE = """\
 service: storefront
 application: web
@@ -224,7 +212,7 @@ async def record_canary() -> None:
     """canary.json: the second release of a Rollout, pause 1 (watching a check) promoted by an
     operator through the rollout Update, pause 2 approved."""
     sys.path.insert(0, str(HERE.parent))  # tests/, for the fake API server
-    from test_kubernetes_release import ROLLOUT  # the same canary the release tests run
+    from test_kubernetes_release import CANARY_APP, ROLLOUT  # the release tests' own canary
 
     from prodline.contracts import RolloutCommand
 
@@ -239,7 +227,7 @@ async def record_canary() -> None:
     await server.start()
     try:
         with FakeCluster(preinstalled_crds=["rollouts.argoproj.io"]) as cluster:
-            (work / "prodline.yaml").write_text(CANARY_APP)
+            (work / "prodline.yaml").write_text(CANARY_APP.replace("application: shop", "application: web"))
             (work / "svc").mkdir()
             (work / "svc" / "rollout.yaml").write_text(ROLLOUT)
             service_file = work / "svc" / "prodline.service.yaml"
