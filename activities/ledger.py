@@ -19,11 +19,16 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from prodline.contracts import (
+    LANE_QUERY,
+    LANE_REQUEST,
+    LANE_SIGNAL,
     LEDGER_WORKFLOW,
     RECORD_DEPLOYMENT,
     RECORD_SIGNAL,
     RECORDS_QUERY,
     DeploymentRecord,
+    LaneRequest,
+    LaneView,
     LedgerState,
     ledger_id,
 )
@@ -37,16 +42,35 @@ class LedgerActivities:
 
     @activity.defn(name=RECORD_DEPLOYMENT)
     async def record_deployment(self, record: DeploymentRecord) -> None:
-        # Signal-with-start: creates the ledger on first use, appends otherwise.
+        await self._signal(record.application, record.service, record.environment, RECORD_SIGNAL, record)
+
+    @activity.defn(name=LANE_REQUEST)
+    async def lane_request(self, request: LaneRequest) -> None:
+        """A release asks for its turn in an environment, or leaves the queue."""
+        await self._signal(request.application, request.service, request.environment, LANE_SIGNAL, request)
+
+    async def _signal(self, application: str, service: str, environment: str, signal: str, arg: object) -> None:
+        # Signal-with-start: creates the ledger on first use, signals it otherwise.
         await self._client.start_workflow(
             LEDGER_WORKFLOW,
-            LedgerState(application=record.application, service=record.service, environment=record.environment),
-            id=ledger_id(record.application, record.service, record.environment),
+            LedgerState(application=application, service=service, environment=environment),
+            id=ledger_id(application, service, environment),
             task_queue=activity.info().task_queue,
-            start_signal=RECORD_SIGNAL,
-            start_signal_args=[record],
-            static_summary=f"{record.service} in {record.environment}: deployments",
+            start_signal=signal,
+            start_signal_args=[arg],
+            static_summary=f"{service} in {environment}: deployments and lane",
         )
+
+
+async def read_lane(client: Client, application: str, service: str, environment: str) -> LaneView:
+    """Who holds the service's lane in ``environment``, who waits, the hold and what is live."""
+    handle = client.get_workflow_handle(ledger_id(application, service, environment))
+    try:
+        return await handle.query(LANE_QUERY, result_type=LaneView)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return LaneView()
+        raise
 
 
 async def read_ledger(client: Client, application: str, service: str, environment: str) -> list[DeploymentRecord]:

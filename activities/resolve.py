@@ -33,8 +33,9 @@ from prodline.config.application import Application
 from prodline.config.errors import ConfigError
 from prodline.config.loader import file_kind
 from prodline.config.problems import parse_model
-from prodline.config.release import ReleasePlan, ReleaseRequest, build_plan
-from prodline.config.resolve import combine
+from prodline.config.release import EnvironmentRun, ReleasePlan, ReleaseRequest, build_plan
+from prodline.config.resolve import combine, environment_rules
+from prodline.config.rules import Precondition
 from prodline.config.service import Service
 from prodline.config.yamlsource import parse_yaml
 from prodline.contracts import (
@@ -42,11 +43,13 @@ from prodline.contracts import (
     RESOLVE_RELEASE,
     REVISION_MEMO,
     REVISION_QUERY,
+    DeploymentRecord,
     Revision,
     application_id,
 )
 from prodline.errors import Unavailable
 
+from .ledger import read_ledger
 from .workspace import shared_store
 
 # A query needs a worker on the registry's queue; without one it would wait for good.
@@ -126,6 +129,9 @@ class ResolveActivities:
                 f"application {request.application!r} is not registered in Temporal: "
                 "the platform team registers it with `prodline app apply prodline.yaml`"
             )
+        if request.restore is not None:
+            records = await read_ledger(self.client, request.application, request.service, request.restore.environment)
+            return restore_plan(request, revision, records)
         if request.bundle is None or not request.service_file:
             raise refuse("the release names no bundle: start it with `prodline release start` (0.2 or later)")
         inside = PurePosixPath(request.service_file)
@@ -196,3 +202,69 @@ def _plan(request: ReleaseRequest, revision: Revision, data: bytes) -> ReleasePl
         service_bundle=request.bundle,
         application_bundle=revision.bundle,
     )
+
+
+def restore_plan(request: ReleaseRequest, revision: Revision, records: list[DeploymentRecord]) -> ReleasePlan:
+    """A rollback's plan: the steps, bundle and parameters the ledger recorded when the version
+    was verified there, under the rules today's registered revision sets for the environment
+    (less what it lets a rollback skip). Nothing of the requester's checkout is used."""
+    order = request.restore
+    assert order is not None
+    app = parse_model(parse_yaml(revision.source, Path(revision.path or "prodline.yaml")), Application)
+    env = app.environment(order.environment)
+    if env is None:
+        raise refuse(f"application {request.application!r} has no environment {order.environment!r}")
+    verified = [r for r in records if r.version == request.version and r.redeployable]
+    if not verified:
+        known = sorted({r.version for r in records if r.redeployable})
+        raise refuse(
+            f"{request.version} was never verified in {order.environment} (or was recorded before rollbacks "
+            f"were possible): a rollback restores only what the ledger recorded there; verified there: "
+            f"{', '.join(known) or 'nothing yet'}"
+        )
+    record = verified[-1]
+    preconditions, checks = environment_rules(env, app)
+    bypass = set(env.rollback.bypass) if order.kind == "rollback" else set()
+    kept, skipped = _bypassed(preconditions, bypass)
+    stage = EnvironmentRun(
+        name=env.name,
+        task_queue=env.task_queue or "",
+        verify=env.verify,
+        env=dict(env.env),
+        parameters=record.parameters,
+        steps=record.steps,
+        preconditions=kept,
+        checks=checks,
+        bypassed=skipped,
+    )
+    return ReleasePlan(
+        revision=revision.number,
+        revision_digest=revision.digest,
+        service_bundle=record.service_bundle,
+        service_dir=record.service_dir,
+        application_bundle=revision.bundle,
+        application_dir=str(PurePosixPath(revision.path or "prodline.yaml").parent),
+        secrets=record.secrets,
+        environments=[stage],
+        people=app.people,
+        signed_starts=app.signed_starts,
+    )
+
+
+def _bypassed(preconditions: list[Precondition], bypass: set[str]) -> tuple[list[Precondition], list[str]]:
+    """The preconditions a rollback keeps, and the names of the rules it skips."""
+    kept, skipped = [], []
+    for rule in preconditions:
+        kind = rule.kind
+        if (
+            (kind == "approval" and "approvals" in bypass)
+            or (kind == "stable" and "ordering" in bypass)
+            or (kind == "freeze" and "freezes" in bypass)
+        ):
+            skipped.append(f"{kind} {rule.label}" if rule.label != kind else kind)
+            continue
+        if kind == "stable" and "soak" in bypass and rule.stable is not None and rule.stable.soak:
+            rule = rule.model_copy(update={"stable": rule.stable.model_copy(update={"soak": timedelta(0)})})
+            skipped.append(f"soak of {rule.label}")
+        kept.append(rule)
+    return kept, skipped

@@ -11,7 +11,9 @@ from prodline.errors import (
     INVALID,
     NOT_FOUND,
     REJECTED,
+    ROLLED_BACK,
     SUCCEEDED,
+    SUPERSEDED,
     TIMED_OUT,
     UNAVAILABLE,
     WRONG_STATE,
@@ -26,6 +28,9 @@ BY_STATE = {
     "rejected": REJECTED,
     "cancelled": CANCELLED,
     "timed_out": TIMED_OUT,
+    "rolled_back": ROLLED_BACK,
+    "rollback_failed": ROLLED_BACK,
+    "superseded": SUPERSEDED,
 }
 
 __all__ = [
@@ -37,7 +42,9 @@ __all__ = [
     "INVALID",
     "NOT_FOUND",
     "REJECTED",
+    "ROLLED_BACK",
     "SUCCEEDED",
+    "SUPERSEDED",
     "TIMED_OUT",
     "UNAVAILABLE",
     "WRONG_STATE",

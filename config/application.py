@@ -29,6 +29,7 @@ from prodline.errors import InvalidInput
 
 from .base import BundleSpec, Model, Name, unique_names
 from .rules import Check, Precondition, Protection
+from .safety import DriftPolicy, RollbackPolicy
 
 # People are named as in approval rules: a login, an email's local part, "alice.smith".
 PersonName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")]
@@ -82,6 +83,10 @@ class Environment(Model):
     )
     preconditions: list[Precondition] = Field(default_factory=list, description="One-shot gates before deploying.")
     checks: list[Check] = Field(default_factory=list, description="Checks before and after deploying.")
+    rollback: RollbackPolicy = Field(
+        default_factory=RollbackPolicy, description="Automatic rollback, and what a manual rollback may skip."
+    )
+    drift: DriftPolicy = Field(default_factory=DriftPolicy, description="Looking for (and healing) drift.")
 
 
 class Application(Model):

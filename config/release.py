@@ -82,9 +82,16 @@ class ReleaseRequest(Model):
     application_dir: str = ""
     secrets: dict[str, str] = Field(default_factory=dict)
     environments: list[EnvironmentRun] = Field(default_factory=list)
+    restore: RestoreOrder | None = Field(
+        default=None,
+        description="A rollback (or a self-heal): re-deploy `version` in one environment exactly as the ledger "
+        "recorded it there when it was verified; no bundle of today's checkout is used.",
+    )
 
     @property
     def release_id(self) -> str:
+        if self.restore is not None:
+            return self.restore.release_id(self.application, self.service, self.version)
         return release_id(self.application, self.service, self.version)
 
     @property
@@ -93,6 +100,18 @@ class ReleaseRequest(Model):
         # A retried start signs afresh: who and the signature are not what was asked.
         payload = self.model_dump(mode="json", exclude={"initiator", "signed"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RestoreOrder(Model):
+    """What `prodline rollback` (or a drift check that heals) asks for: no code, no rules."""
+
+    environment: Name
+    kind: Literal["rollback", "heal"] = "rollback"
+    reason: str = Field(min_length=1, max_length=2000)
+    nonce: str = Field(pattern=r"^[A-Za-z0-9-]{1,40}$", description="Makes each rollback its own workflow.")
+
+    def release_id(self, application: str, service: str, version: str) -> str:
+        return f"{release_id(application, service, version)}~{self.kind}-{self.environment}-{self.nonce}"
 
 
 class EnvironmentRun(Model):
@@ -108,6 +127,11 @@ class EnvironmentRun(Model):
     steps: list[Step]
     preconditions: list[Precondition] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
+    # Release safety (config/safety.py), resolved for this service here.
+    rollback: bool = Field(default=False, description="A failure here restores the version verified before.")
+    supersede: bool = False
+    allow_downgrade: bool = False
+    bypassed: list[str] = Field(default_factory=list, description="A rollback: the rules it skips, as allowed.")
 
 
 class ReleasePlan(Model):
@@ -214,6 +238,8 @@ def build_plan(
                 steps=env.steps,
                 preconditions=env.preconditions,
                 checks=env.checks,
+                rollback=service.automatic_rollback(env.environment.name, env.environment.rollback.automatic),
+                **service.release_policy(env.environment.name).model_dump(),
             )
         )
     if problems:

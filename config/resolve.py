@@ -155,6 +155,14 @@ def _pause_problems(app: Application, service: Service, sdoc: Document) -> list[
     return problems
 
 
+def environment_rules(env: Environment, app: Application) -> tuple[list[Precondition], list[Check]]:
+    """The environment's preconditions and checks, protections inlined: a rollback, which
+    re-deploys recorded steps, obeys these (as today's revision has them) like any release."""
+    return [_inline_protection(rule, app) for rule in env.preconditions], [
+        _inline_protection(rule, app) for rule in env.checks
+    ]
+
+
 def _environment_config(
     env: Environment, app: Application, service: Service, sdoc: Document
 ) -> tuple[EnvironmentConfig | None, list[Problem]]:
@@ -193,8 +201,7 @@ def _environment_config(
         problems += _template_problems(step, steps, service, sdoc, ("steps", index))
         problems += _cluster_problems(step, env, sdoc, index, patch)
         steps.append(step)
-    preconditions = [_inline_protection(rule, app) for rule in env.preconditions]
-    checks = [_inline_protection(rule, app) for rule in env.checks]
+    preconditions, checks = environment_rules(env, app)
     if problems:
         return None, problems
     return EnvironmentConfig(env, steps, preconditions, checks, parameters), []

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import BundleSpec, Model, Name, ParamName, unique_names
+from .safety import ReleasePolicy, ServiceRollback
 from .steps import Step
 
 ParamType = Literal["string", "int", "image", "secret"]
@@ -82,6 +83,10 @@ class Override(Model):
         default_factory=dict, description="Per step name, fields merged over the step (nested maps merge)."
     )
     skip: list[Name] = Field(default_factory=list, description="Steps not run in this environment.")
+    rollback: ServiceRollback = Field(
+        default_factory=ServiceRollback, description="Automatic rollback here (unset: the service's choice)."
+    )
+    releases: ReleasePolicy | None = Field(default=None, description="Lanes here (unset: the service's choice).")
 
 
 class Service(Model):
@@ -96,6 +101,25 @@ class Service(Model):
     parameters: dict[ParamName, Parameter] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1, description="Deploy steps, run in order in every environment.")
     environments: dict[Name, Override] = Field(default_factory=dict, description="Per-environment overrides.")
+    rollback: ServiceRollback = Field(
+        default_factory=ServiceRollback,
+        description="Whether failures roll back by themselves (unset: as each environment of the application says).",
+    )
+    releases: ReleasePolicy = Field(
+        default_factory=ReleasePolicy, description="How this service's releases share an environment."
+    )
+
+    def automatic_rollback(self, environment: str, platform_default: bool) -> bool:
+        """The service's override for the environment, else its own choice, else the application's."""
+        override = self.environments.get(environment)
+        for choice in (override.rollback.automatic if override else None, self.rollback.automatic):
+            if choice is not None:
+                return choice
+        return platform_default
+
+    def release_policy(self, environment: str) -> ReleasePolicy:
+        override = self.environments.get(environment)
+        return override.releases if override and override.releases else self.releases
 
     @field_validator("steps")
     @classmethod

@@ -83,6 +83,11 @@ class CommandStep(StepSpec):
     fetch: str | None = Field(
         default=None, description="Optional drift check: exit 0 when live matches, 2 when it differs."
     )
+    rollback: str | None = Field(
+        default=None,
+        description="Optional command that restores a verified version (run from that version's bundle, "
+        "with its parameters); unset: its `apply` is run again.",
+    )
     workdir: str = Field(default=".", description="Working directory, relative to the service file.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (templated).")
     retryable_exit_codes: list[ExitCode] = Field(

@@ -39,6 +39,12 @@ DECIDE_UPDATE = "decision"  # Decision -> DecisionRecord: the verdict, counted o
 LEDGER_WORKFLOW = "DeploymentLedger"
 RECORD_SIGNAL = "record"
 RECORDS_QUERY = "records"
+# The ledger also owns the environment's *lane*: one release of the service there at a time.
+LANE_SIGNAL = "lane"  # LaneRequest: a release asks for its turn, or leaves the queue
+TURN_SIGNAL = "turn"  # to a release: LaneTurn (its turn has come, it was superseded, or who is ahead)
+LANE_QUERY = "lane"  # -> LaneView: who holds the lane, who waits, the hold, the live deployment
+UNHOLD_UPDATE = "unhold"  # Unhold -> str: lift a hold (after a manual rollback, or a failed rollback)
+LANE_REQUEST = "prodline.lane_request"  # LaneRequest -> None (signal-with-start of the ledger)
 
 # The registered application: one long-lived workflow per application holds its revisions.
 APPLICATION_WORKFLOW = "Application"
@@ -168,6 +174,10 @@ class StepRun(BaseModel):
     applied: StepResult | None = Field(
         default=None, description="For wait, promote and abort: what apply reported (applied_key names the objects)."
     )
+    restoring: bool = Field(
+        default=False,
+        description="A rollback: re-deploying a verified version as recorded (a command step runs its `rollback`).",
+    )
 
     def artifact_key(self, what: str) -> str:
         """Where this step's artifacts live: per release run, environment and step."""
@@ -237,6 +247,12 @@ class DeploymentState(StrEnum):
     cancelled = "cancelled"
     rejected = "rejected"
     timed_out = "timed_out"
+    rolled_back = "rolled_back"  # failed, and the version verified before was restored
+    rollback_failed = "rollback_failed"  # failed, and restoring the version before failed too
+
+
+# How a deployment came about: a release of a new version, or a restore of a verified one.
+DeploymentKind = Literal["release", "rollback", "heal"]
 
 
 class DeploymentRecord(ReleaseRef):
@@ -253,6 +269,101 @@ class DeploymentRecord(ReleaseRef):
         default_factory=dict,
         description="Step -> digest of what it applied (a Kubernetes step: its objects and prune list).",
     )
+    # Enough to deploy this exactly again (a rollback): the bundle and the resolved steps.
+    service_bundle: BundleRef | None = None
+    service_dir: str = ""
+    secrets: dict[str, str] = Field(default_factory=dict, description="Secret parameter -> worker variable.")
+    steps: list[Step] = Field(default_factory=list, description="The steps as resolved for this environment.")
+    kind: DeploymentKind = "release"
+    by: str = Field(default="", description="Who started it (a rollback: who asked for it).")
+    approved_by: list[str] = Field(default_factory=list, description="Who approved it here.")
+    bypassed: list[str] = Field(
+        default_factory=list, description="Rules a rollback skipped, as the application allows."
+    )
+    restored: str = Field(default="", description="rolled_back: the version that was restored.")
+    leaves_lane: bool = Field(
+        default=True, description="False for a restore recorded by a release that still holds the lane."
+    )
+
+    @property
+    def redeployable(self) -> bool:
+        """Recorded with everything a rollback needs (records before rollbacks existed are not)."""
+        return self.state is DeploymentState.succeeded and bool(self.steps)
+
+
+def live_deployment(records: list[DeploymentRecord]) -> DeploymentRecord | None:
+    """What runs in the environment: the latest verified (succeeded) deployment."""
+    return next((r for r in reversed(records) if r.state is DeploymentState.succeeded), None)
+
+
+class LaneEntry(BaseModel):
+    """A release asking for (or holding) its turn in an environment."""
+
+    release_id: str
+    run_id: str
+    version: str
+    requested_at: datetime
+    kind: DeploymentKind = "release"
+    by: str = ""
+    supersede: bool = Field(default=False, description="Older releases waiting here end as superseded.")
+
+
+class LaneRequest(BaseModel):
+    """Signal to a ledger: enter the lane (queue for a turn) or leave it."""
+
+    application: str
+    service: str
+    environment: str
+    action: Literal["enter", "leave"]
+    entry: LaneEntry
+
+
+class Hold(BaseModel):
+    """Nothing but a rollback or an `unhold` moves the environment on."""
+
+    version: str = Field(description="The version the environment is held at.")
+    by: str
+    reason: str
+    at: datetime
+    kind: Literal["rollback", "attention"] = Field(
+        description="rollback: held after a manual rollback; attention: a rollback failed there."
+    )
+
+
+class LaneTurn(BaseModel):
+    """Signal from a ledger to a release: how its request for the lane stands."""
+
+    environment: str
+    granted: bool = False
+    superseded_by: str = Field(default="", description="The newer release that superseded this one.")
+    ahead: str = Field(default="", description="Not granted yet: the release holding the lane.")
+    held: Hold | None = None
+    live: DeploymentRecord | None = Field(default=None, description="Granted: what runs there now.")
+
+
+class Unhold(BaseModel):
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
+
+
+class DriftReport(BaseModel):
+    """What the last drift check of the live deployment found."""
+
+    checked_at: datetime
+    version: str
+    drifted: bool
+    steps: dict[str, str] = Field(default_factory=dict, description="Step -> what differs (drifted steps only).")
+    healing: str = Field(default="", description="The release started to correct it, if any.")
+
+
+class LaneView(BaseModel):
+    """The lane query's answer."""
+
+    holder: LaneEntry | None = None
+    queue: list[LaneEntry] = Field(default_factory=list)
+    hold: Hold | None = None
+    live: DeploymentRecord | None = None
+    drift: DriftReport | None = None
 
 
 class LedgerState(BaseModel):
@@ -260,6 +371,10 @@ class LedgerState(BaseModel):
     service: str
     environment: str
     records: list[DeploymentRecord] = Field(default_factory=list)
+    holder: LaneEntry | None = None
+    queue: list[LaneEntry] = Field(default_factory=list)
+    hold: Hold | None = None
+    drift: DriftReport | None = None
 
 
 # --- registered applications -----------------------------------------------------------
@@ -364,6 +479,9 @@ class ReleaseState(StrEnum):
     rejected = "rejected"
     cancelled = "cancelled"
     timed_out = "timed_out"
+    rolled_back = "rolled_back"  # a failure, and the version verified before is running again
+    rollback_failed = "rollback_failed"  # a failure, and restoring the version before failed too
+    superseded = "superseded"  # a newer release of the service took its place in the queue
 
     @property
     def final(self) -> bool:
@@ -375,6 +493,9 @@ FAILURE_TYPES = {
     ReleaseState.failed: "ReleaseFailed",
     ReleaseState.rejected: "ReleaseRejected",
     ReleaseState.timed_out: "ReleaseTimedOut",
+    ReleaseState.rolled_back: "ReleaseRolledBack",
+    ReleaseState.rollback_failed: "ReleaseRollbackFailed",
+    ReleaseState.superseded: "ReleaseSuperseded",
 }
 
 
@@ -388,6 +509,7 @@ class Phase(StrEnum):
     timed_out = "timed_out"
     cancelled = "cancelled"
     skipped = "skipped"
+    rolled_back = "rolled_back"
 
 
 class StepStatus(BaseModel):
@@ -471,6 +593,9 @@ __all__ = [
     "FAILURE_TYPES",
     "FETCH_STEP",
     "FINAL_STATUS_MEMO",
+    "LANE_QUERY",
+    "LANE_REQUEST",
+    "LANE_SIGNAL",
     "LEDGER_WORKFLOW",
     "NON_RETRYABLE_CONFIG",
     "PLAN_STEP",
@@ -486,17 +611,26 @@ __all__ = [
     "ROLLOUT_UPDATE",
     "STALE_PLAN",
     "STATUS_QUERY",
+    "TURN_SIGNAL",
     "UNHEALTHY",
+    "UNHOLD_UPDATE",
     "WAIT_STEP",
     "ApplicationChange",
     "Applied",
     "ApplyAdmission",
     "Decision",
     "DecisionRecord",
+    "DeploymentKind",
     "DeploymentRecord",
     "DeploymentState",
+    "DriftReport",
     "EnvironmentStatus",
     "Event",
+    "Hold",
+    "LaneEntry",
+    "LaneRequest",
+    "LaneTurn",
+    "LaneView",
     "LedgerState",
     "Outcome",
     "Phase",
@@ -513,7 +647,9 @@ __all__ = [
     "StepResult",
     "StepRun",
     "StepStatus",
+    "Unhold",
     "Verdict",
     "application_id",
     "ledger_id",
+    "live_deployment",
 ]

@@ -16,6 +16,8 @@ TIMED_OUT = 5  # the release (or a wait inside it, such as an approval) timed ou
 UNAVAILABLE = 6  # Temporal could not be reached
 NOT_FOUND = 7  # no release with that ID
 WRONG_STATE = 8  # the release is not in a state that allows this (e.g. cancelling a finished release)
+ROLLED_BACK = 9  # the release failed and the version verified before was restored (or it failed to restore)
+SUPERSEDED = 10  # a newer version took the release's place while it waited for an environment
 INTERRUPTED = 130  # Ctrl-C: the CLI stopped following; the release goes on
 
 

@@ -58,6 +58,7 @@ def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **op
         activities=[
             *step_and_rule_activities,
             ledger.record_deployment,
+            ledger.lane_request,
             ResolveActivities(client).resolve_release,
             admit_apply,
         ],

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
-from typing import TypeVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -43,18 +44,22 @@ with workflow.unsafe.imports_passed_through():
         FINAL_STATUS_MEMO,
         NON_RETRYABLE_CONFIG,
         PLAN_STEP,
+        PROMOTE_STEP,
         RECORD_DEPLOYMENT,
         RELEASE_WORKFLOW,
         RESOLVE_RELEASE,
         ROLLOUT_UPDATE,
         STALE_PLAN,
         STATUS_QUERY,
+        TURN_SIGNAL,
         WAIT_STEP,
         Decision,
         DecisionRecord,
+        DeploymentKind,
         DeploymentRecord,
         DeploymentState,
         EnvironmentStatus,
+        LaneTurn,
         Phase,
         ReleaseRef,
         ReleaseState,
@@ -66,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         StepResult,
         StepRun,
         StepStatus,
+        Verdict,
     )
     from prodline.errors import InvalidInput
     from prodline.identity.verify import Keyring
@@ -73,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
     from . import search_attributes as sa
     from .canary import Canary, StepCall
     from .gates import Gates
+    from .lane import Lanes
     from .outcomes import ReleaseStopped, StalePlan, activity_failure, stop_if_cancelled
     from .status import StatusBoard, markdown
     from .verification import Refused, identify_initiator
@@ -98,6 +105,15 @@ _CLEANUP_RETRY = RetryPolicy(
     non_retryable_error_types=[NON_RETRYABLE_CONFIG],
 )
 
+# Releases take turns per environment (workflows/lane.py); older histories did not.
+LANES = "lanes"
+
+# How a failure ends a release that deployed something: the states after which an automatic
+# rollback restores the version verified before (a cancel or a rejection is someone's choice).
+_ROLLS_BACK = (ReleaseState.failed, ReleaseState.timed_out)
+# A canary being restored is promoted to the end; this many promotes at most.
+_RESTORE_PROMOTES = 20
+
 # Events kept in a closed release's final-status memo (the history holds them all).
 _EVENTS_IN_MEMO = 50
 
@@ -106,12 +122,25 @@ _PHASE_AT_END = {
     ReleaseState.cancelled: Phase.cancelled,
     ReleaseState.rejected: Phase.rejected,
     ReleaseState.timed_out: Phase.timed_out,
+    ReleaseState.rolled_back: Phase.rolled_back,
 }
 _LEDGER_AT_END = {
     ReleaseState.cancelled: DeploymentState.cancelled,
     ReleaseState.rejected: DeploymentState.rejected,
     ReleaseState.timed_out: DeploymentState.timed_out,
+    ReleaseState.rolled_back: DeploymentState.rolled_back,
+    ReleaseState.rollback_failed: DeploymentState.rollback_failed,
 }
+
+
+@dataclass(frozen=True)
+class Code:
+    """What a step runs with in one environment: the release's own, or a verified deployment's."""
+
+    bundle: BundleRef | None
+    base_dir: str
+    secrets: dict[str, str]
+    version: str
 
 
 @workflow.defn(name=RELEASE_WORKFLOW)
@@ -121,7 +150,10 @@ class ReleaseWorkflow:
         self._request = request
         self._board = StatusBoard(
             ReleaseStatus(
-                **ReleaseRef.of(request.application, request.service, request.version),
+                **{
+                    **ReleaseRef.of(request.application, request.service, request.version),
+                    "release_id": request.release_id,
+                },
                 initiator=request.initiator,
                 run_id=workflow.info().run_id,
                 original_run_id=workflow.info().original_execution_run_id,
@@ -138,6 +170,17 @@ class ReleaseWorkflow:
         # Per environment, step -> digest of exactly what it applied (the ledger keeps it for rollbacks).
         self._applied: dict[str, dict[str, str]] = {}
         self._canary: Canary | None = None  # the canary being driven, which operators may steer
+        self._lanes = Lanes(request, self._board)
+        # Environments where a step started applying: a failure there may roll back.
+        self._touched: set[str] = set()
+        # Per environment, the verified deployment being restored (an automatic rollback).
+        self._restoring: dict[str, DeploymentRecord] = {}
+        self._restored: dict[str, str] = {}  # environment -> version restored there
+
+    @workflow.signal(name=TURN_SIGNAL)
+    def turn(self, turn: LaneTurn) -> None:
+        """The ledger of an environment answers: this release's turn, or who is ahead."""
+        self._lanes.told(turn)
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> ReleaseStatus:
@@ -200,6 +243,9 @@ class ReleaseWorkflow:
                     f"the release cannot start: this workflow's ID is {workflow.info().workflow_id}, but its input "
                     f"releases {request.release_id}; start it with `prodline release start`",
                 )
+            # Asked here, in the first workflow task: a patch first asked right after a local
+            # activity can be asked in another task on replay than it was recorded in.
+            self._lanes.used = workflow.patched(LANES)
             if workflow.patched(REGISTERED_APPLICATIONS):
                 # Whatever the input says about environments or rules is ignored: the plan
                 # comes from the registered application and the bundle, on a trusted worker.
@@ -275,6 +321,39 @@ class ReleaseWorkflow:
         env.phase, env.started_at = Phase.running, workflow.now()
         workflow.upsert_search_attributes([sa.ENVIRONMENT.value_set(stage.name)])
         self._board.event(f"promoting to {stage.name}", stage.name)
+        if self._lanes.used:
+            await self._lanes.enter(stage, self._kind)
+            env.started_at = workflow.now()  # its deployment there starts with its turn
+        if stage.bypassed:
+            self._board.event(
+                f"{self._kind} by {self._board.status.initiator} skips {', '.join(stage.bypassed)}, as "
+                f"{self._request.application} allows in {stage.name}"
+                + (f": {self._request.restore.reason}" if self._request.restore else ""),
+                stage.name,
+            )
+        try:
+            await self._deploy(stage)
+            await self._gates.run_checks(stage, Lifecycle.after_deploy)
+        except ReleaseStopped as stop:
+            if stage.name in self._touched and stop.state in _ROLLS_BACK:
+                if self._request.restore is not None:  # a rollback that failed: the environment needs someone
+                    raise ReleaseStopped(
+                        ReleaseState.rollback_failed, f"the {self._kind} failed: {stop.reason}"
+                    ) from None
+                if stage.rollback:
+                    await self._roll_back(stage, stop)
+            raise
+        env.phase, env.finished_at = Phase.succeeded, workflow.now()
+        await self._record(stage, DeploymentState.succeeded)
+        self._board.event(f"{self._request.version} is live in {stage.name}", stage.name)
+
+    @property
+    def _kind(self) -> DeploymentKind:
+        return self._request.restore.kind if self._request.restore is not None else "release"
+
+    async def _deploy(self, stage: EnvironmentRun) -> None:
+        """Plans, approvals and the steps, each from its approved plan; again from the stale
+        step if a plan went stale."""
         applied: set[str] = set()
         for attempt in range(1, MAX_PLANS + 1):
             # Plans come first, so approvers see what they approve. A re-plan after a
@@ -293,26 +372,96 @@ class ReleaseWorkflow:
                 if rule.spec.recheck_before_deploy:
                     await self._gates.hold(stage, rule, rule.on_failure, f"precondition {rule.label} (re-check)")
             try:
-                for step in todo:
-                    if step.spec.has_plan and step.name not in plans:  # its plan needs an earlier step's outputs
-                        plans[step.name] = await self._plan_step(stage, step)
-                    await self._apply_step(stage, step, plans.get(step.name))
-                    applied.add(step.name)
-                break
+                await self._apply_steps(stage, todo, plans, applied)
+                return
             except StalePlan as stale:
                 if stale.step.spec.stale_plan_policy == "fail" or attempt == MAX_PLANS:
-                    self._board.step(stage.name, stale.step.name).phase = Phase.failed
+                    self._step_status(stage, stale.step).phase = Phase.failed
                     raise ReleaseStopped(
                         ReleaseState.failed, f"{stage.name}: step {stale.step.name}: {stale.reason}"
                     ) from None
                 self._board.event(f"{stale.reason}; planning again and asking for approval again", stage.name)
-        await self._gates.run_checks(stage, Lifecycle.after_deploy)
-        env.phase, env.finished_at = Phase.succeeded, workflow.now()
-        await self._record(stage, DeploymentState.succeeded)
-        self._board.event(f"{self._request.version} is live in {stage.name}", stage.name)
+
+    async def _apply_steps(
+        self, stage: EnvironmentRun, steps: list[Step], plans: dict[str, StepResult], applied: set[str]
+    ) -> None:
+        for step in steps:
+            if step.spec.has_plan and step.name not in plans:  # its plan needs an earlier step's outputs
+                plans[step.name] = await self._plan_step(stage, step)
+            await self._apply_step(stage, step, plans.get(step.name))
+            applied.add(step.name)
+
+    # --- automatic rollback ----------------------------------------------------------
+
+    async def _roll_back(self, stage: EnvironmentRun, failure: ReleaseStopped) -> None:
+        """Re-deploy what was verified here before, as the ledger recorded it, and end the release."""
+        live = self._lanes.live(stage.name)
+        if live is None or not live.redeployable:
+            why = (
+                "nothing was verified there before"
+                if live is None
+                else f"{live.version} was recorded before prodline recorded what rollbacks need"
+            )
+            self._board.event(f"no automatic rollback in {stage.name}: {why}", stage.name)
+            raise ReleaseStopped(failure.state, f"{failure.reason}; not rolled back: {why}") from None
+        self._board.event(f"{failure.reason}; rolling back {stage.name} to {live.version}", stage.name)
+        restore = stage.model_copy(update={"steps": live.steps, "parameters": live.parameters})
+        self._restoring[stage.name] = live
+        self._reset_outputs(stage.name)
+        started = workflow.now()
+        self._board.environment(stage.name).steps += [
+            StepStatus(name=f"rollback: {s.name}", kind=s.kind) for s in live.steps
+        ]
+        try:
+            await self._apply_steps(restore, live.steps, {}, set())
+            self._board.event(f"{live.version} re-deployed; checking it again", stage.name)
+            await self._gates.run_checks(restore, Lifecycle.after_deploy)
+        except (ReleaseStopped, StalePlan) as exc:
+            reason = exc.reason
+            self._restored[stage.name] = live.version
+            raise ReleaseStopped(
+                ReleaseState.rollback_failed,
+                f"{failure.reason}; the rollback to {live.version} failed too: {reason}",
+            ) from None
+        self._restored[stage.name] = live.version
+        await self._record_restored(stage, live, started)
+        self._board.event(f"{live.version} is live again in {stage.name}", stage.name)
+        raise ReleaseStopped(ReleaseState.rolled_back, f"{failure.reason}; rolled back to {live.version}")
+
+    async def _record_restored(self, stage: EnvironmentRun, live: DeploymentRecord, started: datetime) -> None:
+        """The restored version is what runs there now: recorded as verified again (this release
+        still holds the lane; its own record, rolled_back, frees it)."""
+        record = live.model_copy(
+            update={
+                "release_id": self._request.release_id,
+                "started_at": started,
+                "finished_at": workflow.now(),
+                "kind": "rollback",
+                "by": "prodline (automatic rollback)",
+                "reason": f"restored after {self._request.version} failed",
+                "applied": self._applied.get(stage.name, {}),
+                "approved_by": [],
+                "bypassed": [],
+                "leaves_lane": False,
+            }
+        )
+        await self._send_record(record)
+
+    def _reset_outputs(self, environment: str) -> None:
+        for outputs in (self._outputs, self._sensitive, self._output_digests, self._applied):
+            outputs.pop(environment, None)
+
+    def _step_status(self, stage: EnvironmentRun, step: Step) -> StepStatus:
+        prefix = "rollback: " if stage.name in self._restoring else ""
+        return self._board.step(stage.name, prefix + step.name)
+
+    @property
+    def _restores(self) -> bool:
+        """Whether this whole release re-deploys a verified version (a rollback or a heal)."""
+        return self._request.restore is not None
 
     async def _plan_step(self, stage: EnvironmentRun, step: Step) -> StepResult:
-        status = self._board.step(stage.name, step.name)
+        status = self._step_status(stage, step)
         result = await self._step_activity(PLAN_STEP, stage, step, f"{stage.name}: plan {step.name}")
         status.plan, status.summary = result.output, result.summary
         status.plan_digest = plan_digest(result)
@@ -322,11 +471,14 @@ class ReleaseWorkflow:
 
     async def _apply_step(self, stage: EnvironmentRun, step: Step, planned: StepResult | None) -> None:
         stop_if_cancelled()  # before the step counts as started
-        status = self._board.step(stage.name, step.name)
+        status = self._step_status(stage, step)
         status.phase = Phase.running
-        self._board.event(f"step {step.name} started", stage.name)
+        restoring = self._restores or stage.name in self._restoring
+        self._touched.add(stage.name)
+        self._board.event(f"step {step.name} started" + (" (restoring)" if restoring else ""), stage.name)
         # A canary is aborted on every way out, from the moment its Rollout may have been sent.
-        canary = self._canary_of(stage, step, planned) if step.spec.drives_pauses else None
+        # A verified version being restored is not a canary: it goes straight back.
+        canary = self._canary_of(stage, step, planned) if step.spec.drives_pauses and not restoring else None
         try:
             result = await self._step_activity(
                 APPLY_STEP, stage, step, f"{stage.name}: {step.name} ({step.kind})", planned
@@ -373,8 +525,17 @@ class ReleaseWorkflow:
         dies while waiting is replaced by one that waits again and applies nothing. A canary
         is driven pause by pause (``canary.py``)."""
         if canary is None:
-            run = StepRun(context=self._step_context(stage), step=step, applied=applied)
-            return await self._progress_call(stage, step)(WAIT_STEP, run, f"{stage.name}: {step.name} healthy?", False)
+            run = self._step_run(stage, step, applied=applied)
+            call = self._progress_call(stage, step)
+            progress = await call(WAIT_STEP, run, f"{stage.name}: {step.name} healthy?", False)
+            for _ in range(_RESTORE_PROMOTES):
+                if progress.done or not progress.paused:
+                    break
+                # Restoring a verified version: nothing is left to verify at the canary's pauses.
+                action = StepAction(run=run, at=progress, full=True, reason="restoring a verified version")
+                await call(PROMOTE_STEP, action, f"{stage.name}: {step.name} promote", False)
+                progress = await call(WAIT_STEP, run, f"{stage.name}: {step.name} healthy?", False)
+            return progress
         canary.run = canary.run.model_copy(update={"applied": applied})
         self._canary = canary
         try:
@@ -388,7 +549,7 @@ class ReleaseWorkflow:
         return progress
 
     def _canary_of(self, stage: EnvironmentRun, step: Step, planned: StepResult | None) -> Canary:
-        run = StepRun(context=self._step_context(stage), step=step, plan=planned)
+        run = self._step_run(stage, step, plan=planned)
         return Canary(stage, step, run, self._board, self._gates, self._progress_call(stage, step))
 
     def _progress_call(self, stage: EnvironmentRun, step: Step) -> StepCall:
@@ -418,7 +579,7 @@ class ReleaseWorkflow:
         try:
             return await workflow.execute_activity(
                 activity,
-                arg or StepRun(context=self._step_context(stage), step=step, plan=planned),
+                arg or self._step_run(stage, step, plan=planned),
                 result_type=result_type,
                 start_to_close_timeout=step.timeout,
                 heartbeat_timeout=step.heartbeat_timeout,
@@ -446,22 +607,37 @@ class ReleaseWorkflow:
 
     # --- bookkeeping ------------------------------------------------------------------
 
+    def _step_run(
+        self, stage: EnvironmentRun, step: Step, *, plan: StepResult | None = None, applied: StepResult | None = None
+    ) -> StepRun:
+        restoring = self._restores or stage.name in self._restoring
+        return StepRun(context=self._step_context(stage), step=step, plan=plan, applied=applied, restoring=restoring)
+
     def _step_context(self, stage: EnvironmentRun) -> RunContext:
-        return self._context(stage, self._plan.service_bundle, self._plan.service_dir)
+        live = self._restoring.get(stage.name)
+        if live is not None:  # an automatic rollback runs the verified deployment's code, as recorded
+            code = Code(live.service_bundle, live.service_dir, live.secrets, live.version)
+        else:
+            code = Code(self._plan.service_bundle, self._plan.service_dir, self._plan.secrets, self._request.version)
+        return self._context(stage, code)
 
     def _rule_context(self, stage: EnvironmentRun) -> RunContext:
-        return self._context(stage, self._plan.application_bundle, self._plan.application_dir)
+        live = self._restoring.get(stage.name)
+        version = live.version if live is not None else self._request.version
+        return self._context(
+            stage, Code(self._plan.application_bundle, self._plan.application_dir, self._plan.secrets, version)
+        )
 
-    def _context(self, stage: EnvironmentRun, bundle: BundleRef | None, base_dir: str) -> RunContext:
+    def _context(self, stage: EnvironmentRun, code: Code) -> RunContext:
         r = self._request
         return RunContext(
-            **ReleaseRef.of(r.application, r.service, r.version),
+            **{**self._ref(), "version": code.version},
             environment=stage.name,
             initiator=r.initiator,
-            bundle=bundle,
-            base_dir=base_dir,
+            bundle=code.bundle,
+            base_dir=code.base_dir,
             parameters=stage.parameters,
-            secrets=self._plan.secrets,
+            secrets=code.secrets,
             env=stage.env,
             run_id=workflow.info().run_id,
             outputs=self._outputs.get(stage.name, {}),
@@ -469,26 +645,45 @@ class ReleaseWorkflow:
             output_digests=self._output_digests.get(stage.name, {}),
         )
 
-    async def _record(self, stage: EnvironmentRun, state: DeploymentState, reason: str = "") -> None:
-        """Tell the environment's ledger how this deployment ended.
+    def _ref(self) -> dict[str, Any]:
+        r = self._request
+        return {**ReleaseRef.of(r.application, r.service, r.version), "release_id": r.release_id}
 
-        A local activity: it runs inside the workflow task (one marker event, no
-        extra task round trip), which matters on a release's hot path.
-        """
+    async def _record(self, stage: EnvironmentRun, state: DeploymentState, reason: str = "") -> None:
+        """Tell the environment's ledger how this deployment ended, with all a rollback needs
+        to deploy it again exactly (on the ledger, this also frees the lane)."""
         r = self._request
         started = self._board.environment(stage.name).started_at or workflow.now()
+        decisions = self._board.status.decisions
         record = DeploymentRecord(
-            **ReleaseRef.of(r.application, r.service, r.version),
+            **self._ref(),
             environment=stage.name,
             state=state,
             started_at=started,
             finished_at=workflow.now(),
-            reason=reason,
+            reason=r.restore.reason if r.restore is not None and not reason else reason,
             bundle=self._plan.service_bundle.digest if self._plan.service_bundle else "",
             revision=self._plan.revision,
             parameters=stage.parameters,
-            applied=self._applied.get(stage.name, {}),
+            applied=self._applied.get(stage.name, {}) if stage.name not in self._restoring else {},
+            service_bundle=self._plan.service_bundle,
+            service_dir=self._plan.service_dir,
+            secrets=self._plan.secrets,
+            steps=stage.steps,
+            kind=self._kind,
+            by=self._board.status.initiator,
+            approved_by=[
+                d.by for d in decisions if d.environment == stage.name and d.accepted and d.verdict is Verdict.approve
+            ],
+            bypassed=stage.bypassed,
+            restored=self._restored.get(stage.name, ""),
         )
+        await self._send_record(record)
+        self._lanes.recorded(stage.name)
+
+    async def _send_record(self, record: DeploymentRecord) -> None:
+        # A local activity: it runs inside the workflow task (one marker event, no extra task
+        # round trip), which matters on a release's hot path.
         await workflow.execute_local_activity(
             RECORD_DEPLOYMENT,
             record,
@@ -503,7 +698,10 @@ class ReleaseWorkflow:
             env = status.environment(current.name)
             env.phase = _PHASE_AT_END.get(state, Phase.failed)
             env.finished_at, env.waiting_on = workflow.now(), ""
-            await self._record(current, _LEDGER_AT_END.get(state, DeploymentState.failed), reason)
+            if self._lanes.holding == current.name or not self._lanes.used:
+                await self._record(current, _LEDGER_AT_END.get(state, DeploymentState.failed), reason)
+            else:  # it never had its turn there: nothing was deployed, nothing to record
+                await self._lanes.leave(current.name)
         for env in status.environments:
             if env.phase is Phase.pending:
                 env.phase = Phase.skipped

@@ -21,6 +21,8 @@ class CommandRunner(StepRunner[CommandStep]):
     spec_type = CommandStep
 
     async def apply(self, run: StepRun, spec: CommandStep) -> StepResult:
+        if run.restoring and spec.rollback:  # re-deploying a verified version: the service's own way back
+            return await self._run(run, spec, spec.rollback, "rollback")
         return await self._run(run, spec, spec.apply, "apply")
 
     async def plan(self, run: StepRun, spec: CommandStep) -> StepResult:

@@ -344,6 +344,7 @@ class Releases:
             script.evaluate_rule,
             planned.resolver(),
             LedgerActivities(self.client).record_deployment,
+            LedgerActivities(self.client).lane_request,
         )
         async with Worker(
             self.client,

@@ -263,8 +263,13 @@ async def test_decisions_are_updates_in_history_refused_ones_included(releases, 
         events = (await run.handle.fetch_history()).events
     accepted = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
     completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED]
-    signals = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
-    assert (len(accepted), len(completed), signals) == (2, 2, [])
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert (len(accepted), len(completed)) == (2, 2)
+    assert set(signals) == {"turn"}  # the ledgers' answers about lanes; no decision came as a signal
     answers = [
         e.workflow_execution_update_completed_event_attributes.outcome.success.payloads[0].data for e in completed
     ]

@@ -1,0 +1,70 @@
+"""Lanes: one release of a service per environment at a time, newest never overwritten."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import approval_app, ledgers, service, step, wait_for, waiting_in
+
+# Each deploy writes "start V" and "end V" around a pause: interleaved releases would show it.
+DEPLOY = 'echo "start $PRODLINE_VERSION" >> "../log-$PRODLINE_ENVIRONMENT"; sleep 0.3; echo "end $PRODLINE_VERSION" >> "../log-$PRODLINE_ENVIRONMENT"\n'
+
+
+def pairs(path) -> list[str]:
+    lines = path.read_text().split("\n")[:-1]
+    # Every start is followed by the end of the same version.
+    for start, end in zip(lines[::2], lines[1::2], strict=True):
+        assert start.split()[1] == end.split()[1] and start.startswith("start") and end.startswith("end"), lines
+    return [line.split()[1] for line in lines[::2]]
+
+
+def final_state(cli, release_id: str, state: str) -> dict:
+    status = wait_for(
+        lambda: (s := cli.json("release", "status", release_id)) and s["state"] not in ("running", "waiting") and s,
+        what=f"{release_id} to end",
+    )
+    assert status["state"] == state, status
+    return status
+
+
+def test_releases_started_together_take_turns_in_each_environment(cli, worker, project, tmp_path, temporal):
+    # Downgrades allowed: whichever order they get their turns in, all three deploy.
+    head = "releases: {allow_downgrade: true}\n"
+    service_file = project(service(step("deploy", "./deploy.sh"), head=head), scripts={"deploy.sh": DEPLOY})
+    versions = ["3.0.1", "3.0.2", "3.0.3"]
+    spawned = [cli.spawn("release", "start", str(service_file), "--version", v, "--wait") for v in versions]
+    outcomes = [p.communicate(timeout=120) for p in spawned]
+    assert [p.returncode for p in spawned] == [0, 0, 0], outcomes
+    for env in ("staging", "production"):
+        assert sorted(pairs(tmp_path / f"log-{env}")) == versions
+    staging, production = ledgers(temporal, project)
+    assert len(staging) == len(production) == 3
+
+
+def test_a_release_waits_for_the_one_ahead_and_says_so(cli, worker, project, tmp_path):
+    service_file = project(service(step("deploy", "./deploy.sh")), app=approval_app(), scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "7.0.0").returncode == 0
+    waiting_in(cli, project.release_id("7.0.0"), "production", "approval")
+    assert cli.run("release", "start", str(service_file), "--version", "7.0.1").returncode == 0
+    waiting_in(
+        cli, project.release_id("7.0.1"), "production", f"waiting for {project.release_id('7.0.0')} to leave production"
+    )
+    # 7.0.0 is approved and deployed; 7.0.1 then gets its turn, and its approval.
+    assert cli.run("approve", project.release_id("7.0.0"), "--as", "alice").returncode == 0
+    waiting_in(cli, project.release_id("7.0.1"), "production", "approval")
+    assert cli.run("approve", project.release_id("7.0.1"), "--as", "alice").returncode == 0
+    final_state(cli, project.release_id("7.0.1"), "succeeded")
+    assert pairs(tmp_path / "log-production") == ["7.0.0", "7.0.1"]
+
+
+def test_an_older_version_never_lands_over_a_newer_one(cli, worker, project, tmp_path, temporal):
+    service_file = project(service(step("deploy", "./deploy.sh")), scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "2.2.0", "--wait").returncode == 0
+    result = cli.run("release", "start", str(service_file), "--version", "2.0.0", "--wait", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert "2.0.0 is older than 2.2.0, live in staging" in outcome["reason"]
+    assert "prodline rollback" in outcome["reason"]
+    assert pairs(tmp_path / "log-staging") == ["2.2.0"]
+    staging, _ = ledgers(temporal, project)
+    assert [r.version for r in staging] == ["2.2.0"]  # nothing deployed: nothing recorded
