@@ -128,6 +128,45 @@ def _app():
     return app
 
 
+def _rollback():
+    from . import rollback
+
+    return rollback
+
+
+def _safety(sub) -> None:
+    """`prodline rollback|unhold`: going back to a verified version, and moving on again."""
+    p = sub.add_parser(
+        "rollback",
+        help="roll a service back in one environment to a version verified there",
+        description="Re-deploy the version verified in ENVIRONMENT before the live one (or --to VERSION), exactly "
+        "as the ledger recorded it (bundle, parameters, steps). It goes first in the environment's lane, cancels a "
+        "release in flight there, skips only the rules the application lets rollbacks skip (recorded), and leaves "
+        "the environment held at that version until `prodline unhold`.",
+    )
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--environment", required=True)
+    p.add_argument("--to", metavar="VERSION", help="a version verified there (default: the one before the live one)")
+    p.add_argument("--reason", required=True, help="why: recorded with the rollback and the hold")
+    p.add_argument("--application", help="default: the application of ./prodline.yaml")
+    p.add_argument("--as", dest="as_", metavar="NAME", help="who rolls back (default: $PRODLINE_USER or $USER)")
+    p.add_argument("--wait", action="store_true", help="follow the rollback and exit with its outcome")
+    _timeout(p, "the rollback")
+    p.add_argument("--json", action="store_true")
+    _connection(p)
+    p.set_defaults(handler=lambda args: _rollback().rollback(args))
+
+    p = sub.add_parser("unhold", help="lift the hold a rollback left on an environment: releases may deploy again")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--environment", required=True)
+    p.add_argument("--reason", help="recorded with it")
+    p.add_argument("--application", help="default: the application of ./prodline.yaml")
+    p.add_argument("--as", dest="as_", metavar="NAME", help="who lifts it (default: $PRODLINE_USER or $USER)")
+    p.add_argument("--json", action="store_true")
+    _connection(p)
+    p.set_defaults(handler=lambda args: _rollback().unhold(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prodline",
@@ -249,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
         "where an ended one stopped or finished (not environments it passed through earlier)",
     )
     p.add_argument(
-        "--state", choices=["running", "waiting", "succeeded", "failed", "rejected", "cancelled", "timed_out"]
+        "--state",
+        choices=[
+            *("running", "waiting", "succeeded", "failed", "rejected", "cancelled", "timed_out"),
+            *("rolled_back", "rollback_failed", "superseded"),
+        ],
     )
     p.add_argument("--limit", type=int, default=50, help="at most this many, the newest (default 50)")
     p.add_argument("--json", action="store_true")
@@ -280,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
         _connection(p)
         p.set_defaults(handler=lambda args: _release().steer(args))
+
+    _safety(sub)
 
     app = sub.add_parser(
         "app", help="register applications in Temporal and read them back (the platform team's policy)"

@@ -107,7 +107,12 @@ async def _start(
         emit(args, shown, f"release {release_id} {words}{where}")
     if not args.wait:
         return exit_codes.SUCCEEDED
+    return await follow_to_end(args, client, release_id, shown)
 
+
+async def follow_to_end(args: argparse.Namespace, client: ReleaseClient, release_id: str, shown: dict) -> int:
+    """`--wait`: stream the release's events, then print its end and exit with it."""
+    link = shown.get("ui_url")
     printed = 0
 
     def show(look: Progress) -> None:

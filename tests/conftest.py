@@ -318,6 +318,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def final_state(cli: Cli, release_id: str, state: str) -> dict:
+    status = wait_for(
+        lambda: (s := cli.json("release", "status", release_id)) and s["state"] not in ("running", "waiting") and s,
+        what=f"{release_id} to end",
+    )
+    assert status["state"] == state, status
+    return status
+
+
 def waiting_in(cli: Cli, release_id: str, environment: str, text: str = "") -> dict:
     """Wait until the release waits in ``environment`` on something containing ``text``."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import approval_app, ledgers, service, step, wait_for, waiting_in
+from conftest import approval_app, final_state, ledgers, service, step, waiting_in
 
 # Each deploy writes "start V" and "end V" around a pause: interleaved releases would show it.
 DEPLOY = 'echo "start $PRODLINE_VERSION" >> "../log-$PRODLINE_ENVIRONMENT"; sleep 0.3; echo "end $PRODLINE_VERSION" >> "../log-$PRODLINE_ENVIRONMENT"\n'
@@ -16,15 +16,6 @@ def pairs(path) -> list[str]:
     for start, end in zip(lines[::2], lines[1::2], strict=True):
         assert start.split()[1] == end.split()[1] and start.startswith("start") and end.startswith("end"), lines
     return [line.split()[1] for line in lines[::2]]
-
-
-def final_state(cli, release_id: str, state: str) -> dict:
-    status = wait_for(
-        lambda: (s := cli.json("release", "status", release_id)) and s["state"] not in ("running", "waiting") and s,
-        what=f"{release_id} to end",
-    )
-    assert status["state"] == state, status
-    return status
 
 
 def test_releases_started_together_take_turns_in_each_environment(cli, worker, project, tmp_path, temporal):

@@ -26,6 +26,7 @@ _ICONS = {
     Phase.timed_out: "⌛",
     Phase.cancelled: "🚫",
     Phase.skipped: "➖",
+    Phase.rolled_back: "↩",
 }
 
 

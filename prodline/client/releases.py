@@ -215,6 +215,35 @@ class ReleaseClient:
             request.release_id, handle.result_run_id, "attached", desc.task_queue, await _config_changed(desc, request)
         )
 
+    async def rollback(
+        self, application: str, service: str, environment: str, to: str | None, reason: str, by: str
+    ) -> Started:
+        """Start a rollback release: ``to`` (or the version verified there before the live one),
+        re-deployed exactly as the ledger recorded it. The workflow checks the ledger again
+        itself; this only picks the version and asks."""
+        from prodline.config.release import ReleaseRequest, RestoreOrder
+
+        records = await self.ledger(application, service, environment)
+        version = to or _previous_verified(records, environment)
+        order = RestoreOrder(environment=environment, kind="rollback", reason=reason, nonce=uuid.uuid4().hex[:12])
+        request = ReleaseRequest(application=application, service=service, version=version, initiator=by, restore=order)
+        return await self.start(request)
+
+    async def unhold(self, application: str, service: str, environment: str, by: str, reason: str) -> str:
+        """Lift the hold of a service's environment (after a manual or a failed rollback)."""
+        from prodline.contracts import UNHOLD_UPDATE, Unhold, ledger_id
+
+        handle = self.temporal.get_workflow_handle(ledger_id(application, service, environment))
+        try:
+            return await handle.execute_update(UNHOLD_UPDATE, Unhold(by=by, reason=reason), result_type=str)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            raise WrongState(cause.message if isinstance(cause, ApplicationError) else str(cause)) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"nothing was ever released of {service} in {environment} ({application})") from None
+            raise
+
     # --- reading ------------------------------------------------------------------------
 
     async def outcome(self, release_id: str) -> Outcome:
@@ -440,6 +469,22 @@ class ReleaseClient:
         from . import setup
 
         return await setup.register(self.temporal)
+
+
+def _previous_verified(records: list[DeploymentRecord], environment: str) -> str:
+    """The version verified in the environment before the one live now."""
+    from prodline.contracts import live_deployment
+
+    live = live_deployment(records)
+    if live is None:
+        raise InvalidInput(f"nothing was ever verified in {environment}: there is nothing to roll back to")
+    for record in reversed(records):
+        if record.redeployable and record.version != live.version:
+            return record.version
+    raise InvalidInput(
+        f"only {live.version} (live) was verified in {environment} (or earlier versions were recorded before "
+        "rollbacks were possible): there is nothing before it to roll back to; name one with --to"
+    )
 
 
 async def _config_changed(desc: WorkflowExecutionDescription, request: ReleaseRequest) -> bool:

@@ -1,0 +1,137 @@
+"""Rollbacks: a failure restores the verified version exactly as recorded; a manual one holds."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import APP, approval_app, final_state, ledgers, service, step, waiting_in
+
+ROLLING_APP = APP + "    rollback: {automatic: true}\n"
+# Writes which version runs, then fails if this bundle's deploy is broken.
+DEPLOY = 'echo "$PRODLINE_VERSION" > "../current-$PRODLINE_ENVIRONMENT"\n'
+
+
+def test_a_failing_step_restores_the_verified_version_from_its_own_bundle(cli, worker, project, tmp_path, temporal):
+    service_file = project(service(step("deploy", "./deploy.sh")), app=ROLLING_APP, scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
+    # 1.1.0's bundle deploys, then fails in production (the new script, not the one 1.0.0 recorded).
+    broken = DEPLOY + '[ "$PRODLINE_ENVIRONMENT" != production ] || { echo "migration failed" >&2; exit 3; }\n'
+    project(service(step("deploy", "./deploy.sh")), app=ROLLING_APP, scripts={"deploy.sh": broken})
+    result = cli.run("release", "start", str(service_file), "--version", "1.1.0", "--wait", "--json")
+    assert result.returncode == 9, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "rolled_back"
+    assert "migration failed" in outcome["reason"] and outcome["reason"].endswith("rolled back to 1.0.0")
+    assert (tmp_path / "current-production").read_text() == "1.0.0\n"  # 1.0.0's own script ran again
+    assert (tmp_path / "current-staging").read_text() == "1.1.0\n"
+    _, production = ledgers(temporal, project)
+    assert [(r.version, r.state.value, r.kind) for r in production] == [
+        ("1.0.0", "succeeded", "release"),
+        ("1.0.0", "succeeded", "rollback"),
+        ("1.1.0", "rolled_back", "release"),
+    ]
+    assert production[-1].restored == "1.0.0"
+
+
+def test_a_failing_after_deploy_check_rolls_back_and_checks_the_restored_version(cli, worker, project, tmp_path):
+    app = ROLLING_APP + (
+        "    checks:\n      - name: smoke\n        when: [after_deploy]\n"
+        '        command: {run: \'v=$(cat ../current-production); echo "$v" >> ../checked; [ "$v" != 1.1.0 ]\'}\n'
+    )
+    service_file = project(service(step("deploy", "./deploy.sh")), app=app, scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
+    result = cli.run("release", "start", str(service_file), "--version", "1.1.0", "--wait", "--json")
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "rolled_back", outcome["reason"]
+    assert "check smoke" in outcome["reason"]
+    assert (tmp_path / "current-production").read_text() == "1.0.0\n"
+    # The check ran on 1.0.0, on 1.1.0 (failed), then on the restored 1.0.0 again.
+    assert (tmp_path / "checked").read_text().split() == ["1.0.0", "1.1.0", "1.0.0"]
+
+
+def test_a_first_release_has_nothing_to_roll_back_to_and_says_so(cli, worker, project, tmp_path):
+    broken = DEPLOY + "exit 3\n"
+    service_file = project(service(step("deploy", "./deploy.sh")), app=ROLLING_APP, scripts={"deploy.sh": broken})
+    head = "environments:\n  staging:\n    steps: {deploy: {command: {apply: 'true'}}}\n"
+    service_file = project(
+        service(step("deploy", "./deploy.sh"), head=head), app=ROLLING_APP, scripts={"deploy.sh": broken}
+    )
+    result = cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait", "--json")
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "failed"
+    assert "not rolled back: nothing was verified there before" in outcome["reason"]
+
+
+def test_a_rollback_that_fails_too_ends_rollback_failed_and_holds_the_lane(cli, worker, project, tmp_path):
+    # The rollback re-runs 1.0.0's `rollback` command, which fails: the environment needs someone.
+    rollback = ", rollback: 'echo restore broken >&2; exit 4'"
+    service_file = project(
+        service(step("deploy", "./deploy.sh", rollback)), app=ROLLING_APP, scripts={"deploy.sh": DEPLOY}
+    )
+    assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
+    broken = DEPLOY + '[ "$PRODLINE_ENVIRONMENT" != production ] || exit 3\n'
+    project(service(step("deploy", "./deploy.sh", rollback)), app=ROLLING_APP, scripts={"deploy.sh": broken})
+    result = cli.run("release", "start", str(service_file), "--version", "1.1.0", "--wait", "--json")
+    assert result.returncode == 9, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "rollback_failed"
+    assert "the rollback to 1.0.0 failed too" in outcome["reason"] and "restore broken" in outcome["reason"]
+    # The lane is held: the next release waits, saying why.
+    project(service(step("deploy", "./deploy.sh", rollback)), app=ROLLING_APP, scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "1.2.0").returncode == 0
+    waiting_in(cli, project.release_id("1.2.0"), "production", "the rollback failed")
+    assert (tmp_path / "current-production").read_text() == "1.1.0\n"
+
+
+def test_manual_rollback_cancels_a_release_waiting_for_approval_and_holds(cli, worker, project, tmp_path, temporal):
+    app = approval_app() + "    rollback: {bypass: [approvals]}\n"
+    service_file = project(service(step("deploy", "./deploy.sh")), app=app, scripts={"deploy.sh": DEPLOY})
+    for version in ("1.0.0", "1.1.0"):
+        assert cli.run("release", "start", str(service_file), "--version", version).returncode == 0
+        waiting_in(cli, project.release_id(version), "production", "approval")
+        assert cli.run("approve", project.release_id(version), "--as", "alice").returncode == 0
+        final_state(cli, project.release_id(version), "succeeded")
+    assert cli.run("release", "start", str(service_file), "--version", "1.2.0").returncode == 0
+    waiting_in(cli, project.release_id("1.2.0"), "production", "approval")
+
+    result = cli.run(
+        "rollback", "checkout", "--environment", "production", "--reason", "checkout errors up",
+        "--application", project.application, "--as", "bob", "--wait", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "succeeded" and outcome["version"] == "1.0.0"
+    assert any("skips approval" in e["message"] and "checkout errors up" in e["message"] for e in outcome["events"])
+    assert final_state(cli, project.release_id("1.2.0"), "cancelled")
+    assert (tmp_path / "current-production").read_text() == "1.0.0\n"
+    _, production = ledgers(temporal, project)
+    rolled = production[-1]
+    assert (rolled.version, rolled.kind, rolled.by, rolled.bypassed) == ("1.0.0", "rollback", "bob", ["approval"])
+    assert rolled.reason == "checkout errors up"
+
+    # Held: a new release waits, even once approved, until someone lifts the hold.
+    assert cli.run("release", "start", str(service_file), "--version", "1.3.0").returncode == 0
+    waiting_in(cli, project.release_id("1.3.0"), "production", "held at 1.0.0 by bob")
+    unheld = cli.run(
+        "unhold", "checkout", "--environment", "production", "--application", project.application, "--as", "bob"
+    )
+    assert unheld.returncode == 0, unheld.stderr
+    assert "lifted by bob" in unheld.stdout
+    waiting_in(cli, project.release_id("1.3.0"), "production", "approval")
+    again = cli.run("unhold", "checkout", "--environment", "production", "--application", project.application)
+    assert again.returncode == 8 and "not held" in again.stderr
+
+
+def test_a_rollback_to_a_version_never_verified_there_is_refused(cli, worker, project, tmp_path):
+    service_file = project(service(step("deploy", "./deploy.sh")), scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
+    result = cli.run(
+        "rollback", "checkout", "--environment", "production", "--to", "0.9.0", "--reason", "try",
+        "--application", project.application, "--wait", "--json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0.9.0 was never verified in production" in json.loads(result.stdout)["reason"]
+    nothing = cli.run(
+        "rollback", "checkout", "--environment", "production", "--reason", "try", "--application", project.application
+    )
+    assert nothing.returncode == 2 and "nothing before it to roll back to" in nothing.stderr
