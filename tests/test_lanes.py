@@ -59,3 +59,25 @@ def test_an_older_version_never_lands_over_a_newer_one(cli, worker, project, tmp
     assert pairs(tmp_path / "log-staging") == ["2.2.0"]
     staging, _ = ledgers(temporal, project)
     assert [r.version for r in staging] == ["2.2.0"]  # nothing deployed: nothing recorded
+
+
+def test_a_newer_version_supersedes_older_ones_waiting_only_where_asked(cli, worker, project, tmp_path):
+    head = "releases: {supersede: true}\n"
+    scripts = {"deploy.sh": DEPLOY}
+    service_file = project(service(step("deploy", "./deploy.sh"), head=head), app=approval_app(), scripts=scripts)
+    for version in ("5.0.0", "5.0.1"):
+        assert cli.run("release", "start", str(service_file), "--version", version).returncode == 0
+    waiting_in(cli, project.release_id("5.0.0"), "production", "approval")
+    waiting_in(cli, project.release_id("5.0.1"), "production", "to leave production")
+    assert cli.run("release", "start", str(service_file), "--version", "5.0.2").returncode == 0
+    # 5.0.1 waited behind 5.0.0 and is superseded by 5.0.2; 5.0.0, which holds the lane, is not.
+    status = final_state(cli, project.release_id("5.0.1"), "superseded")
+    assert status["reason"] == f"superseded by {project.release_id('5.0.2')} while waiting for production"
+    assert {e["name"]: e["phase"] for e in status["environments"]} == {"staging": "succeeded", "production": "skipped"}
+    assert cli.run("approve", project.release_id("5.0.0"), "--as", "alice").returncode == 0
+    waiting_in(cli, project.release_id("5.0.2"), "production", "approval")
+    assert cli.run("approve", project.release_id("5.0.2"), "--as", "alice").returncode == 0
+    final_state(cli, project.release_id("5.0.2"), "succeeded")
+    assert pairs(tmp_path / "log-production") == ["5.0.0", "5.0.2"]  # 5.0.1 never reached production
+    listed = cli.run("release", "list", "--application", project.application, "--state", "superseded", "--json")
+    assert [r["release_id"] for r in json.loads(listed.stdout)] == [project.release_id("5.0.1")]

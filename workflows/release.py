@@ -123,6 +123,7 @@ _PHASE_AT_END = {
     ReleaseState.rejected: Phase.rejected,
     ReleaseState.timed_out: Phase.timed_out,
     ReleaseState.rolled_back: Phase.rolled_back,
+    ReleaseState.superseded: Phase.skipped,  # it never deployed there
 }
 _LEDGER_AT_END = {
     ReleaseState.cancelled: DeploymentState.cancelled,
