@@ -7,6 +7,7 @@ PORT ?= 7233
 UI_PORT ?= $(shell echo $$(($(PORT) + 1000)))
 DEMO_VERSION ?= 1.0.$(shell date +%Y%m%d%H%M%S)
 PYTEST_ARGS ?=
+BREAK ?= none
 
 .PHONY: install demo env stop test lint bench clean
 
@@ -31,7 +32,7 @@ demo: install
 	$(DEMO_ENV) $(BIN)/prodline dev --detach --state-dir $(STATE_DIR) --port $(PORT) --ui-port $(UI_PORT)
 	$(DEMO_ENV) PRODLINE_USER=platform-team $(BIN)/prodline app apply examples/shop/prodline.yaml
 	$(DEMO_ENV) $(BIN)/prodline release start examples/shop/checkout/prodline.service.yaml \
-		--version $(DEMO_VERSION) --param demo_state=$(abspath $(STATE_DIR))/demo --wait
+		--version $(DEMO_VERSION) --param demo_state=$(abspath $(STATE_DIR))/demo --param break_in=$(BREAK) --wait $(if $(filter none,$(BREAK)),,|| true)
 	$(DEMO_ENV) $(BIN)/prodline release list --service checkout --limit 5
 	@echo "Explore it at http://localhost:$(UI_PORT) ; stop the server with: make stop"
 

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="prodline",
         description="Production orchestration on Temporal: every release is a durable workflow.",
         epilog="Exit codes: 0 succeeded, 1 failed, 2 invalid input, 3 rejected, 4 cancelled, 5 timed out, "
-        "6 Temporal unreachable or not set up, 7 not found, 8 wrong state or refused, "
+        "6 Temporal unreachable or not set up, 7 not found, 8 wrong state or refused, 9 rolled back, 10 superseded, "
         "130 interrupted (the release goes on), 141 output reader gone (a closed pipe).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=lambda args: _release().steer(args))
 
     _safety(sub)
+    from . import freeze  # light: Temporal and pydantic are imported when it runs
+
+    freeze.add_parsers(sub, _connection)
 
     app = sub.add_parser(
         "app", help="register applications in Temporal and read them back (the platform team's policy)"

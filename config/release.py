@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -30,14 +31,14 @@ from prodline.identity.documents import Signed
 
 from .base import Model, Name, Version
 from .errors import ConfigError, Problem
-from .rules import Check, Precondition
+from .rules import Check, OnFailure, Precondition
 from .steps import Step
 
 # The models here are payloads every client imports (through prodline.contracts); resolving
 # a plan is the control worker's and `release start`'s job, so the loader, the resolver and
 # the application model (YAML, pydantic schemas) are imported by the functions that resolve.
 if TYPE_CHECKING:
-    from .application import Application
+    from .application import Application, Environment
     from .resolve import Project
 
 
@@ -236,7 +237,7 @@ def build_plan(
                 env=dict(env.environment.env),
                 parameters=params,
                 steps=env.steps,
-                preconditions=env.preconditions,
+                preconditions=[freeze_gate(project.application.application, env.environment), *env.preconditions],
                 checks=env.checks,
                 rollback=service.automatic_rollback(env.environment.name, env.environment.rollback.automatic),
                 **service.release_policy(env.environment.name).model_dump(),
@@ -256,6 +257,24 @@ def build_plan(
             "signed_starts": project.application.signed_starts,
             **pinned,
         }
+    )
+
+
+# How often a release held by a manual freeze looks again, and how long it waits before it times out.
+FREEZE_INTERVAL = timedelta(seconds=10)
+FREEZE_TIMEOUT = timedelta(days=7)
+
+
+def freeze_gate(application: str, environment: Environment) -> Precondition:
+    """The precondition every environment starts with: no freeze holds it (scheduled or manual)."""
+    from .rules import FreezeRule
+
+    return Precondition(
+        name="freeze",
+        freeze=FreezeRule(application=application, environment=environment.name, scheduled=environment.freezes),
+        on_failure=OnFailure.wait,
+        interval=FREEZE_INTERVAL,
+        timeout=FREEZE_TIMEOUT,
     )
 
 

@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .base import KindModel, Model, Name, ParamName, ScalarValue, kind_fields, one_of
 from .durations import Duration, PositiveDuration
+from .freezes import ScheduledFreeze
 
 # An http(s) URL, or a template that renders to one; templates may sit anywhere, spaced or not.
 # The two kinds of piece cannot overlap (a lone `{` is no URL character), which keeps
@@ -260,6 +261,26 @@ class StableRule(RuleSpec):
         return DEFAULT_EVALUATION_BUDGET  # reads the ledger
 
 
+class FreezeRule(RuleSpec):
+    """No freeze holds the environment: none of its scheduled freezes, no manual one (`prodline freeze`).
+
+    Put first in every environment by the resolver, with that environment's scheduled freezes;
+    application files do not write it. Defined here, not in ``freezes.py``: it is a RuleSpec,
+    and ``freezes.py`` must not import this module, which imports it.
+    """
+
+    # Re-checked right before the first step is applied: someone may freeze while people approve.
+    recheck_before_deploy: ClassVar[bool] = True
+
+    application: Name
+    environment: Name
+    scheduled: list[ScheduledFreeze] = Field(default_factory=list, description="The environment's scheduled freezes.")
+
+    @property
+    def evaluation_budget(self) -> timedelta:
+        return DEFAULT_EVALUATION_BUDGET  # reads the clock and queries the application workflow
+
+
 class Lifecycle(StrEnum):
     before_approval = "before_approval"
     before_deploy = "before_deploy"
@@ -338,6 +359,7 @@ class RuleRef(RuleKinds):
 class Precondition(RuleRef):
     """A gate before deploying, evaluated once in order."""
 
+    freeze: FreezeRule | None = None
     approval: ApprovalRule | None = None
     stable: StableRule | None = None
     on_failure: OnFailure = Field(default=OnFailure.fail, description="fail, wait (until `timeout`) or pause.")

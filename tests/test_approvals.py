@@ -59,7 +59,13 @@ def test_approvals_need_distinct_allowed_people_and_refusals_are_recorded(cli, w
     kinds = [e.WhichOneof("attributes") for e in history]
     assert kinds.count("workflow_execution_update_accepted_event_attributes") == 6
     assert kinds.count("workflow_execution_update_completed_event_attributes") == 6
-    assert "workflow_execution_signaled_event_attributes" not in kinds
+    # Decisions are Updates; the only signals are the ledgers' answers about lanes.
+    signals = {
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    }
+    assert signals == {"turn"}
     late = cli.run("approve", release, "--as", "bob")
     assert late.returncode == 8 and "already succeeded" in late.stderr
 

@@ -354,7 +354,7 @@ def test_the_seed_example_validates_fits_in_42_lines_and_is_the_one_in_the_readm
         assert text.rstrip() in readme
     project = load_project(service)
     production = project.environments[1]
-    assert [p.kind for p in production.preconditions] == ["stable", "approval"]
+    assert [p.kind for p in production.preconditions] == ["stable", "approval"]  # as written
     # Production takes signed decisions only, from the two people enrolled with their keys.
     assert production.environment.verify == "ssh" and project.application.signed_starts
     assert sorted(project.application.people) == ["alice", "bob"]
@@ -433,7 +433,7 @@ def test_the_kind_registries_are_derived_from_the_models():
     from prodline.config.steps import STEP_KINDS, Step, StepSpec, step_kinds
 
     assert STEP_KINDS == tuple(step_kinds()) == ("command", "terraform", "pulumi", "kubernetes", "rollout")
-    assert PRECONDITION_KINDS == tuple(rule_kinds()) == (*CHECK_KINDS, "approval", "stable")
+    assert PRECONDITION_KINDS == tuple(rule_kinds()) == (*CHECK_KINDS, "freeze", "approval", "stable")
     assert all(issubclass(k, StepSpec) for k in step_kinds().values())
     assert all(issubclass(k, RuleSpec) for k in rule_kinds().values())
 
@@ -536,7 +536,7 @@ def test_release_start_refuses_an_approval_the_initiator_could_never_pass_by_the
 def test_an_approval_others_can_pass_starts(tmp_path, approval, initiator):
     app = APP + f"    preconditions:\n      - approval: {approval}\n"
     request = load_plan(write(tmp_path, app=app), {"image": "nginx"}, initiator)
-    assert request.environments[1].preconditions[0].approval is not None
+    assert [p.kind for p in request.environments[1].preconditions] == ["freeze", "approval"]
 
 
 def test_the_http_rules_deprecated_attempts_count_as_failures_allowed(tmp_path):

@@ -195,14 +195,20 @@ def bundle_size(folder: Path) -> int:
 
 
 def step_attempts(temporal, release: str) -> list[int]:
-    """The attempt number of every activity task the release started, in order."""
+    """The attempt number of every step activity task the release started, in order (rules left out)."""
 
     async def read() -> list[int]:
         history = await (await client_for(temporal)).get_workflow_handle(release).fetch_history()
+        kinds = {
+            e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        }
         return [
             e.activity_task_started_event_attributes.attempt
             for e in history.events
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and kinds[e.activity_task_started_event_attributes.scheduled_event_id] != "prodline.evaluate_rule"
         ]
 
     return run(read())

@@ -11,6 +11,12 @@ Trust: revisions come only from this workflow's own updates, and from its own
 continue-as-new. A run that someone started by hand with revisions in its input
 (or a cron or retry run repeating such an input) starts empty.
 
+Manual freezes (``prodline freeze|unfreeze``) are kept here too, by the ``freeze`` and
+``unfreeze`` updates, and read by the freeze rule with the ``freezes`` query. They follow
+the same trust rule as revisions: carried by continue-as-new only. Their validators refuse
+a freeze without a reason, for an environment the current revision does not have, or for
+an application with no revision; a refused order leaves no trace in history.
+
 Versioning: the digest and the change lines are recomputed on replay, from the
 code of the worker replaying. A change to how either is computed (the models'
 canonical JSON included) needs ``workflow.patched``.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import NoReturn
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
@@ -34,6 +41,16 @@ with workflow.unsafe.imports_passed_through():
     from prodline.config.application import Application
     from prodline.config.changes import bundle_changes, summarise
     from prodline.config.errors import ConfigError
+    from prodline.config.freezes import (
+        FREEZE_REFUSED,
+        FREEZE_UPDATE,
+        FREEZES_QUERY,
+        NOT_FROZEN,
+        UNFREEZE_UPDATE,
+        FreezeOrder,
+        ManualFreeze,
+        UnfreezeOrder,
+    )
     from prodline.config.loader import load_application_text
     from prodline.config.release import BundleRef, revision_digest
     from prodline.contracts import (
@@ -76,6 +93,9 @@ class ApplicationRun(BaseModel):
     updates_per_run: int = Field(
         default=0, ge=0, description="Continue as new after this many applies (0: when Temporal suggests it)."
     )
+    freezes: list[ManualFreeze] = Field(
+        default_factory=list, description="Manual freezes, carried by continue-as-new; ignored on any other start."
+    )
 
 
 def application_of(workflow_id: str) -> str:
@@ -95,6 +115,9 @@ class ApplicationWorkflow:
         if run.revisions and not carried:
             workflow.logger.warning("ignoring %d revisions in the input of a fresh start", len(run.revisions))
         self._revisions: list[Revision] = list(run.revisions) if carried else []
+        if run.freezes and not carried:
+            workflow.logger.warning("ignoring %d freezes in the input of a fresh start", len(run.freezes))
+        self._freezes: list[ManualFreeze] = list(run.freezes) if carried else []
         self._application = application_of(info.workflow_id)
         self._applies = 0
         # One apply at a time: an admission check awaits, and the revision it replaces must stay current.
@@ -112,7 +135,11 @@ class ApplicationWorkflow:
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(
-            ApplicationRun(revisions=_carried(self._revisions), updates_per_run=run.updates_per_run)
+            ApplicationRun(
+                revisions=_carried(self._revisions),
+                updates_per_run=run.updates_per_run,
+                freezes=self._in_force(),  # expired ones stay behind, in this run's history
+            )
         )
 
     # --- apply ---------------------------------------------------------------------------
@@ -225,6 +252,93 @@ class ApplicationWorkflow:
         # Same settings, different digest: the canonical form changed (a newer prodline).
         return lines or ["no change in the settings"]
 
+    # --- freezes --------------------------------------------------------------------------
+
+    @workflow.update(name=FREEZE_UPDATE)
+    def freeze(self, order: FreezeOrder) -> ManualFreeze:
+        """Hold releases entering ``order.environment`` ("" : every environment) until lifted."""
+        freeze = ManualFreeze(
+            id=str(workflow.uuid4())[:8],
+            environment=order.environment,
+            by=order.by,
+            reason=order.reason.strip(),
+            at=workflow.now(),
+            until=order.until,
+        )
+        self._freezes = [*self._in_force(), freeze]
+        return freeze
+
+    @freeze.validator
+    def _validate_freeze(self, order: FreezeOrder) -> None:
+        if not order.reason.strip():
+            self._refuse("a freeze needs a reason (--reason): whoever waits reads it")
+        if not order.by.strip():
+            self._refuse("a freeze needs who sets it (--as)")
+        self._check_environment(order.environment)
+        if order.until is not None and order.until <= workflow.now():
+            self._refuse(f"--until {order.until:%Y-%m-%d %H:%M:%S}Z is not in the future")
+
+    @workflow.update(name=UNFREEZE_UPDATE)
+    def unfreeze(self, order: UnfreezeOrder) -> list[ManualFreeze]:
+        """Lift the freezes in force on ``order.environment`` ("" : every freeze); the lifted ones."""
+        lifted = self._matching(order.environment)
+        gone = {f.id for f in lifted}
+        self._freezes = [f for f in self._in_force() if f.id not in gone]
+        return lifted
+
+    @unfreeze.validator
+    def _validate_unfreeze(self, order: UnfreezeOrder) -> None:
+        if not order.by.strip():
+            self._refuse("an unfreeze needs who lifts it (--as)")
+        self._check_environment(order.environment)
+        if self._matching(order.environment):
+            return
+        everywhere = [f for f in self._in_force() if not f.environment]
+        if order.environment and everywhere:
+            by = ", ".join(sorted({f.by for f in everywhere}))
+            message = (
+                f"{self._application} has no freeze on {order.environment} alone; it is frozen in every "
+                f"environment (by {by}): lift that with `prodline unfreeze` without --environment"
+            )
+        else:
+            where = f" on {order.environment}" if order.environment else ""
+            message = f"nothing to lift: {self._application} has no freeze in force{where}"
+        raise ApplicationError(message, type=NOT_FROZEN, non_retryable=True)
+
+    def _in_force(self) -> list[ManualFreeze]:
+        now = workflow.now()
+        return [f for f in self._freezes if f.in_force(now)]
+
+    def _matching(self, environment: str) -> list[ManualFreeze]:
+        return [f for f in self._in_force() if not environment or f.environment == environment]
+
+    def _check_environment(self, environment: str) -> None:
+        """Refuse an application with no revision, and an environment its current revision lacks."""
+        if not self._revisions:
+            self._refuse(
+                f"application {self._application!r} is not registered (register it with "
+                "`prodline app apply prodline.yaml`)"
+            )
+        if not environment:
+            return
+        current = self._revisions[-1]
+        try:
+            app, _ = load_application_text(current.source, current.path or "prodline.yaml")
+        except ConfigError:
+            # Valid when applied, refused by today's models: a freeze must still be possible.
+            workflow.logger.warning("revision %d no longer validates; %r not checked", current.number, environment)
+            return
+        names = [e.name for e in app.environments]
+        if environment not in names:
+            self._refuse(
+                f"application {self._application} has no environment {environment!r} "
+                f"(revision {current.number} has {', '.join(names)})"
+            )
+
+    @staticmethod
+    def _refuse(message: str) -> NoReturn:
+        raise ApplicationError(message, type=FREEZE_REFUSED, non_retryable=True)
+
     # --- queries --------------------------------------------------------------------------
 
     @workflow.query(name=REVISION_QUERY)
@@ -238,6 +352,12 @@ class ApplicationWorkflow:
     def revisions(self) -> list[Revision]:
         """Every revision, oldest first, without sources (a small answer)."""
         return [_listed(r) for r in self._revisions]
+
+    @workflow.query(name=FREEZES_QUERY)
+    def freezes(self) -> list[ManualFreeze]:
+        """Every manual freeze kept, oldest first: expired ones too (the reader compares ``until``
+        with its own clock; a query answers from state, whenever the worker last ran the workflow)."""
+        return list(self._freezes)
 
 
 def _listed(revision: Revision) -> Revision:

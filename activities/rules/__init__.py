@@ -25,6 +25,7 @@ from ..workspace import attempt_workspace
 from .alerts import AlertsEvaluator
 from .base import Clock, RuleEvaluator, utc_now
 from .command import CommandEvaluator
+from .freeze import FreezeEvaluator
 from .http import HttpEvaluator
 from .prometheus import PrometheusEvaluator
 from .stable import StableEvaluator
@@ -59,6 +60,7 @@ class RuleActivities:
                 HttpEvaluator(transport),
                 WindowEvaluator(clock),
                 StableEvaluator(client, clock),
+                FreezeEvaluator(client, clock),
             ]
         )
 

@@ -9,6 +9,9 @@ the change again and computes its digest itself; what it answers is what counts.
 
 Reads are queries, answered by a worker: without one they fail fast with
 :class:`~prodline.errors.Unavailable`, naming the task queue.
+
+Manual freezes are updates of the same workflow (``freeze``, ``unfreeze``) and a query
+(``freezes``); an application never registered has no workflow to hold them, and says so.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -36,6 +40,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from prodline.artifacts.store import ArtifactStore
 from prodline.config.application import Application
 from prodline.config.errors import ConfigError
+from prodline.config.freezes import (
+    FREEZE_REFUSED,
+    FREEZE_UPDATE,
+    NOT_FROZEN,
+    UNFREEZE_UPDATE,
+    FreezeOrder,
+    ManualFreeze,
+    UnfreezeOrder,
+)
 from prodline.config.loader import file_kind, load_application, load_application_text
 from prodline.config.release import BundleRef, revision_digest
 from prodline.config.yamlsource import Document, read_yaml
@@ -215,6 +228,61 @@ class ApplicationClient:
             ) from None
         finally:
             await _settle(start)
+
+    # --- freezes ---------------------------------------------------------------------------
+
+    async def freeze(
+        self, application: str, environment: str, by: str, reason: str, until: datetime | None = None
+    ) -> ManualFreeze:
+        """Freeze ``environment`` ("" : every environment) of a registered application until lifted
+        (or ``until``, aware). The workflow refuses an unknown environment or an empty reason."""
+        order = FreezeOrder(environment=environment, by=by, reason=reason, until=until)
+        freeze: ManualFreeze = await self._order(application, FREEZE_UPDATE, order, ManualFreeze)
+        return freeze
+
+    async def unfreeze(self, application: str, environment: str, by: str, reason: str = "") -> list[ManualFreeze]:
+        """Lift the freezes in force on ``environment`` ("" : every one); the lifted ones.
+        :class:`~prodline.errors.WrongState` when none matched."""
+        order = UnfreezeOrder(environment=environment, by=by, reason=reason)
+        lifted: list[ManualFreeze] = await self._order(application, UNFREEZE_UPDATE, order, list[ManualFreeze])
+        return lifted
+
+    async def freezes(self, application: str) -> list[ManualFreeze]:
+        """Every manual freeze the application keeps, expired ones too (compare ``until`` with now)."""
+        found = await self._query(application, ApplicationWorkflow.freezes, missing=_MISSING)
+        if found is _MISSING:
+            raise _not_registered(application)
+        return found
+
+    async def _order(self, name: str, what: str, order: BaseModel, result_type: Any) -> Any:
+        """Send a freeze or unfreeze update to the running application workflow (never starts it)."""
+        queue = await self._queue_of(name)
+        if queue is None:
+            raise _not_registered(name)
+        await self._require_worker(queue)
+        try:
+            return await self.handle(name).execute_update(
+                what, order, result_type=result_type, rpc_timeout=timedelta(seconds=APPLY_SECONDS)
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == NOT_FROZEN:
+                raise WrongState(f"{what} refused: {cause.message}") from None
+            if isinstance(cause, ApplicationError) and cause.type == FREEZE_REFUSED:
+                raise InvalidInput(f"{what} refused: {cause.message}") from None
+            raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise Unavailable(
+                f"no worker took the {what} of {name} within {APPLY_SECONDS}s on task queue {queue!r}; "
+                f"it may still take effect once one does"
+            ) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
+                raise WrongState(
+                    f"the workflow of application {name} ({application_id(name)}) is closed: it can hold no "
+                    "freeze (register the application again with `prodline app apply`)"
+                ) from None
+            raise
 
     # --- reading ----------------------------------------------------------------------------
 

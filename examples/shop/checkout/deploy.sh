@@ -10,6 +10,9 @@ case "$1" in
     echo "rolling out checkout $PRODLINE_VERSION ($PRODLINE_PARAM_REPLICAS replicas) to $PRODLINE_ENVIRONMENT, orders from $QUEUE_URL"
     sleep 1
     echo "$PRODLINE_VERSION" > "$state/checkout.version"
+    if [ "$PRODLINE_PARAM_BREAK_IN" = "$PRODLINE_ENVIRONMENT" ]; then  # `make demo BREAK=production`
+      echo "checkout $PRODLINE_VERSION crashes on start in $PRODLINE_ENVIRONMENT" >&2; exit 3
+    fi
     echo "checkout $PRODLINE_VERSION is live in $PRODLINE_ENVIRONMENT" ;;
   *) echo "usage: deploy.sh plan|migrate|rollout" >&2; exit 64 ;;
 esac
