@@ -81,3 +81,17 @@ def test_a_newer_version_supersedes_older_ones_waiting_only_where_asked(cli, wor
     assert pairs(tmp_path / "log-production") == ["5.0.0", "5.0.2"]  # 5.0.1 never reached production
     listed = cli.run("release", "list", "--application", project.application, "--state", "superseded", "--json")
     assert [r["release_id"] for r in json.loads(listed.stdout)] == [project.release_id("5.0.1")]
+
+
+def test_a_frozen_environment_holds_releases_until_it_is_unfrozen(cli, worker, project, tmp_path):
+    service_file = project(service(step("deploy", "./deploy.sh")), scripts={"deploy.sh": DEPLOY})
+    cli.apply(tmp_path / "prodline.yaml")
+    app = ("--application", project.application)
+    frozen = cli.run("freeze", *app, "--environment", "production", "--reason", "incident 42", "--as", "carol")
+    assert frozen.returncode == 0, frozen.stdout + frozen.stderr
+    assert cli.run("release", "start", str(service_file), "--version", "4.0.0").returncode == 0
+    waiting_in(cli, project.release_id("4.0.0"), "production", "frozen by carol")
+    assert pairs(tmp_path / "log-staging") == ["4.0.0"] and not (tmp_path / "log-production").exists()
+    assert cli.run("unfreeze", *app, "--environment", "production", "--as", "carol").returncode == 0
+    final_state(cli, project.release_id("4.0.0"), "succeeded")
+    assert pairs(tmp_path / "log-production") == ["4.0.0"]
