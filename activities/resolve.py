@@ -236,6 +236,8 @@ def restore_plan(request: ReleaseRequest, revision: Revision, records: list[Depl
         preconditions=kept,
         checks=checks,
         bypassed=skipped,
+        drift_every=env.drift.every,
+        self_heal=env.drift.self_heal,
     )
     return ReleasePlan(
         revision=revision.number,

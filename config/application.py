@@ -30,7 +30,7 @@ from prodline.errors import InvalidInput
 from .base import BundleSpec, Model, Name, unique_names
 from .freezes import ScheduledFreeze
 from .rules import Check, Precondition, Protection
-from .safety import RollbackPolicy
+from .safety import DriftPolicy, RollbackPolicy
 
 # People are named as in approval rules: a login, an email's local part, "alice.smith".
 PersonName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")]
@@ -87,6 +87,7 @@ class Environment(Model):
     rollback: RollbackPolicy = Field(
         default_factory=RollbackPolicy, description="Automatic rollback, and what a manual rollback may skip."
     )
+    drift: DriftPolicy = Field(default_factory=DriftPolicy, description="Looking for (and healing) drift.")
     freezes: list[ScheduledFreeze] = Field(
         default_factory=list,
         description="Scheduled freezes: one-off ranges or RFC 5545 recurring windows, in a time zone. Releases "

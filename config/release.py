@@ -133,6 +133,8 @@ class EnvironmentRun(Model):
     supersede: bool = False
     allow_downgrade: bool = False
     bypassed: list[str] = Field(default_factory=list, description="A rollback: the rules it skips, as allowed.")
+    drift_every: timedelta | None = Field(default=None, description="How often drift is looked for (unset: never).")
+    self_heal: bool = False
 
 
 class ReleasePlan(Model):
@@ -240,6 +242,8 @@ def build_plan(
                 preconditions=[freeze_gate(project.application.application, env.environment), *env.preconditions],
                 checks=env.checks,
                 rollback=service.automatic_rollback(env.environment.name, env.environment.rollback.automatic),
+                drift_every=env.environment.drift.every,
+                self_heal=env.environment.drift.self_heal,
                 **service.release_policy(env.environment.name).model_dump(),
             )
         )

@@ -2,7 +2,7 @@
 
 The platform team says in the application file what may happen in each
 environment (whether failures roll back by themselves, which rules a manual
-rollback may skip); a
+rollback may skip, how often drift is looked for and whether it is healed); a
 service can choose, per environment, whether it rolls back automatically and
 whether a newer version supersedes older ones still waiting for their turn.
 
@@ -11,6 +11,7 @@ whether a newer version supersedes older ones still waiting for their turn.
     environments:
       - name: production
         rollback: {automatic: true, bypass: [approvals, soak]}
+        drift: {every: 10m, self_heal: false}
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Model
+from .durations import PositiveDuration
 
 # Rules a manual rollback may skip where the application allows it:
 # approvals, the soak of `stable` rules, `stable` rules altogether (ordering), freezes.
@@ -38,6 +40,19 @@ class RollbackPolicy(Model):
         default_factory=list,
         description="Rules `prodline rollback` skips here: approvals, soak, ordering (stable rules), freezes. "
         "What was skipped is recorded with who and why.",
+    )
+
+
+class DriftPolicy(Model):
+    """Looking for drift of the verified deployment: a Temporal Schedule runs each step's fetch."""
+
+    every: PositiveDuration | None = Field(
+        default=None, description="How often to compare what runs with what was verified (e.g. 10m); unset: never."
+    )
+    self_heal: bool = Field(
+        default=False,
+        description="Correct drift with a release of the verified version (kind `heal`: same lane, same rules); "
+        "false only reports it. A held environment is reported, never healed.",
     )
 
 

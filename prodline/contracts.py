@@ -16,7 +16,7 @@ already in flight.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -45,6 +45,12 @@ TURN_SIGNAL = "turn"  # to a release: LaneTurn (its turn has come, it was supers
 LANE_QUERY = "lane"  # -> LaneView: who holds the lane, who waits, the hold, the live deployment
 UNHOLD_UPDATE = "unhold"  # Unhold -> str: lift a hold (after a manual rollback, or a failed rollback)
 LANE_REQUEST = "prodline.lane_request"  # LaneRequest -> None (signal-with-start of the ledger)
+DRIFT_SIGNAL = "drift"  # DriftReport: what the last drift check of the live deployment found
+
+# Drift: a Temporal Schedule per service and environment starts a drift check now and then.
+DRIFT_WORKFLOW = "DriftCheck"  # DriftCheck -> DriftReport | None
+READ_LANE = "prodline.read_lane"  # DriftCheck -> LaneView
+ENSURE_DRIFT_CHECKS = "prodline.ensure_drift_checks"  # DriftCheck -> None (creates or updates the schedule)
 
 # The registered application: one long-lived workflow per application holds its revisions.
 APPLICATION_WORKFLOW = "Application"
@@ -84,6 +90,11 @@ UNHEALTHY = "Unhealthy"
 def ledger_id(application: str, service: str, environment: str) -> str:
     """The ledger workflow of one service in one environment."""
     return f"deployments:{application}.{service}:{environment}"
+
+
+def drift_schedule_id(application: str, service: str, environment: str) -> str:
+    """The Temporal Schedule that checks a service's verified deployment in an environment for drift."""
+    return f"drift:{application}.{service}:{environment}"
 
 
 def application_id(application: str) -> str:
@@ -274,6 +285,11 @@ class DeploymentRecord(ReleaseRef):
     service_dir: str = ""
     secrets: dict[str, str] = Field(default_factory=dict, description="Secret parameter -> worker variable.")
     steps: list[Step] = Field(default_factory=list, description="The steps as resolved for this environment.")
+    env: dict[str, str] = Field(default_factory=dict, description="The environment's own variables then.")
+    task_queue: str = Field(default="", description="Where its steps ran (empty: the control queue).")
+    applied_keys: dict[str, str] = Field(
+        default_factory=dict, description="Step -> artifact key of exactly what it applied (a Kubernetes step)."
+    )
     kind: DeploymentKind = "release"
     by: str = Field(default="", description="Who started it (a rollback: who asked for it).")
     approved_by: list[str] = Field(default_factory=list, description="Who approved it here.")
@@ -344,6 +360,16 @@ class LaneTurn(BaseModel):
 class Unhold(BaseModel):
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=2000)
+
+
+class DriftCheck(BaseModel):
+    """What the drift schedule of one service in one environment starts a check with."""
+
+    application: str
+    service: str
+    environment: str
+    every: timedelta
+    self_heal: bool = False
 
 
 class DriftReport(BaseModel):
@@ -589,6 +615,9 @@ __all__ = [
     "APPLY_UPDATE",
     "DECIDE_SIGNAL",
     "DECIDE_UPDATE",
+    "DRIFT_SIGNAL",
+    "DRIFT_WORKFLOW",
+    "ENSURE_DRIFT_CHECKS",
     "EVALUATE_RULE",
     "FAILURE_TYPES",
     "FETCH_STEP",
@@ -600,6 +629,7 @@ __all__ = [
     "NON_RETRYABLE_CONFIG",
     "PLAN_STEP",
     "PROMOTE_STEP",
+    "READ_LANE",
     "RECORDS_QUERY",
     "RECORD_DEPLOYMENT",
     "RECORD_SIGNAL",
@@ -623,6 +653,7 @@ __all__ = [
     "DeploymentKind",
     "DeploymentRecord",
     "DeploymentState",
+    "DriftCheck",
     "DriftReport",
     "EnvironmentStatus",
     "Event",
@@ -650,6 +681,7 @@ __all__ = [
     "Unhold",
     "Verdict",
     "application_id",
+    "drift_schedule_id",
     "ledger_id",
     "live_deployment",
 ]

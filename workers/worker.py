@@ -23,17 +23,19 @@ from temporalio.worker import Worker
 
 from prodline.activities import steps
 from prodline.activities.admins import admit_apply
+from prodline.activities.drift import DriftActivities
 from prodline.activities.ledger import LedgerActivities
 from prodline.activities.resolve import ResolveActivities
 from prodline.activities.rules import RuleActivities
 from prodline.activities.workspace import sweep_workspaces
 from prodline.workflows.application import ApplicationWorkflow
+from prodline.workflows.drift import DriftCheckWorkflow
 from prodline.workflows.ledger import DeploymentLedgerWorkflow
 from prodline.workflows.release import ReleaseWorkflow
 
 from .sandbox import WORKFLOW_RUNNER
 
-WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow, ApplicationWorkflow]
+WORKFLOWS = [ReleaseWorkflow, DeploymentLedgerWorkflow, ApplicationWorkflow, DriftCheckWorkflow]
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
@@ -42,6 +44,7 @@ def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **op
     # Attempt folders a killed worker left behind (each attempt removes its own otherwise).
     sweep_workspaces()
     ledger = LedgerActivities(client)
+    drift = DriftActivities(client)
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
     # A running step learns of a cancel only from a heartbeat's answer; the SDK sends heartbeats
     # at most every 0.8 x heartbeat_timeout (24 s by default). Cap that, so a cancel stops a
@@ -59,6 +62,8 @@ def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **op
             *step_and_rule_activities,
             ledger.record_deployment,
             ledger.lane_request,
+            drift.ensure_drift_checks,
+            drift.read_lane,
             ResolveActivities(client).resolve_release,
             admit_apply,
         ],

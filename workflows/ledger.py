@@ -33,6 +33,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from prodline.config.versions import is_older
     from prodline.contracts import (
+        DRIFT_SIGNAL,
         LANE_QUERY,
         LANE_SIGNAL,
         LEDGER_WORKFLOW,
@@ -55,7 +56,6 @@ with workflow.unsafe.imports_passed_through():
 
 KEEP_RECORDS = 100
 SIGNALS_PER_RUN = 500
-DRIFT_SIGNAL = "drift"  # DriftReport, from the drift check of the live deployment
 
 
 @workflow.defn(name=LEDGER_WORKFLOW)

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         APPLY_STEP,
         DECIDE_SIGNAL,
         DECIDE_UPDATE,
+        ENSURE_DRIFT_CHECKS,
         FAILURE_TYPES,
         FINAL_STATUS_MEMO,
         NON_RETRYABLE_CONFIG,
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         DeploymentKind,
         DeploymentRecord,
         DeploymentState,
+        DriftCheck,
         EnvironmentStatus,
         LaneTurn,
         Phase,
@@ -170,6 +172,7 @@ class ReleaseWorkflow:
         self._output_digests: dict[str, dict[str, str]] = {}
         # Per environment, step -> digest of exactly what it applied (the ledger keeps it for rollbacks).
         self._applied: dict[str, dict[str, str]] = {}
+        self._applied_keys: dict[str, dict[str, str]] = {}  # and where it is in the artifact store
         self._canary: Canary | None = None  # the canary being driven, which operators may steer
         self._lanes = Lanes(request, self._board)
         # Environments where a step started applying: a failure there may roll back.
@@ -347,6 +350,26 @@ class ReleaseWorkflow:
         env.phase, env.finished_at = Phase.succeeded, workflow.now()
         await self._record(stage, DeploymentState.succeeded)
         self._board.event(f"{self._request.version} is live in {stage.name}", stage.name)
+        if stage.drift_every is not None:
+            await self._check_for_drift(stage, stage.drift_every)
+
+    async def _check_for_drift(self, stage: EnvironmentRun, every: timedelta) -> None:
+        """Make sure the environment's drift schedule runs (each verified deployment may change it)."""
+        r = self._request
+        check = DriftCheck(
+            application=r.application, service=r.service, environment=stage.name, every=every, self_heal=stage.self_heal
+        )
+        try:
+            await workflow.execute_local_activity(
+                ENSURE_DRIFT_CHECKS,
+                check,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"drift checks of {stage.name}",
+            )
+        except (ActivityError, ApplicationError) as exc:  # the deployment stands; say what is missing
+            why = activity_failure(exc) if isinstance(exc, ActivityError) else exc.message
+            self._board.event(f"drift checks of {stage.name} could not be scheduled: {why}", stage.name)
 
     @property
     def _kind(self) -> DeploymentKind:
@@ -441,6 +464,7 @@ class ReleaseWorkflow:
                 "by": "prodline (automatic rollback)",
                 "reason": f"restored after {self._request.version} failed",
                 "applied": self._applied.get(stage.name, {}),
+                "applied_keys": self._applied_keys.get(stage.name, {}),
                 "approved_by": [],
                 "bypassed": [],
                 "leaves_lane": False,
@@ -449,7 +473,7 @@ class ReleaseWorkflow:
         await self._send_record(record)
 
     def _reset_outputs(self, environment: str) -> None:
-        for outputs in (self._outputs, self._sensitive, self._output_digests, self._applied):
+        for outputs in (self._outputs, self._sensitive, self._output_digests, self._applied, self._applied_keys):
             outputs.pop(environment, None)
 
     def _step_status(self, stage: EnvironmentRun, step: Step) -> StepStatus:
@@ -499,6 +523,8 @@ class ReleaseWorkflow:
             raise
         if result.applied_digest:
             self._applied.setdefault(stage.name, {})[step.name] = result.applied_digest
+        if result.applied_key:
+            self._applied_keys.setdefault(stage.name, {})[step.name] = result.applied_key
         if step.spec.waits:
             status.summary, status.output = result.summary, result.output
             self._board.event(f"step {step.name} applied: {result.summary}; waiting until healthy", stage.name)
@@ -667,6 +693,9 @@ class ReleaseWorkflow:
             revision=self._plan.revision,
             parameters=stage.parameters,
             applied=self._applied.get(stage.name, {}) if stage.name not in self._restoring else {},
+            applied_keys=self._applied_keys.get(stage.name, {}) if stage.name not in self._restoring else {},
+            env=stage.env,
+            task_queue=stage.task_queue,
             service_bundle=self._plan.service_bundle,
             service_dir=self._plan.service_dir,
             secrets=self._plan.secrets,
