@@ -284,8 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service")
     p.add_argument(
         "--environment",
-        help="releases whose current environment is this one: where a running release is now, "
-        "where an ended one stopped or finished (not environments it passed through earlier)",
+        help="what runs and waits in this environment: the release holding each service's lane there, then the "
+        "ones queued behind it, in turn order (--application defaults to ./prodline.yaml's). With --state: "
+        "releases whose current environment is this one (where a running release is now, where an ended one "
+        "stopped or finished)",
     )
     p.add_argument(
         "--state",
@@ -328,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import freeze  # light: Temporal and pydantic are imported when it runs
 
     freeze.add_parsers(sub, _connection)
+    from . import env  # light: Temporal and pydantic are imported when it runs
+
+    env.add_parsers(sub, _connection)
 
     app = sub.add_parser(
         "app", help="register applications in Temporal and read them back (the platform team's policy)"

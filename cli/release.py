@@ -165,8 +165,17 @@ async def status(args: argparse.Namespace, client: ReleaseClient) -> int:
     return exit_codes.SUCCEEDED
 
 
+def list_(args: argparse.Namespace) -> int:
+    # `--environment` alone: that environment's lanes (what runs, what is queued); with --state: visibility.
+    if args.environment and args.state is None:
+        from .env import list_environment
+
+        return list_environment(args)
+    return _list(args)
+
+
 @connected
-async def list_(args: argparse.Namespace, client: ReleaseClient) -> int:
+async def _list(args: argparse.Namespace, client: ReleaseClient) -> int:
     rows = await client.list_releases(
         application=args.application,
         service=args.service,

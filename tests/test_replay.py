@@ -27,11 +27,14 @@ from prodline.contracts import (
     DECIDE_UPDATE,
     EVALUATE_RULE,
     FAILURE_TYPES,
+    LANE_REQUEST,
+    LANE_SIGNAL,
     PLAN_STEP,
     RECORD_DEPLOYMENT,
     RECORD_SIGNAL,
     RELEASE_WORKFLOW,
     RESOLVE_RELEASE,
+    TURN_SIGNAL,
     ReleaseState,
 )
 from prodline.workers.sandbox import WORKFLOW_RUNNER
@@ -112,6 +115,13 @@ def test_the_recorded_histories_exercise_everything_a_release_does():
         "patch final-status-memo",
         "patch registered-applications",
         "patch signed-applies-1",
+        # Lanes and rollbacks (`record.py safety`): the turn asked for and given, a rollback, a supersede.
+        f"local activity {LANE_REQUEST}",
+        f"signal {LANE_SIGNAL}",
+        f"signal {TURN_SIGNAL}",
+        "patch lanes",
+        f"{RELEASE_WORKFLOW} failed: {FAILURE_TYPES[ReleaseState.rolled_back]}",
+        f"{RELEASE_WORKFLOW} failed: {FAILURE_TYPES[ReleaseState.superseded]}",
     }
     assert expected - seen == set(), f"no recorded history has {sorted(expected - seen)}"
 

@@ -196,6 +196,8 @@ class DeploymentLedgerWorkflow:
             for waiting in state.queue:  # who they wait for now
                 self._tell(waiting, self._waiting_turn())
             return
+        for waiting in state.queue:  # the lane is free, and held: they wait for the hold to be lifted
+            self._tell(waiting, self._waiting_turn())
 
     def _grant(self, entry: LaneEntry) -> None:
         state = self._state

@@ -3,7 +3,9 @@
 Run it when a change *intends* to alter what the workflows do for new
 releases: `.venv/bin/python tests/replay/record.py` (`... record.py canary` records only
 `canary.json`: an Argo Rollouts canary walked pause by pause on the fake API server in
-tests/kubeapi, the first pause promoted by an operator during its watch, the second approved). Keep the old fixtures
+tests/kubeapi, the first pause promoted by an operator during its watch, the second approved;
+`... record.py safety` records a release rolled back automatically, one superseded in its
+lane, and the ledger that kept the lane). Keep the old fixtures
 too (rename them, e.g. `succeeded.v1.json`) while releases started by the old
 code may still be running: the replay test must pass for every version in
 flight. If an old fixture stops replaying, guard the change with
@@ -277,10 +279,113 @@ async def record_canary() -> None:
     print(f"recorded {HERE / 'canary.json'}", file=sys.stderr)
 
 
+SAFETY_APP = """\
+application: shop
+environments:
+  - name: staging
+  - name: production
+    rollback: {automatic: true}
+    preconditions:
+      - approval: {}
+"""
+
+SAFETY_SERVICE = """\
+service: checkout
+application: shop
+releases: {supersede: true}
+steps:
+  - name: deploy
+    command: {apply: "./deploy.sh"}
+"""
+
+
+async def record_safety() -> None:
+    """Lanes, supersede and an automatic rollback: `rolled_back.json`, `superseded.json` and the
+    production ledger that kept the lane (`lane.json`)."""
+    work = Path(tempfile.mkdtemp(prefix="prodline-replay-"))
+    (work / "prodline.yaml").write_text(SAFETY_APP)
+    (work / "svc").mkdir()
+    (work / "svc" / "prodline.service.yaml").write_text(SAFETY_SERVICE)
+    deploy = work / "svc" / "deploy.sh"
+    deploy.write_text(
+        '#!/bin/sh\n[ "$PRODLINE_ENVIRONMENT" = production ] && [ "$PRODLINE_VERSION" = 1.1.0 ] && exit 3\necho ok\n'
+    )
+    deploy.chmod(0o755)
+    store = LocalArtifactStore(work / "artifacts")
+    os.environ["PRODLINE_ARTIFACT_DIR"] = str(work / "artifacts")
+    os.environ["PRODLINE_CACHE_DIR"] = str(work / "cache")
+    server = DevServer(work / "state", port=free_port(), ui=False)
+    await server.start()
+    try:
+        client = await connect(server.address, "default")
+        async with build_worker(client, QUEUE):
+            service_file = work / "svc" / "prodline.service.yaml"
+            await ApplicationClient(client, QUEUE).apply(work / "prodline.yaml", "platform-team", store)
+            releases = ReleaseClient(client, QUEUE)
+
+            async def start(version: str) -> WorkflowHandle:
+                request = (await prepare(client, service_file, version, {}, "ci-bot", store)).request
+                return await client.start_workflow(
+                    ReleaseWorkflow.run, request, id=request.release_id, task_queue=QUEUE
+                )
+
+            async def waiting(handle: WorkflowHandle, text: str) -> None:
+                for _ in range(600):
+                    with contextlib.suppress(KeyError):
+                        status = await handle.query(ReleaseWorkflow.status)
+                        if text in status.environment("production").waiting_on:
+                            return
+                    await asyncio.sleep(0.05)
+                status = await handle.query(ReleaseWorkflow.status)
+                from prodline.activities.ledger import read_lane
+
+                print(await read_lane(client, "shop", "checkout", "production"))
+                h = await client.get_workflow_handle("deployments:shop.checkout:production").fetch_history()
+                for e in h.events:
+                    if e.HasField("workflow_task_failed_event_attributes"):
+                        print("FAILED", e.workflow_task_failed_event_attributes.failure.message[:500])
+                raise TimeoutError(
+                    f"{handle.id}: {status.state}: {[(e.name, e.phase, e.waiting_on) for e in status.environments]} {status.reason}"
+                )
+
+            async def approve(handle: WorkflowHandle, verdict: Verdict = Verdict.approve) -> None:
+                await waiting(handle, "approval")
+                target = await releases.decision_target(handle.id, "production")
+                await releases.decide(target, verdict, "alice")
+
+            first = await start("1.0.0")
+            await approve(first)
+            await _finished(first)
+            # 1.1.0 holds production's lane (waiting for approval); 1.1.1 waits behind it and is
+            # superseded by 1.1.2; 1.1.0 then fails in production and is rolled back to 1.0.0.
+            held = await start("1.1.0")
+            await waiting(held, "approval")
+            queued = await start("1.1.1")
+            await waiting(queued, "to leave production")
+            newest = await start("1.1.2")
+            await _finished(queued)
+            await approve(held)
+            await _finished(held)
+            await approve(newest, Verdict.reject)
+            await _finished(newest)
+            for name, handle in (("rolled_back", held), ("superseded", queued)):
+                history = await handle.fetch_history()
+                (HERE / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+            lane = client.get_workflow_handle("deployments:shop.checkout:production")
+            await lane.terminate("recorded")
+            (HERE / "lane.json").write_text(
+                json.dumps(json.loads((await lane.fetch_history()).to_json()), indent=1) + "\n"
+            )
+    finally:
+        server.stop()
+    print(f"recorded lanes and rollbacks in {HERE}", file=sys.stderr)
+
+
 async def _finished(handle: WorkflowHandle) -> None:
     with contextlib.suppress(Exception):
         await handle.result()
 
 
 if __name__ == "__main__":
-    asyncio.run(record_canary() if sys.argv[1:] == ["canary"] else record())
+    recorders = {"canary": record_canary, "safety": record_safety}
+    asyncio.run(recorders[sys.argv[1]]() if sys.argv[1:] else record())
