@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
-from conftest import approval_app, final_state, ledgers, service, step, waiting_in
+from conftest import approval_app, final_state, ledgers, service, step, wait_for, waiting_in
 
 # Each deploy writes "start V" and "end V" around a pause: interleaved releases would show it.
 DEPLOY = 'echo "start $PRODLINE_VERSION" >> "../log-$PRODLINE_ENVIRONMENT"; sleep 0.3; echo "end $PRODLINE_VERSION" >> "../log-$PRODLINE_ENVIRONMENT"\n'
@@ -95,3 +97,33 @@ def test_a_frozen_environment_holds_releases_until_it_is_unfrozen(cli, worker, p
     assert cli.run("unfreeze", *app, "--environment", "production", "--as", "carol").returncode == 0
     final_state(cli, project.release_id("4.0.0"), "succeeded")
     assert pairs(tmp_path / "log-production") == ["4.0.0"]
+
+
+def contiguous(path) -> list[str]:
+    """The versions in the log, each one block: a retried step may repeat its own lines, but
+    no other version's line ever falls inside its block."""
+    versions = [line.split()[1] for line in path.read_text().split("\n")[:-1]]
+    blocks = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
+    assert len(blocks) == len(set(blocks)), versions
+    return blocks
+
+
+def test_lanes_hold_across_a_worker_killed_mid_deploy(cli, project, tmp_path):
+    head = "releases: {allow_downgrade: true}\n"
+    service_file = project(service(step("deploy", "./deploy.sh"), head=head), scripts={"deploy.sh": DEPLOY})
+    worker = cli.worker()
+    try:
+        versions = ["6.0.1", "6.0.2", "6.0.3"]
+        for version in versions:
+            assert cli.run("release", "start", str(service_file), "--version", version).returncode == 0
+        wait_for(lambda: (tmp_path / "log-staging").exists(), what="the first deploy to start")
+        os.killpg(worker.pid, signal.SIGKILL)  # mid-step, with two releases waiting in the lane
+        worker.wait()
+        worker = cli.worker()
+        for version in versions:
+            final_state(cli, project.release_id(version), "succeeded")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+    for env in ("staging", "production"):
+        assert sorted(contiguous(tmp_path / f"log-{env}")) == versions
