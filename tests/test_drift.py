@@ -59,3 +59,20 @@ def test_drift_made_by_hand_is_reported_and_healed_only_when_asked(cli, worker, 
     assert (tmp_path / "current-production").read_text() == "1.0.0\n"
     _, production = ledgers(temporal, project)
     assert [(r.version, r.kind) for r in production] == [("1.0.0", "release"), ("1.0.0", "heal")]
+
+
+def test_a_held_environment_is_reported_never_healed(cli, worker, project, tmp_path, temporal):
+    service_file = drifting_project(project, self_heal=True)
+    for version in ("1.0.0", "1.1.0"):
+        assert cli.run("release", "start", str(service_file), "--version", version, "--wait").returncode == 0
+    rolled = cli.run(
+        "rollback", "checkout", "--environment", "production", "--reason", "1.1.0 is slow",
+        "--application", project.application, "--wait",
+    )  # fmt: skip
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    (tmp_path / "current-production").write_text("hotfix-by-hand\n")
+    check_now(temporal, project)
+    report = wait_for(lambda: (r := drift_report(temporal, project)).drifted and r, what="drift found")
+    assert report.version == "1.0.0"
+    assert report.healing.startswith("not healed: production is held at 1.0.0")
+    assert (tmp_path / "current-production").read_text() == "hotfix-by-hand\n"
