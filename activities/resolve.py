@@ -33,7 +33,7 @@ from prodline.config.application import Application
 from prodline.config.errors import ConfigError
 from prodline.config.loader import file_kind
 from prodline.config.problems import parse_model
-from prodline.config.release import EnvironmentRun, ReleasePlan, ReleaseRequest, build_plan
+from prodline.config.release import EnvironmentRun, ReleasePlan, ReleaseRequest, build_plan, freeze_gate
 from prodline.config.resolve import combine, environment_rules
 from prodline.config.rules import Precondition
 from prodline.config.service import Service
@@ -224,6 +224,7 @@ def restore_plan(request: ReleaseRequest, revision: Revision, records: list[Depl
         )
     record = verified[-1]
     preconditions, checks = environment_rules(env, app)
+    preconditions = [freeze_gate(app.application, env), *preconditions]  # as every release has it
     bypass = set(env.rollback.bypass) if order.kind == "rollback" else set()
     kept, skipped = _bypassed(preconditions, bypass)
     stage = EnvironmentRun(

@@ -59,8 +59,12 @@ class Lanes:
 
     def told(self, turn: LaneTurn) -> None:
         """The ledger's answer (the ``turn`` signal)."""
-        if turn.environment in self._entered:
-            self._turns[turn.environment] = turn
+        if turn.environment not in self._entered:
+            return
+        current = self._turns.get(turn.environment)
+        if current is not None and current.granted and not turn.granted:
+            return  # a late "waiting" answer, overtaken by the grant
+        self._turns[turn.environment] = turn
 
     def live(self, environment: str) -> DeploymentRecord | None:
         """What ran in the environment when this release got its turn there."""
@@ -107,6 +111,10 @@ class Lanes:
     def _downgrade(self, stage: EnvironmentRun, turn: LaneTurn, kind: DeploymentKind) -> str:
         """Why this release may not deploy over what is live ("" if it may)."""
         live, version = turn.live, self._request.version
+        if kind == "heal" and (live is None or live.version != version):
+            # Healing puts back what is live; what was live when the drift was found may not be any more.
+            now = f"{live.version} is live there now" if live else "nothing is live there now"
+            return f"nothing to heal: {version} was live in {stage.name} when the drift was found; {now}"
         if kind != "release" or live is None or stage.allow_downgrade or not is_older(version, live.version):
             return ""
         return (

@@ -89,7 +89,8 @@ class DeploymentLedgerWorkflow:
                 record.version,
                 record.started_at,
             ):
-                records[i] = record
+                if existing.state is not DeploymentState.succeeded:  # a verified deployment stays verified
+                    records[i] = record
                 break
         else:
             records.append(record)
@@ -127,6 +128,10 @@ class DeploymentLedgerWorkflow:
         if state.holder is not None and state.holder.release_id == entry.release_id:
             self._grant(state.holder)  # asked again (a retried activity): the answer again
             return
+        if state.holder is not None:
+            # Is the holder still there? A terminated release never records its end; a turn it
+            # cannot be told makes it leave (``_send``), so the lane never stays stuck behind it.
+            self._grant(state.holder)
         if any(e.release_id == entry.release_id for e in state.queue):
             return
         if entry.kind == "release":
@@ -137,7 +142,7 @@ class DeploymentLedgerWorkflow:
             # A rollback or a heal goes first; a rollback also stops the release holding the lane.
             state.queue.insert(0, entry)
             holder = state.holder
-            if entry.kind == "rollback" and holder is not None and holder.kind == "release":
+            if entry.kind == "rollback" and holder is not None and holder.kind != "rollback":
                 self._later(self._cancel(holder, entry))
         self._advance()
         if state.holder is None or state.holder.release_id != entry.release_id:
@@ -188,8 +193,8 @@ class DeploymentLedgerWorkflow:
         if state.holder is not None:
             return
         for entry in state.queue:
-            if state.hold is not None and entry.kind == "release":
-                continue  # held: only a rollback moves the environment, until someone lifts the hold
+            if state.hold is not None and entry.kind != "rollback":
+                continue  # held: only a rollback moves the environment (no release, no heal) until it is lifted
             state.queue.remove(entry)
             state.holder = entry
             self._grant(entry)

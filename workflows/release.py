@@ -465,6 +465,10 @@ class ReleaseWorkflow:
                 "reason": f"restored after {self._request.version} failed",
                 "applied": self._applied.get(stage.name, {}),
                 "applied_keys": self._applied_keys.get(stage.name, {}),
+                # Where and under which revision it ran now (the code is the verified deployment's).
+                "env": stage.env,
+                "task_queue": stage.task_queue,
+                "revision": self._plan.revision,
                 "approved_by": [],
                 "bypassed": [],
                 "leaves_lane": False,
@@ -724,6 +728,8 @@ class ReleaseWorkflow:
     async def _finish(self, state: ReleaseState, reason: str, current: EnvironmentRun | None) -> None:
         status = self._board.status
         status.state, status.reason = state, reason
+        if current is not None and status.environment(current.name).phase is Phase.succeeded:
+            current = None  # recorded as verified already: a late cancel does not undo that
         if current is not None:
             env = status.environment(current.name)
             env.phase = _PHASE_AT_END.get(state, Phase.failed)
