@@ -153,6 +153,7 @@ ENVIRONMENTS = ("staging", "production")
 NOOP_SERVICE = """\
 service: {service}
 application: {application}
+releases: {{allow_downgrade: true}}  # versions of one service started at once reach the lane in any order
 steps:
   - name: deploy
     command: {{apply: "true"}}
