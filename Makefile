@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/terraform_step.py
 	$(BIN)/python bench/kube_step.py
+	$(BIN)/python bench/lanes.py --services 20
 
 # Stops a running demo first: its server must not keep writing into what is removed.
 # The two examples/ paths are where older versions of the demo wrote.

@@ -62,70 +62,10 @@ from temporalio import activity, workflow
 
 # Trial changes ``--trial-fix`` makes to the measured copy of prodline (never to the working tree):
 # NAME -> (file in the package, text there now, what it becomes). See the report for why.
-TRIAL_FIXES = {
-    # The freeze gate's re-check right before the first step only where time passed since the
-    # gate passed (an approval, a soak, a window...): back to back, it asks the same question twice.
-    "recheck-after-a-wait": (
-        "workflows/release.py",
-        """            for rule in stage.preconditions:
-                await self._gates.hold(stage, rule, rule.on_failure, f"precondition {rule.label}")
-            await self._gates.run_checks(stage, Lifecycle.before_deploy)
-            for rule in stage.preconditions:
-                if rule.spec.recheck_before_deploy:
-""",
-        """            passed_at = {}
-            for rule in stage.preconditions:
-                await self._gates.hold(stage, rule, rule.on_failure, f"precondition {rule.label}")
-                passed_at[rule.label] = workflow.now()
-            await self._gates.run_checks(stage, Lifecycle.before_deploy)
-            for rule in stage.preconditions:
-                if rule.spec.recheck_before_deploy and workflow.now() > passed_at[rule.label]:
-""",
-    ),
-    # With each grant the ledger tells every release still waiting who is ahead now: n queued
-    # releases cost n(n-1)/2 signals and as many workflow tasks. This measures the lane without them.
-    "no-waiting-fanout": (
-        "workflows/ledger.py",
-        """            self._grant(entry)
-            for waiting in state.queue:  # who they wait for now
-                self._tell(waiting, self._waiting_turn())
-            return
-""",
-        """            self._grant(entry)
-            return
-""",
-    ),
-    # The freeze gate reads the clock and queries the application workflow: as a local activity
-    # (as the ledger record and the lane request are) it costs no activity task round trip.
-    "freeze-local": (
-        "workflows/gates.py",
-        """            result = await workflow.execute_activity(
-                EVALUATE_RULE,
-                RuleRun(context=ctx, rule=rule),
-                result_type=RuleResult,
-                # No heartbeat timeout: HTTP evaluations do not heartbeat; each kind is bounded by its budget.
-                start_to_close_timeout=rule.spec.evaluation_budget + _EVALUATION_SLACK,
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{stage.name}: {label}",
-                task_queue=stage.task_queue or None,  # the environment's own workers, if it names them
-            )
-""",
-        """            options = dict(
-                result_type=RuleResult,
-                start_to_close_timeout=rule.spec.evaluation_budget + _EVALUATION_SLACK,
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{stage.name}: {label}",
-            )
-            if getattr(rule, "freeze", None) is not None:
-                result = await workflow.execute_local_activity(EVALUATE_RULE, RuleRun(context=ctx, rule=rule), **options)
-            else:
-                result = await workflow.execute_activity(
-                    EVALUATE_RULE, RuleRun(context=ctx, rule=rule), task_queue=stage.task_queue or None, **options
-                )
-""",
-    ),
+TRIAL_FIXES: dict[str, tuple[str, str, str]] = {
+    # Empty: the three measured for issue 12 (the freeze gate as a local activity, its re-check only
+    # after a wait, no "who is ahead" to every waiting release at each grant) are in the workflows
+    # now, behind the `quick-handover` and `waiting-behind` patches (RESULTS.md, section 9).
 }
 
 
@@ -973,9 +913,10 @@ def handover_report(result: dict[str, Any], command: str) -> str:
     marker_lag = stats(prodline, "A: marker after ledger has the record")[0]
     lines += [
         "",
-        "The hand-over by how many releases still waited behind B (the `turn` signals the ledger sent with B's):",
+        "The hand-over by how many other `turn` signals the ledger sent in the task that granted B's (before the "
+        "`waiting-behind` patch: one per release still waiting):",
         "",
-        "| still waiting | hand-overs | prodline p50 | B's rules p50 | baseline p50 |",
+        "| other turns sent | hand-overs | prodline p50 | B's rules p50 | baseline p50 |",
         "|---|---|---|---|---|",
     ]
     width = max(1, (result["n"] + 3) // 4)
@@ -989,11 +930,12 @@ def handover_report(result: dict[str, Any], command: str) -> str:
     lines += [
         "",
         f"A's record marker is written {ms(marker_lag)} after the ledger received the record (the local activity "
-        "runs inside A's workflow task, which completes after it). With each turn it grants, the ledger also tells "
-        f"every release still waiting who is ahead now: a median of {fan_out:.0f} more `turn` signals in the same "
-        "task, each a workflow task of its own on the worker. Between its turn and its step, B evaluated "
-        f"{rules:.0f} rules as activities and {local_rules:.0f} as local activities (`prodline.evaluate_rule`: the "
-        "freeze precondition every environment starts with, and its re-check right before the first step).",
+        "runs inside A's workflow task, which completes after it). With the turn it grants, the ledger sent a "
+        f"median of {fan_out:.0f} other `turn` signals in the same task (each a workflow task of its own on the "
+        "worker; a release waiting is told again only when the release right ahead of it changes). Between its "
+        f"turn and its step, B evaluated {rules:.0f} rules as activities and {local_rules:.0f} as local activities "
+        "(`prodline.evaluate_rule`: the freeze precondition every environment starts with, re-checked right "
+        "before the first step only if time passed since it passed).",
         "",
         f"`{command}` wrote this section.",
     ]

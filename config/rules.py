@@ -61,6 +61,10 @@ class RuleSpec(Model):
     # Whether the rule is evaluated again right before the first step is applied,
     # because it can stop holding while the release waits for people.
     recheck_before_deploy: ClassVar[bool] = False
+    # Whether the worker running the release evaluates it, as a local activity: for kinds that read
+    # only the clock and Temporal, so a remote activity's round trip (and the environment's own
+    # task queue) buys nothing. Every environment starts with one (the freeze gate).
+    evaluated_locally: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -271,6 +275,7 @@ class FreezeRule(RuleSpec):
 
     # Re-checked right before the first step is applied: someone may freeze while people approve.
     recheck_before_deploy: ClassVar[bool] = True
+    evaluated_locally: ClassVar[bool] = True  # the clock and a query of the application workflow
 
     application: Name
     environment: Name

@@ -352,7 +352,9 @@ class LaneTurn(BaseModel):
     environment: str
     granted: bool = False
     superseded_by: str = Field(default="", description="The newer release that superseded this one.")
-    ahead: str = Field(default="", description="Not granted yet: the release holding the lane.")
+    ahead: str = Field(
+        default="", description="Not granted yet: the release right ahead of it, holding the lane or queued."
+    )
     held: Hold | None = None
     live: DeploymentRecord | None = Field(default=None, description="Granted: what runs there now.")
 

@@ -42,12 +42,22 @@ def test_a_release_waits_for_the_one_ahead_and_says_so(cli, worker, project, tmp
     waiting_in(
         cli, project.release_id("7.0.1"), "production", f"waiting for {project.release_id('7.0.0')} to leave production"
     )
+    # A third waits for the second, which leaves production before it whether it holds the lane or not.
+    assert cli.run("release", "start", str(service_file), "--version", "7.0.2").returncode == 0
+    waiting_in(
+        cli, project.release_id("7.0.2"), "production", f"waiting for {project.release_id('7.0.1')} to leave production"
+    )
     # 7.0.0 is approved and deployed; 7.0.1 then gets its turn, and its approval.
     assert cli.run("approve", project.release_id("7.0.0"), "--as", "alice").returncode == 0
     waiting_in(cli, project.release_id("7.0.1"), "production", "approval")
+    waiting_in(
+        cli, project.release_id("7.0.2"), "production", f"waiting for {project.release_id('7.0.1')} to leave production"
+    )
     assert cli.run("approve", project.release_id("7.0.1"), "--as", "alice").returncode == 0
-    final_state(cli, project.release_id("7.0.1"), "succeeded")
-    assert pairs(tmp_path / "log-production") == ["7.0.0", "7.0.1"]
+    waiting_in(cli, project.release_id("7.0.2"), "production", "approval")
+    assert cli.run("approve", project.release_id("7.0.2"), "--as", "alice").returncode == 0
+    final_state(cli, project.release_id("7.0.2"), "succeeded")
+    assert pairs(tmp_path / "log-production") == ["7.0.0", "7.0.1", "7.0.2"]
 
 
 def test_an_older_version_never_lands_over_a_newer_one(cli, worker, project, tmp_path, temporal):
@@ -127,3 +137,25 @@ def test_lanes_hold_across_a_worker_killed_mid_deploy(cli, project, tmp_path):
         worker.wait(30)
     for env in ("staging", "production"):
         assert sorted(contiguous(tmp_path / f"log-{env}")) == versions
+
+
+def test_a_late_waiting_answer_never_replaces_superseded():
+    # Temporal does not order signals from one workflow to another: the ledger's "waiting for the
+    # holder" can arrive after its "superseded by 1.0.1". Taking the late one, the release waited
+    # forever for a turn the ledger, having dropped it, would never give.
+    from prodline.config.release import ReleaseRequest
+    from prodline.contracts import LaneTurn, ReleaseRef, ReleaseStatus
+    from prodline.workflows.lane import Lanes
+    from prodline.workflows.status import StatusBoard
+
+    request = ReleaseRequest(application="shop", service="checkout", version="1.0.0", initiator="ci")
+    board = StatusBoard(ReleaseStatus(**ReleaseRef.of("shop", "checkout", "1.0.0"), initiator="ci"))
+    for final in (True, False):  # the fix, and older releases that replay without it
+        lanes = Lanes(request, board)
+        lanes.superseded_is_final = final
+        lanes.expect("production")
+        lanes.told(LaneTurn(environment="production", superseded_by="shop.checkout@1.0.1"))
+        lanes.told(LaneTurn(environment="production", ahead="shop.checkout@0.9.0"))
+        answer = lanes.answer("production")
+        assert answer is not None
+        assert answer.superseded_by == ("shop.checkout@1.0.1" if final else ""), answer

@@ -124,6 +124,9 @@ class Gates:
         self._gates_opened = 0
         # Set while a canary's pause runs its rules: an operator's command stops them at once.
         self.interrupted: Callable[[], bool] = lambda: False
+        # Rule kinds that read only the clock and Temporal run as local activities (older
+        # histories evaluated every rule as an activity; the release sets this from its patch).
+        self.local_rules = False
 
     # --- rules ------------------------------------------------------------------------
 
@@ -219,18 +222,24 @@ class Gates:
     async def evaluate(self, stage: EnvironmentRun, rule: Check | Precondition, label: str) -> RuleResult:
         ctx = self._context(stage).model_copy(update={"args": {k: str(v) for k, v in rule.args.items()}})
         stop_if_cancelled()
+        run = RuleRun(context=ctx, rule=rule)
+        # No heartbeat timeout: HTTP evaluations do not heartbeat; each kind is bounded by its budget.
+        budget = rule.spec.evaluation_budget + _EVALUATION_SLACK
+        retry = RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG])
+        waits = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        summary = f"{stage.name}: {label}"
         try:
-            result = await workflow.execute_activity(
-                EVALUATE_RULE,
-                RuleRun(context=ctx, rule=rule),
-                result_type=RuleResult,
-                # No heartbeat timeout: HTTP evaluations do not heartbeat; each kind is bounded by its budget.
-                start_to_close_timeout=rule.spec.evaluation_budget + _EVALUATION_SLACK,
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[NON_RETRYABLE_CONFIG]),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{stage.name}: {label}",
-                task_queue=stage.task_queue or None,  # the environment's own workers, if it names them
-            )
+            if self.local_rules and rule.spec.evaluated_locally:
+                result = await workflow.execute_local_activity(
+                    EVALUATE_RULE, run, result_type=RuleResult, start_to_close_timeout=budget,
+                    retry_policy=retry, cancellation_type=waits, summary=summary,
+                )  # fmt: skip
+            else:
+                result = await workflow.execute_activity(
+                    EVALUATE_RULE, run, result_type=RuleResult, start_to_close_timeout=budget,
+                    retry_policy=retry, cancellation_type=waits, summary=summary,
+                    task_queue=stage.task_queue or None,  # the environment's own workers, if it names them
+                )  # fmt: skip
         except ActivityError as exc:
             if isinstance(exc.cause, CancelledError):
                 raise asyncio.CancelledError() from exc

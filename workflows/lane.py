@@ -3,8 +3,8 @@
 Before it plans anything in an environment, the release asks that
 environment's ledger (``workflows/ledger.py``) for its turn and waits for the
 answer, durably: a timer-free wait on a signal. While it waits, its status
-says for whom ("waiting for shop.checkout@1.4.2 to leave production", "held at
-2.0.0 ..."). The answer is one of:
+says for whom: the release right ahead of it ("waiting for shop.checkout@1.4.2
+to leave production"), or the hold ("held at 2.0.0 ..."). The answer is one of:
 
 * its turn, with what runs there now (which lets the release refuse to put an
   older version over a newer one, and is what an automatic rollback restores);
@@ -56,6 +56,7 @@ class Lanes:
         self._entered: set[str] = set()
         self.holding = ""  # the environment whose lane this release holds now
         self.used = False  # a release started before lanes existed replays without them
+        self.superseded_is_final = False  # older releases let a late "waiting" answer replace it
 
     def told(self, turn: LaneTurn) -> None:
         """The ledger's answer (the ``turn`` signal)."""
@@ -64,7 +65,18 @@ class Lanes:
         current = self._turns.get(turn.environment)
         if current is not None and current.granted and not turn.granted:
             return  # a late "waiting" answer, overtaken by the grant
+        if self.superseded_is_final and current is not None and current.superseded_by and not turn.granted:
+            return  # the same for being superseded: the ledger has dropped it, nothing else comes
         self._turns[turn.environment] = turn
+
+    def expect(self, environment: str) -> None:
+        """Answers for the environment count from now on (the release is asking for its turn there)."""
+        self._entered.add(environment)
+        self._turns.pop(environment, None)
+
+    def answer(self, environment: str) -> LaneTurn | None:
+        """The ledger's answer that stands for the environment (None before the first)."""
+        return self._turns.get(environment)
 
     def live(self, environment: str) -> DeploymentRecord | None:
         """What ran in the environment when this release got its turn there."""
@@ -82,12 +94,11 @@ class Lanes:
             by=self._board.status.initiator,
             supersede=stage.supersede,
         )
-        self._entered.add(stage.name)
-        self._turns.pop(stage.name, None)
+        self.expect(stage.name)
         await self._send(stage.name, LaneRequest(**self._where(stage.name), action="enter", entry=entry))
         shown: list[LaneTurn | None] = [None]  # the answer on display (a list: the condition reads it)
         while True:
-            await workflow.wait_condition(lambda: self._turns.get(stage.name) not in (None, shown[0]))
+            await workflow.wait_condition(lambda: self.answer(stage.name) not in (None, shown[0]))
             turn = self._turns[stage.name]
             if turn.granted:
                 self.holding = stage.name
@@ -105,7 +116,7 @@ class Lanes:
             shown[0] = turn
             if turn.held is not None:
                 self._board.wait(stage.name, held_message(stage.name, r.service, turn.held))
-            else:
+            else:  # the one ahead holds the lane, or is queued before this one: it leaves first either way
                 self._board.wait(stage.name, f"waiting for {turn.ahead or 'the release ahead'} to leave {stage.name}")
 
     def _downgrade(self, stage: EnvironmentRun, turn: LaneTurn, kind: DeploymentKind) -> str:

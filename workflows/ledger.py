@@ -5,8 +5,11 @@ was deployed) and owns the environment's *lane*: releases of the service
 there take turns, one at a time.
 
 * A release asks for its turn (``lane`` signal, ``enter``) before it plans
-  anything in the environment, and waits for the ledger's ``turn`` signal. The
-  turn goes to the first release waiting; a rollback goes first, and the
+  anything in the environment, and waits for the ledger's ``turn`` signal.
+  While it waits it is told who is right ahead of it (the holder, or the
+  release queued before it: either leaves the environment first), again only
+  when that changes: a grant tells no one but the release granted, so a
+  hand-over costs one signal however long the queue. The turn goes to the first release waiting; a rollback goes first, and the
   release holding the lane is cancelled for it (a health wait, an approval or
   a soak must not stand in the way of recovery).
 * The holder leaves when its deployment is recorded (the ``record`` signal),
@@ -57,6 +60,12 @@ with workflow.unsafe.imports_passed_through():
 KEEP_RECORDS = 100
 SIGNALS_PER_RUN = 500
 
+# Releases waiting in the lane are told who is right ahead of them (the holder, or the release
+# queued before them), and told again only when that changes: telling all n waiting who holds
+# the lane at every grant cost n(n-1)/2 signals, and their workflow tasks delayed the release
+# granted (bench/lanes.py). Older runs did that.
+WAITING_BEHIND = "waiting-behind"
+
 
 @workflow.defn(name=LEDGER_WORKFLOW)
 class DeploymentLedgerWorkflow:
@@ -65,6 +74,9 @@ class DeploymentLedgerWorkflow:
         self._state = state
         self._signals = 0
         self._sending: set[asyncio.Task[None]] = set()
+        self._behind: bool | None = None  # whether waiting releases are told who is right ahead (a patch)
+        # What each waiting release was last told (who is ahead, the hold): it is told again when that changes.
+        self._told: dict[str, tuple[str, Hold | None]] = {}
 
     @workflow.run
     async def run(self, state: LedgerState) -> None:
@@ -145,8 +157,8 @@ class DeploymentLedgerWorkflow:
             if entry.kind == "rollback" and holder is not None and holder.kind != "rollback":
                 self._later(self._cancel(holder, entry))
         self._advance()
-        if state.holder is None or state.holder.release_id != entry.release_id:
-            self._tell(entry, self._waiting_turn())
+        if not self._telling_behind() and (state.holder is None or state.holder.release_id != entry.release_id):
+            self._tell(entry, self._waiting_turn())  # (told by _advance otherwise)
 
     @workflow.update(name=UNHOLD_UPDATE)
     def unhold(self, request: Unhold) -> str:
@@ -183,26 +195,55 @@ class DeploymentLedgerWorkflow:
     def _leave(self, release_id: str) -> None:
         state = self._state
         state.queue = [e for e in state.queue if e.release_id != release_id]
+        self._told.pop(release_id, None)
         if state.holder is not None and state.holder.release_id == release_id:
             state.holder = None
             self._advance()
+        elif self._telling_behind():
+            self._tell_waiting()  # the one behind it waits for another now
 
     def _advance(self) -> None:
         """Give the lane to the first release that may have it, if it is free."""
         state = self._state
-        if state.holder is not None:
-            return
-        for entry in state.queue:
-            if state.hold is not None and entry.kind != "rollback":
-                continue  # held: only a rollback moves the environment (no release, no heal) until it is lifted
-            state.queue.remove(entry)
-            state.holder = entry
-            self._grant(entry)
-            for waiting in state.queue:  # who they wait for now
-                self._tell(waiting, self._waiting_turn())
-            return
-        for waiting in state.queue:  # the lane is free, and held: they wait for the hold to be lifted
-            self._tell(waiting, self._waiting_turn())
+        if state.holder is None:
+            for entry in state.queue:
+                if state.hold is not None and entry.kind != "rollback":
+                    continue  # held: only a rollback moves the environment (no release, no heal) until it is lifted
+                state.queue.remove(entry)
+                self._told.pop(entry.release_id, None)
+                state.holder = entry
+                self._grant(entry)
+                break
+            else:
+                if not self._telling_behind():
+                    for waiting in state.queue:  # the lane is free, and held: they wait for the hold to be lifted
+                        self._tell(waiting, self._waiting_turn())
+                    return
+            if not self._telling_behind():
+                for waiting in state.queue:  # who they wait for now
+                    self._tell(waiting, self._waiting_turn())
+                return
+        if self._telling_behind():
+            self._tell_waiting()
+
+    def _telling_behind(self) -> bool:
+        # Asked when first needed, which may be in a signal handler run before ``run``.
+        if self._behind is None:
+            self._behind = workflow.patched(WAITING_BEHIND)
+        return self._behind
+
+    def _tell_waiting(self) -> None:
+        """Tell each waiting release who is right ahead of it, where that changed since it was told."""
+        state = self._state
+        # A grant changes nobody's: the first waiting release waited for the one granted, which
+        # now holds the lane and has yet to leave it.
+        ahead = state.holder.release_id if state.holder else ""
+        for waiting in state.queue:
+            now = (ahead, state.hold)
+            if self._told.get(waiting.release_id) != now:
+                self._told[waiting.release_id] = now
+                self._tell(waiting, LaneTurn(environment=state.environment, ahead=ahead, held=state.hold))
+            ahead = waiting.release_id
 
     def _grant(self, entry: LaneEntry) -> None:
         state = self._state
@@ -222,6 +263,7 @@ class DeploymentLedgerWorkflow:
         older = [e for e in state.queue if e.kind == "release" and is_older(e.version, newer.version)]
         for entry in older:
             state.queue.remove(entry)
+            self._told.pop(entry.release_id, None)
             self._tell(entry, LaneTurn(environment=state.environment, superseded_by=newer.release_id))
 
     def _tell(self, entry: LaneEntry, turn: LaneTurn) -> None:

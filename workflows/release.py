@@ -109,6 +109,11 @@ _CLEANUP_RETRY = RetryPolicy(
 
 # Releases take turns per environment (workflows/lane.py); older histories did not.
 LANES = "lanes"
+# The freeze gate as a local activity, re-checked before the first step only if time passed
+# since it passed (bench/lanes.py: a lane's hand-over); older histories did neither.
+QUICK_HANDOVER = "quick-handover"
+# A late "waiting" turn no longer replaces "superseded" (it did, and the release waited forever).
+SUPERSEDED_IS_FINAL = "superseded-is-final"
 
 # How a failure ends a release that deployed something: the states after which an automatic
 # rollback restores the version verified before (a cancel or a rejection is someone's choice).
@@ -175,6 +180,7 @@ class ReleaseWorkflow:
         self._applied_keys: dict[str, dict[str, str]] = {}  # and where it is in the artifact store
         self._canary: Canary | None = None  # the canary being driven, which operators may steer
         self._lanes = Lanes(request, self._board)
+        self._quick_handover = False  # set from its patch in the first workflow task
         # Environments where a step started applying: a failure there may roll back.
         self._touched: set[str] = set()
         # Per environment, the verified deployment being restored (an automatic rollback).
@@ -250,6 +256,8 @@ class ReleaseWorkflow:
             # Asked here, in the first workflow task: a patch first asked right after a local
             # activity can be asked in another task on replay than it was recorded in.
             self._lanes.used = workflow.patched(LANES)
+            self._quick_handover = self._gates.local_rules = workflow.patched(QUICK_HANDOVER)
+            self._lanes.superseded_is_final = workflow.patched(SUPERSEDED_IS_FINAL)
             if workflow.patched(REGISTERED_APPLICATIONS):
                 # Whatever the input says about environments or rules is ignored: the plan
                 # comes from the registered application and the bundle, on a trusted worker.
@@ -389,11 +397,15 @@ class ReleaseWorkflow:
                 if s.spec.has_plan and not s.spec.reads_step_outputs
             }
             await self._gates.run_checks(stage, Lifecycle.before_approval)
+            passed_at = []
             for rule in stage.preconditions:
                 await self._gates.hold(stage, rule, rule.on_failure, f"precondition {rule.label}")
+                passed_at.append(workflow.now())
             await self._gates.run_checks(stage, Lifecycle.before_deploy)
-            for rule in stage.preconditions:
-                if rule.spec.recheck_before_deploy:
+            for rule, passed in zip(stage.preconditions, passed_at, strict=True):
+                # Re-checked if it may have stopped holding since it passed (people approved, a soak
+                # ran...); passed in this very workflow task, it would answer the same again.
+                if rule.spec.recheck_before_deploy and (workflow.now() > passed or not self._quick_handover):
                     await self._gates.hold(stage, rule, rule.on_failure, f"precondition {rule.label} (re-check)")
             try:
                 await self._apply_steps(stage, todo, plans, applied)
