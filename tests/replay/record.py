@@ -5,7 +5,8 @@ releases: `.venv/bin/python tests/replay/record.py` (`... record.py canary` reco
 `canary.json`: an Argo Rollouts canary walked pause by pause on the fake API server in
 tests/kubeapi, the first pause promoted by an operator during its watch, the second approved;
 `... record.py safety` records a release rolled back automatically, one superseded in its
-lane, and the ledger that kept the lane). Keep the old fixtures
+lane, and the ledger that kept the lane; the `.v1` ones were recorded before the patches
+quick-handover, waiting-behind and superseded-is-final). Keep the old fixtures
 too (rename them, e.g. `succeeded.v1.json`) while releases started by the old
 code may still be running: the replay test must pass for every version in
 flight. If an old fixture stops replaying, guard the change with
@@ -337,13 +338,6 @@ async def record_safety() -> None:
                             return
                     await asyncio.sleep(0.05)
                 status = await handle.query(ReleaseWorkflow.status)
-                from prodline.activities.ledger import read_lane
-
-                print(await read_lane(client, "shop", "checkout", "production"))
-                h = await client.get_workflow_handle("deployments:shop.checkout:production").fetch_history()
-                for e in h.events:
-                    if e.HasField("workflow_task_failed_event_attributes"):
-                        print("FAILED", e.workflow_task_failed_event_attributes.failure.message[:500])
                 raise TimeoutError(
                     f"{handle.id}: {status.state}: {[(e.name, e.phase, e.waiting_on) for e in status.environments]} {status.reason}"
                 )
