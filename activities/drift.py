@@ -30,6 +30,7 @@ from prodline.contracts import (
     READ_LANE,
     DriftCheck,
     LaneView,
+    drift_check_id,
     drift_schedule_id,
 )
 
@@ -47,7 +48,7 @@ class DriftActivities:
             action=ScheduleActionStartWorkflow(
                 DRIFT_WORKFLOW,
                 check,
-                id=f"{schedule_id}:check",
+                id=drift_check_id(check.application, check.service, check.environment),
                 task_queue=activity.info().task_queue,
                 static_summary=f"drift check of {check.service} in {check.environment}",
             ),

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec
 
 from prodline.client import ReleaseClient
@@ -44,6 +45,27 @@ def initiator(explicit: str | None = None) -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
+
+
+def application_name(explicit: str | None, here: Path | None = None) -> str:
+    """``--application``, else the ``application:`` of the nearest ``prodline.yaml`` here or above."""
+    from prodline.config.loader import APPLICATION_FILE
+    from prodline.errors import InvalidInput
+
+    if explicit:
+        return explicit
+    start = (here or Path.cwd()).resolve()
+    for folder in [start, *start.parents]:
+        candidate = folder / APPLICATION_FILE
+        if candidate.is_file():
+            from prodline.config.yamlsource import read_yaml
+
+            data = read_yaml(candidate).data
+            name = data.get("application") if isinstance(data, dict) else None
+            if isinstance(name, str) and name:
+                return name
+            raise InvalidInput(f"{candidate}: has no `application:` name; name the application with --application")
+    raise InvalidInput(f"name the application with --application (no {APPLICATION_FILE} in {start} or above)")
 
 
 def warn(message: str) -> None:

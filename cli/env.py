@@ -46,22 +46,18 @@ def add_parsers(sub: argparse._SubParsersAction, connection: Callable[[argparse.
 
 
 def application_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--application", metavar="NAME", help="default: the application of ./prodline.yaml")
-
-
-def _application(args: argparse.Namespace) -> str:
-    from .rollback import application_of  # how rollback and unhold find it: the lane commands agree
-
-    return application_of(args)
+    parser.add_argument(
+        "--application", metavar="NAME", help="default: the application of the nearest prodline.yaml here or above"
+    )
 
 
 # --- env status --------------------------------------------------------------------------
 
 
 def status(args: argparse.Namespace) -> int:
-    from .common import connected
+    from .common import application_name, connected
 
-    return connected(_status)(args, _application(args))
+    return connected(_status)(args, application_name(args.application))
 
 
 async def _status(args: argparse.Namespace, client: ReleaseClient, application: str) -> int:
@@ -169,9 +165,9 @@ def short(digest: str) -> str:
 
 def list_environment(args: argparse.Namespace) -> int:
     """``release list --environment E``: the releases running and queued in E (``--service``: of one service)."""
-    from .common import connected
+    from .common import application_name, connected
 
-    return connected(_list_environment)(args, _application(args))
+    return connected(_list_environment)(args, application_name(args.application))
 
 
 async def _list_environment(args: argparse.Namespace, client: ReleaseClient, application: str) -> int:

@@ -13,7 +13,6 @@ import argparse
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import exit_codes
@@ -48,8 +47,13 @@ def until_time(text: str, now: Callable[[], datetime] = lambda: datetime.now(UTC
     return moment
 
 
-def add_parsers(sub: argparse._SubParsersAction, connection: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``freeze`` and ``unfreeze``; ``connection`` adds the Temporal connection options."""
+def add_parsers(
+    sub: argparse._SubParsersAction,
+    connection: Callable[[argparse.ArgumentParser], None],
+    signing: Callable[[argparse.ArgumentParser, str], None],
+) -> None:
+    """Register ``freeze`` and ``unfreeze``; ``connection`` adds the Temporal connection options,
+    ``signing`` the ``--key`` and ``--valid-for`` ones."""
     p = sub.add_parser(
         "freeze",
         help="freeze an application's environment (or all): releases entering it wait until it is lifted",
@@ -68,6 +72,7 @@ def add_parsers(sub: argparse._SubParsersAction, connection: Callable[[argparse.
     )
     p.add_argument("--as", dest="as_", metavar="NAME", help="who freezes (default: $PRODLINE_USER or $USER)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    signing(p, "the freeze (required where the environment, or any for all, says `verify: ssh`)")
     connection(p)
     p.set_defaults(handler=run)
 
@@ -82,6 +87,7 @@ def add_parsers(sub: argparse._SubParsersAction, connection: Callable[[argparse.
     p.add_argument("--reason", help="recorded with the unfreeze")
     p.add_argument("--as", dest="as_", metavar="NAME", help="who lifts it (default: $PRODLINE_USER or $USER)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    signing(p, "the unfreeze (required where the environment, or any for all, says `verify: ssh`)")
     connection(p)
     p.set_defaults(handler=run)
 
@@ -94,27 +100,6 @@ def _application(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def application_name(explicit: str | None, here: Path | None = None) -> str:
-    """The application named, else the one of the nearest ``prodline.yaml`` here or above."""
-    from prodline.config.loader import APPLICATION_FILE
-    from prodline.errors import InvalidInput
-
-    if explicit:
-        return explicit
-    start = (here or Path.cwd()).resolve()
-    for folder in [start, *start.parents]:
-        candidate = folder / APPLICATION_FILE
-        if candidate.is_file():
-            from prodline.config.yamlsource import read_yaml
-
-            data = read_yaml(candidate).data
-            name = data.get("application") if isinstance(data, dict) else None
-            if isinstance(name, str) and name:
-                return name
-            raise InvalidInput(f"{candidate}: has no `application:` name; name the application with --application")
-    raise InvalidInput(f"name the application with --application (no {APPLICATION_FILE} in {start} or above)")
-
-
 def run(args: argparse.Namespace) -> int:
     """``prodline freeze`` or ``prodline unfreeze``, as ``args.command`` says."""
     from .common import connected
@@ -123,27 +108,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _freeze(args: argparse.Namespace, client: ReleaseClient) -> int:
-    from .common import emit, initiator
+    from .common import application_name, emit, initiator
+    from .keys import signer_from
 
     name = application_name(args.application)
+    signer = signer_from(args, by=args.as_ or "")  # a bad key or --valid-for: exit 2 before anything is sent
     freeze = await _applications(client).freeze(
-        name, args.environment or "", initiator(args.as_), args.reason or "", args.until
+        name, args.environment or "", initiator(args.as_), args.reason or "", args.until, signer
     )
     until = f" until {freeze.until:%Y-%m-%d %H:%M}Z" if freeze.until else " until `prodline unfreeze`"
+    signed = f" [{freeze.verified}]" if freeze.verified else ""
     emit(
         args,
         freeze.model_dump(mode="json"),
-        f"{name}: {freeze.where} frozen by {freeze.by}{until}: {freeze.reason}\n"
+        f"{name}: {freeze.where} frozen by {freeze.by}{signed}{until}: {freeze.reason}\n"
         f"  releases entering {freeze.where} wait; one already deploying there goes on",
     )
     return exit_codes.SUCCEEDED
 
 
 async def _unfreeze(args: argparse.Namespace, client: ReleaseClient) -> int:
-    from .common import emit, initiator
+    from .common import application_name, emit, initiator
+    from .keys import signer_from
 
     name = application_name(args.application)
-    lifted = await _applications(client).unfreeze(name, args.environment or "", initiator(args.as_), args.reason or "")
+    signer = signer_from(args, by=args.as_ or "")
+    lifted = await _applications(client).unfreeze(
+        name, args.environment or "", initiator(args.as_), args.reason or "", signer
+    )
     lines = [f"{name}: lifted {len(lifted)} freeze{'' if len(lifted) == 1 else 's'}"]
     lines += [f"  {f.where}: frozen by {f.by} at {f.at:%Y-%m-%d %H:%M}Z: {f.reason}" for f in lifted]
     emit(args, [f.model_dump(mode="json") for f in lifted], "\n".join(lines))

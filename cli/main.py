@@ -148,11 +148,12 @@ def _safety(sub) -> None:
     p.add_argument("--environment", required=True)
     p.add_argument("--to", metavar="VERSION", help="a version verified there (default: the one before the live one)")
     p.add_argument("--reason", required=True, help="why: recorded with the rollback and the hold")
-    p.add_argument("--application", help="default: the application of ./prodline.yaml")
+    p.add_argument("--application", help="default: the application of the nearest prodline.yaml here or above")
     p.add_argument("--as", dest="as_", metavar="NAME", help="who rolls back (default: $PRODLINE_USER or $USER)")
     p.add_argument("--wait", action="store_true", help="follow the rollback and exit with its outcome")
     _timeout(p, "the rollback")
     p.add_argument("--json", action="store_true")
+    _signing(p, "the rollback's start (required where the application says `signed_starts: true`)")
     _connection(p)
     p.set_defaults(handler=lambda args: _rollback().rollback(args))
 
@@ -160,7 +161,7 @@ def _safety(sub) -> None:
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("--environment", required=True)
     p.add_argument("--reason", help="recorded with it")
-    p.add_argument("--application", help="default: the application of ./prodline.yaml")
+    p.add_argument("--application", help="default: the application of the nearest prodline.yaml here or above")
     p.add_argument("--as", dest="as_", metavar="NAME", help="who lifts it (default: $PRODLINE_USER or $USER)")
     p.add_argument("--json", action="store_true")
     _connection(p)
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     _safety(sub)
     from . import freeze  # light: Temporal and pydantic are imported when it runs
 
-    freeze.add_parsers(sub, _connection)
+    freeze.add_parsers(sub, _connection, _signing)
     from . import env  # light: Temporal and pydantic are imported when it runs
 
     env.add_parsers(sub, _connection)

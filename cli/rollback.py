@@ -10,38 +10,28 @@ environment *held* at the version it restored until someone runs ``unhold``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from prodline.client import ReleaseClient
+from prodline.client.signatures import Signer
 from prodline.errors import InvalidInput
 
 from . import exit_codes
-from .common import connected, emit, initiator
+from .common import application_name, connected, emit, initiator
+from .keys import signer_from
 from .release import follow_to_end
-
-
-def application_of(args: argparse.Namespace) -> str:
-    """`--application`, else the application file in the current folder."""
-    if args.application:
-        return args.application
-    here = Path("prodline.yaml")
-    if here.is_file():
-        from prodline.config.loader import load_application
-
-        return load_application(here)[0].application
-    raise InvalidInput("which application? pass --application NAME (or run this next to its prodline.yaml)")
 
 
 def rollback(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise InvalidInput("--reason: say why you roll back; it is recorded with the rollback")
-    return _rollback(args, application_of(args))
+    signer = signer_from(args, by=args.as_ or "")  # a bad key or --valid-for: exit 2 before anything is read
+    return _rollback(args, application_name(args.application), signer)
 
 
 @connected
-async def _rollback(args: argparse.Namespace, client: ReleaseClient, application: str) -> int:
+async def _rollback(args: argparse.Namespace, client: ReleaseClient, application: str, signer: Signer | None) -> int:
     started = await client.rollback(
-        application, args.service, args.environment, args.to, args.reason.strip(), initiator(args.as_)
+        application, args.service, args.environment, args.to, args.reason.strip(), initiator(args.as_), signer
     )
     link = client.ui_url(started.release_id)
     shown = {"release_id": started.release_id, "run_id": started.run_id, "start": started.how, "ui_url": link}
@@ -58,7 +48,7 @@ async def _rollback(args: argparse.Namespace, client: ReleaseClient, application
 
 
 def unhold(args: argparse.Namespace) -> int:
-    return _unhold(args, application_of(args))
+    return _unhold(args, application_name(args.application))
 
 
 @connected

@@ -34,6 +34,8 @@ from dateutil.rrule import rrulestr
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from prodline.identity.documents import Signed
+
 from .base import Model
 from .durations import PositiveDuration, format_duration
 
@@ -224,6 +226,9 @@ class FreezeOrder(BaseModel):
     until: datetime | None = Field(
         default=None, description="Lifted by itself at this time (aware); None: by unfreeze."
     )
+    signed: Signed | None = Field(
+        default=None, description="A FreezeDocument saying the same, signed (where `verify: ssh` requires it)."
+    )
 
 
 class UnfreezeOrder(BaseModel):
@@ -232,6 +237,9 @@ class UnfreezeOrder(BaseModel):
     environment: str = Field(default=ALL_ENVIRONMENTS, description='Lift the freezes of this environment; "": all.')
     by: str = Field(description="Who lifts them.")
     reason: str = ""
+    signed: Signed | None = Field(
+        default=None, description="A FreezeDocument saying the same, signed (where `verify: ssh` requires it)."
+    )
 
 
 class ManualFreeze(BaseModel):
@@ -243,6 +251,7 @@ class ManualFreeze(BaseModel):
     reason: str
     at: datetime = Field(description="When it was set (the workflow's clock).")
     until: datetime | None = None
+    verified: str = Field(default="", description="'ssh SHA256:...' when the freeze was signed.")
 
     def in_force(self, now: datetime) -> bool:
         return self.until is None or self.until > now

@@ -97,6 +97,11 @@ def drift_schedule_id(application: str, service: str, environment: str) -> str:
     return f"drift:{application}.{service}:{environment}"
 
 
+def drift_check_id(application: str, service: str, environment: str) -> str:
+    """The drift check workflows that schedule starts: this ID, with "-" and the time appended."""
+    return f"{drift_schedule_id(application, service, environment)}:check"
+
+
 def application_id(application: str) -> str:
     """The workflow that holds an application's registered revisions."""
     return f"application:{application}"

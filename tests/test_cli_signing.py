@@ -317,6 +317,7 @@ def test_a_signed_start_names_the_release_its_bundle_and_parameters(cli, worker,
         "bundle": request["bundle"]["digest"],
         "service_file": request["service_file"],  # inside the bundle
         "parameters": {"replicas": "3"},
+        "reason": "",  # a rollback's (`prodline rollback --key`)
     }
     issued, expires = (datetime.fromisoformat(document[k]) for k in ("issued_at", "expires_at"))
     assert expires - issued == timedelta(minutes=15)  # the default

@@ -8,7 +8,6 @@ no waiting.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from temporalio.worker import Replayer
 
 from prodline.activities.rules.freeze import FreezeEvaluator
 from prodline.cli import main as cli_main
-from prodline.cli.freeze import add_parsers, until_time
+from prodline.cli.freeze import until_time
 from prodline.client.applications import ApplicationClient
 from prodline.config.freezes import ManualFreeze, ScheduledFreeze, scheduled_freeze_at
 from prodline.config.rules import FreezeRule, Precondition
@@ -352,21 +351,8 @@ def test_freezes_survive_continue_as_new_and_a_forged_start_carries_none(tempora
 
 
 def prodline(*argv: str) -> int:
-    """`prodline ARGS` in this process, with the freeze commands registered if main does not yet."""
-    build = cli_main.build_parser
-
-    def with_freezes() -> argparse.ArgumentParser:
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "freeze" not in sub.choices:
-            add_parsers(sub, cli_main._connection)
-        return parser
-
-    cli_main.build_parser = with_freezes
-    try:
-        return cli_main.main(list(argv))
-    finally:
-        cli_main.build_parser = build
+    """`prodline ARGS` in this process."""
+    return cli_main.main(list(argv))
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ canonical JSON included) needs ``workflow.patched``.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 from pydantic import BaseModel, Field
@@ -67,6 +67,9 @@ with workflow.unsafe.imports_passed_through():
         Revision,
         application_id,
     )
+    from prodline.identity.documents import FreezeDocument
+
+    from .verification import Identity, Refused, identify_freezer
 
 # An application file is a few kilobytes; this keeps one revision far from Temporal's
 # 2 MB payload limit.
@@ -82,6 +85,9 @@ INVALID_APPLICATION = "InvalidApplication"
 # One patch per revision: the SDK memoizes `patched` for the whole run, so a single ID that
 # replayed False for an old apply would answer False for every live apply after it too.
 SIGNED_APPLIES = "signed-applies"
+# Freezes and unfreezes are signed where `verify: ssh` says so; older histories took any name.
+# One patch per order, for the same reason as above.
+SIGNED_FREEZES = "signed-freezes"
 
 
 class ApplicationRun(BaseModel):
@@ -95,6 +101,11 @@ class ApplicationRun(BaseModel):
     )
     freezes: list[ManualFreeze] = Field(
         default_factory=list, description="Manual freezes, carried by continue-as-new; ignored on any other start."
+    )
+    signed_orders: dict[str, datetime] = Field(
+        default_factory=dict,
+        description="Signed freezes and unfreezes taken (use digest -> the signature's expiry), carried by "
+        "continue-as-new while valid; ignored on any other start.",
     )
 
 
@@ -118,6 +129,9 @@ class ApplicationWorkflow:
         if run.freezes and not carried:
             workflow.logger.warning("ignoring %d freezes in the input of a fresh start", len(run.freezes))
         self._freezes: list[ManualFreeze] = list(run.freezes) if carried else []
+        # Signed orders taken, while their signatures are valid: the same one is refused again.
+        self._signed_orders: dict[str, datetime] = dict(run.signed_orders) if carried else {}
+        self._orders = 0  # freezes and unfreezes handled in this run (one patch each)
         self._application = application_of(info.workflow_id)
         self._applies = 0
         # One apply at a time: an admission check awaits, and the revision it replaces must stay current.
@@ -139,6 +153,7 @@ class ApplicationWorkflow:
                 revisions=_carried(self._revisions),
                 updates_per_run=run.updates_per_run,
                 freezes=self._in_force(),  # expired ones stay behind, in this run's history
+                signed_orders={k: v for k, v in self._signed_orders.items() if v > workflow.now()},
             )
         )
 
@@ -257,13 +272,15 @@ class ApplicationWorkflow:
     @workflow.update(name=FREEZE_UPDATE)
     def freeze(self, order: FreezeOrder) -> ManualFreeze:
         """Hold releases entering ``order.environment`` ("" : every environment) until lifted."""
+        who = self._identify(order)
         freeze = ManualFreeze(
             id=str(workflow.uuid4())[:8],
             environment=order.environment,
-            by=order.by,
+            by=who.person,
             reason=order.reason.strip(),
             at=workflow.now(),
             until=order.until,
+            verified=who.verified,
         )
         self._freezes = [*self._in_force(), freeze]
         return freeze
@@ -281,6 +298,7 @@ class ApplicationWorkflow:
     @workflow.update(name=UNFREEZE_UPDATE)
     def unfreeze(self, order: UnfreezeOrder) -> list[ManualFreeze]:
         """Lift the freezes in force on ``order.environment`` ("" : every freeze); the lifted ones."""
+        self._identify(order)
         lifted = self._matching(order.environment)
         gone = {f.id for f in lifted}
         self._freezes = [f for f in self._in_force() if f.id not in gone]
@@ -305,6 +323,40 @@ class ApplicationWorkflow:
             message = f"nothing to lift: {self._application} has no freeze in force{where}"
         raise ApplicationError(message, type=NOT_FROZEN, non_retryable=True)
 
+    def _identify(self, order: FreezeOrder | UnfreezeOrder) -> Identity:
+        """Who gives the order: its signer where an environment it touches takes signed decisions.
+
+        Checked in the handler, not the validator: a refused signature fails the update, and the
+        failure stays in history with its reason, as a refused signed apply does.
+        """
+        self._orders += 1
+        if not workflow.patched(f"{SIGNED_FREEZES}-{self._orders}"):
+            return Identity(person=order.by)
+        app = self._current_application()
+        if app is None:  # no longer validates (a newer prodline): its `verify` settings are unknown
+            if order.signed is not None:
+                self._refuse("the current revision no longer validates: its keys cannot be read to check the signature")
+            return Identity(person=order.by)
+        try:
+            who = identify_freezer(order, self._application, app, workflow.now())
+        except Refused as exc:
+            workflow.logger.warning("refused: %s", exc)
+            self._refuse(str(exc))
+        if who.signature_digest:
+            if who.signature_digest in self._signed_orders:
+                self._refuse("this signed order was taken already: sign a new one (a signature counts once)")
+            assert order.signed is not None
+            self._signed_orders[who.signature_digest] = FreezeDocument.parse(order.signed.document).expires_at
+        return who
+
+    def _current_application(self) -> Application | None:
+        current = self._revisions[-1]
+        try:
+            app, _ = load_application_text(current.source, current.path or "prodline.yaml")
+        except ConfigError:
+            return None
+        return app
+
     def _in_force(self) -> list[ManualFreeze]:
         now = workflow.now()
         return [f for f in self._freezes if f.in_force(now)]
@@ -322,9 +374,8 @@ class ApplicationWorkflow:
         if not environment:
             return
         current = self._revisions[-1]
-        try:
-            app, _ = load_application_text(current.source, current.path or "prodline.yaml")
-        except ConfigError:
+        app = self._current_application()
+        if app is None:
             # Valid when applied, refused by today's models: a freeze must still be possible.
             workflow.logger.warning("revision %d no longer validates; %r not checked", current.number, environment)
             return

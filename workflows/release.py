@@ -318,7 +318,10 @@ class ReleaseWorkflow:
     def _identify_initiator(self, request: ReleaseRequest) -> None:
         """A signed start makes its signer the initiator that `forbid_initiator` bans."""
         try:
-            who = identify_initiator(request, self._plan, self._gates.keys, workflow.info().start_time)
+            parent = workflow.info().parent
+            who = identify_initiator(
+                request, self._plan, self._gates.keys, workflow.info().start_time, parent.workflow_id if parent else ""
+            )
         except Refused as exc:
             raise ReleaseStopped(ReleaseState.failed, f"the release cannot start: {exc}") from None
         if who.verified:

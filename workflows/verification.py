@@ -19,9 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from prodline.config.application import Application
+from prodline.config.freezes import FreezeOrder, UnfreezeOrder
 from prodline.config.release import ReleasePlan, ReleaseRequest
-from prodline.contracts import Decision, ReleaseStatus
-from prodline.identity.documents import DecisionDocument, Document, SignatureRefused, Signed, StartDocument
+from prodline.contracts import Decision, ReleaseStatus, drift_check_id
+from prodline.identity.documents import (
+    DecisionDocument,
+    Document,
+    FreezeDocument,
+    SignatureRefused,
+    Signed,
+    StartDocument,
+)
 from prodline.identity.verify import Keyring, Signer, verify
 
 D = TypeVar("D", bound=Document)
@@ -76,18 +85,27 @@ def identify_decision(
     return proven
 
 
-def identify_initiator(request: ReleaseRequest, plan: ReleasePlan, keys: Keyring, started: datetime) -> Identity:
+def identify_initiator(
+    request: ReleaseRequest, plan: ReleasePlan, keys: Keyring, started: datetime, parent: str = ""
+) -> Identity:
     """Who started the release: the signer of its start, or the name given where starts need no signature.
 
     ``started`` is when the workflow started: a start valid then stays valid however long
-    resolving the plan took.
+    resolving the plan took. ``parent`` is the workflow that started it as a child, if one
+    did: a heal started by the service's drift check is the engine's own, signed by nobody.
     """
+    restore = request.restore
     if request.signed is None:
+        drift_check = drift_check_id(request.application, request.service, restore.environment) if restore else ""
+        if restore is not None and restore.kind == "heal" and parent.startswith(f"{drift_check}-"):
+            return Identity(person=request.initiator)  # the schedule's run of the drift check started it
         if plan.signed_starts:
-            raise Refused(
-                f"{request.application} requires signed starts and this one is not signed: "
-                "start it with `prodline release start --key ~/.ssh/KEY`"
+            how = (
+                "roll back with `prodline rollback ... --key ~/.ssh/KEY`"
+                if restore is not None
+                else "start it with `prodline release start --key ~/.ssh/KEY`"
             )
+            raise Refused(f"{request.application} requires signed starts and this one is not signed: {how}")
         return Identity(person=request.initiator)
     document, signer = _verified(request.signed, StartDocument, keys, started)
     bundle = plan.service_bundle.digest if plan.service_bundle else ""
@@ -99,12 +117,46 @@ def identify_initiator(request: ReleaseRequest, plan: ReleasePlan, keys: Keyring
         "bundle": (document.bundle, bundle),
         "service_file": (document.service_file, request.service_file),
         "parameters": (document.parameters, request.parameters),
+        "reason": (document.reason, restore.reason if restore else ""),
     }
     for field, (signed, actual) in named.items():
         if signed != actual:
             raise Refused(f"the start was signed for {field} {_shown(signed)}, but this release has {_shown(actual)}")
     return Identity(
         person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=use_digest(request.signed, signer)
+    )
+
+
+def identify_freezer(order: FreezeOrder | UnfreezeOrder, application: str, app: Application, now: datetime) -> Identity:
+    """Who freezes (or unfreezes): the signer where an environment it touches takes signed
+    decisions (``verify: ssh``; every environment, for a freeze of all), else the name given.
+
+    A signed order must say what its document says; the caller keeps ``signature_digest``
+    to refuse the same signed order twice.
+    """
+    action = "freeze" if isinstance(order, FreezeOrder) else "unfreeze"
+    touched = [e for e in app.environments if not order.environment or e.name == order.environment]
+    signing = [e.name for e in touched if e.verify == "ssh"]
+    if order.signed is None:
+        if signing:
+            raise Refused(
+                f"{' and '.join(signing)} take{'s' if len(signing) == 1 else ''} signed decisions only "
+                f"(verify: ssh), a {action} too: sign it with `prodline {action} ... --key ~/.ssh/KEY`"
+            )
+        return Identity(person=order.by)
+    document, signer = _verified(order.signed, FreezeDocument, Keyring.of(app.people), now)
+    named = {
+        "action": (document.action, action),
+        "application": (document.application, application),
+        "environment": (document.environment, order.environment),
+        "reason": (document.reason, order.reason),
+        "until": (document.until, order.until if isinstance(order, FreezeOrder) else None),
+    }
+    for field, (signed, actual) in named.items():
+        if signed != actual:
+            raise Refused(f"the {action} was signed for {field} {_shown(signed)}, but this one has {_shown(actual)}")
+    return Identity(
+        person=signer.person, verified=f"ssh {signer.fingerprint}", signature_digest=use_digest(order.signed, signer)
     )
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -54,7 +55,7 @@ from prodline.config.release import BundleRef, revision_digest
 from prodline.config.yamlsource import Document, read_yaml
 from prodline.contracts import APPLY_REFUSED, APPLY_UPDATE, ApplicationChange, Applied, Revision, application_id
 from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
-from prodline.identity.documents import ApplyDocument
+from prodline.identity.documents import ApplyDocument, FreezeDocument, Signed
 from prodline.workflows.application import ApplicationRun, ApplicationWorkflow
 
 from . import workers
@@ -232,18 +233,31 @@ class ApplicationClient:
     # --- freezes ---------------------------------------------------------------------------
 
     async def freeze(
-        self, application: str, environment: str, by: str, reason: str, until: datetime | None = None
+        self,
+        application: str,
+        environment: str,
+        by: str,
+        reason: str,
+        until: datetime | None = None,
+        signer: Signer | None = None,
     ) -> ManualFreeze:
         """Freeze ``environment`` ("" : every environment) of a registered application until lifted
-        (or ``until``, aware). The workflow refuses an unknown environment or an empty reason."""
+        (or ``until``, aware). The workflow refuses an unknown environment or an empty reason, and
+        an unsigned freeze where the environment (any, for all) says ``verify: ssh``."""
         order = FreezeOrder(environment=environment, by=by, reason=reason, until=until)
+        if signer is not None:
+            order.signed = _signed_order(signer, "freeze", application, order)
         freeze: ManualFreeze = await self._order(application, FREEZE_UPDATE, order, ManualFreeze)
         return freeze
 
-    async def unfreeze(self, application: str, environment: str, by: str, reason: str = "") -> list[ManualFreeze]:
+    async def unfreeze(
+        self, application: str, environment: str, by: str, reason: str = "", signer: Signer | None = None
+    ) -> list[ManualFreeze]:
         """Lift the freezes in force on ``environment`` ("" : every one); the lifted ones.
         :class:`~prodline.errors.WrongState` when none matched."""
         order = UnfreezeOrder(environment=environment, by=by, reason=reason)
+        if signer is not None:
+            order.signed = _signed_order(signer, "unfreeze", application, order)
         lifted: list[ManualFreeze] = await self._order(application, UNFREEZE_UPDATE, order, list[ManualFreeze])
         return lifted
 
@@ -418,3 +432,19 @@ _MISSING: Any = _Missing()
 
 def _not_registered(name: str) -> NotFound:
     return NotFound(f"application {name!r} is not registered (register it with `prodline app apply prodline.yaml`)")
+
+
+def _signed_order(
+    signer: Signer, action: Literal["freeze", "unfreeze"], application: str, order: FreezeOrder | UnfreezeOrder
+) -> Signed:
+    """The order's FreezeDocument, signed: exactly what the workflow compares the order with."""
+    document = signer.document(
+        FreezeDocument,
+        action=action,
+        application=application,
+        environment=order.environment,
+        reason=order.reason,
+        until=order.until if isinstance(order, FreezeOrder) else None,
+        nonce=uuid.uuid4().hex,
+    )
+    return signer.sign(document)

@@ -216,17 +216,42 @@ class ReleaseClient:
         )
 
     async def rollback(
-        self, application: str, service: str, environment: str, to: str | None, reason: str, by: str
+        self,
+        application: str,
+        service: str,
+        environment: str,
+        to: str | None,
+        reason: str,
+        by: str,
+        signer: Signer | None = None,
     ) -> Started:
         """Start a rollback release: ``to`` (or the version verified there before the live one),
         re-deployed exactly as the ledger recorded it. The workflow checks the ledger again
-        itself; this only picks the version and asks."""
+        itself; this only picks the version and asks. With a ``signer``, the start is signed
+        (a StartDocument naming the rollback, the recorded bundle and the reason), as
+        applications with ``signed_starts`` require."""
         from prodline.config.release import ReleaseRequest, RestoreOrder
+        from prodline.identity.documents import StartDocument
 
         records = await self.ledger(application, service, environment)
         version = to or _previous_verified(records, environment)
         order = RestoreOrder(environment=environment, kind="rollback", reason=reason, nonce=uuid.uuid4().hex[:12])
         request = ReleaseRequest(application=application, service=service, version=version, initiator=by, restore=order)
+        if signer is not None:
+            verified = [r for r in records if r.version == version and r.redeployable]
+            bundle = verified[-1].service_bundle if verified else None  # the one the worker restores
+            document = signer.document(
+                StartDocument,
+                release=request.release_id,
+                application=application,
+                service=service,
+                version=version,
+                bundle=bundle.digest if bundle else "",
+                service_file=request.service_file,
+                parameters=request.parameters,
+                reason=reason,
+            )
+            request = request.model_copy(update={"signed": signer.sign(document)})
         return await self.start(request)
 
     async def unhold(self, application: str, service: str, environment: str, by: str, reason: str) -> str:

@@ -136,6 +136,7 @@ class StartDocument(Document, frozen=True):
     bundle: str = ""
     service_file: str = ""  # which service file in the bundle: its steps are what runs
     parameters: dict[str, str] = {}
+    reason: str = ""  # a rollback's reason, recorded with it and its hold ("" for a release)
 
 
 class ApplyDocument(Document, frozen=True):
@@ -147,6 +148,28 @@ class ApplyDocument(Document, frozen=True):
     # The revision number current when signed (0: none). It binds the signature to one step,
     # so an old signed apply cannot be replayed later to roll the policy back.
     replaces: int
+
+
+class FreezeDocument(Document, frozen=True):
+    """A freeze or an unfreeze of an application's environment ("" : every environment).
+
+    Signed where the environment (any, for "") takes signed decisions (``verify: ssh``). The
+    ``nonce`` makes it one use: the application's workflow remembers the nonces it took while
+    they are valid, so a signed unfreeze cannot be sent again to lift a later freeze.
+    """
+
+    kind: Literal["prodline.freeze/v1"] = "prodline.freeze/v1"
+    action: Literal["freeze", "unfreeze"]
+    application: str
+    environment: str
+    reason: str
+    until: AwareDatetime | None = None  # a freeze's end, as the order gives it
+    nonce: str = Field(min_length=8, max_length=64)
+
+    @field_validator("until")
+    @classmethod
+    def _until_utc(cls, value: datetime | None) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
