@@ -6,7 +6,7 @@ import types
 import typing
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # Names end up in workflow IDs, search attributes, Kubernetes labels and
@@ -21,6 +21,20 @@ ParamName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
 # A version is part of the release ID and is handed to commands in the
 # environment, so it is kept shell- and URL-safe.
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")]
+
+
+def _known_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Berlin") from None
+    return value
+
+
+# Deploy windows and scheduled freezes: an IANA zone the machine's tz database knows.
+TimeZone = Annotated[str, AfterValidator(_known_zone)]
 
 ScalarValue = str | int | float | bool
 

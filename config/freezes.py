@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule as RecurrenceRule
 from dateutil.rrule import rrulestr
@@ -36,7 +36,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prodline.identity.documents import Signed
 
-from .base import Model
+from .base import Model, TimeZone
 from .durations import PositiveDuration, format_duration
 
 
@@ -73,7 +73,7 @@ class ScheduledFreeze(Model):
 
     name: str = Field(min_length=1, description="Shown to people, e.g. holidays.")
     reason: str = Field(default="", description="Why releases wait, shown with the freeze.")
-    timezone: str = Field(default="UTC", description="IANA zone of `start` and `end`, e.g. Europe/Berlin.")
+    timezone: TimeZone = Field(default="UTC", description="IANA zone of `start` and `end`, e.g. Europe/Berlin.")
     start: LocalTime = Field(
         description="Local time the freeze starts (2026-12-20T00:00, or a date for 00:00); with `rrule`, "
         "its first occurrence (DTSTART)."
@@ -86,15 +86,6 @@ class ScheduledFreeze(Model):
     duration: PositiveDuration | None = Field(
         default=None, description="Recurring freezes: how long each occurrence lasts, on the local clock (9h)."
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Berlin") from None
-        return value
 
     @field_validator("rrule")
     @classmethod

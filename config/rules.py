@@ -35,11 +35,10 @@ from abc import abstractmethod
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .base import KindModel, Model, Name, ParamName, ScalarValue, kind_fields, one_of
+from .base import KindModel, Model, Name, ParamName, ScalarValue, TimeZone, kind_fields, one_of
 from .durations import Duration, PositiveDuration
 from .freezes import ScheduledFreeze
 
@@ -190,20 +189,11 @@ class WindowRule(RuleSpec):
         pattern=r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$",
         description="HH:MM-HH:MM, local time; 24:00 for the end of the day.",
     )
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
 
     @property
     def evaluation_budget(self) -> timedelta:
         return DEFAULT_EVALUATION_BUDGET  # reads the clock
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Berlin") from None
-        return value
 
     @model_validator(mode="after")
     def _order(self) -> WindowRule:
