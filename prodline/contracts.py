@@ -362,6 +362,11 @@ class LaneTurn(BaseModel):
     )
     held: Hold | None = None
     live: DeploymentRecord | None = Field(default=None, description="Granted: what runs there now.")
+    number: int = Field(
+        default=0,
+        description="Counts up per ledger (0: an older ledger): signals between workflows may arrive out of "
+        "order, and a release keeps the latest answer.",
+    )
 
 
 class Unhold(BaseModel):
@@ -408,6 +413,7 @@ class LedgerState(BaseModel):
     queue: list[LaneEntry] = Field(default_factory=list)
     hold: Hold | None = None
     drift: DriftReport | None = None
+    turns: int = Field(default=0, description="Turns told so far (numbering them), carried by continue-as-new.")
 
 
 # --- registered applications -----------------------------------------------------------

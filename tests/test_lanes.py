@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import UTC, datetime
 
 from conftest import approval_app, final_state, ledgers, service, step, wait_for, waiting_in
 
@@ -159,3 +160,24 @@ def test_a_late_waiting_answer_never_replaces_superseded():
         answer = lanes.answer("production")
         assert answer is not None
         assert answer.superseded_by == ("shop.checkout@1.0.1" if final else ""), answer
+
+
+def test_an_answer_numbered_before_the_one_a_release_has_is_ignored():
+    # "held" then "no longer held" (after an unhold), arriving the other way round: the release
+    # showed "held at ..." for as long as it waited. Ledgers number their answers; older ones lose.
+    from prodline.config.release import ReleaseRequest
+    from prodline.contracts import Hold, LaneTurn, ReleaseRef, ReleaseStatus
+    from prodline.workflows.lane import Lanes
+    from prodline.workflows.status import StatusBoard
+
+    request = ReleaseRequest(application="shop", service="checkout", version="1.0.0", initiator="ci")
+    lanes = Lanes(request, StatusBoard(ReleaseStatus(**ReleaseRef.of("shop", "checkout", "1.0.0"), initiator="ci")))
+    lanes.expect("production")
+    hold = Hold(version="0.9.0", by="bob", reason="rolled back", at=datetime.now(UTC), kind="rollback")
+    lanes.told(LaneTurn(environment="production", ahead="shop.checkout@0.9.1", number=8))
+    lanes.told(LaneTurn(environment="production", ahead="shop.checkout@0.9.1", held=hold, number=7))
+    answer = lanes.answer("production")
+    assert answer is not None and answer.held is None and answer.number == 8
+    # An older ledger numbers nothing: the last answer stands, as before.
+    lanes.told(LaneTurn(environment="production", ahead="shop.checkout@0.9.2"))
+    assert lanes.answer("production").ahead == "shop.checkout@0.9.2"  # type: ignore[union-attr]

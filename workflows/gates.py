@@ -25,7 +25,7 @@ from datetime import timedelta
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from prodline.config.durations import format_duration
@@ -246,6 +246,10 @@ class Gates:
             # A rule that cannot be evaluated never lets a deployment through.
             raise ReleaseStopped(
                 ReleaseState.failed, f"{stage.name}: {label} could not be evaluated: {activity_failure(exc)}"
+            ) from None
+        except ApplicationError as exc:  # how a local activity's last failure arrives
+            raise ReleaseStopped(
+                ReleaseState.failed, f"{stage.name}: {label} could not be evaluated: {exc.message}"
             ) from None
         if self.interrupted():  # the cancel the command sent came too late for the evaluation
             raise asyncio.CancelledError()

@@ -63,6 +63,8 @@ class Lanes:
         if turn.environment not in self._entered:
             return
         current = self._turns.get(turn.environment)
+        if current is not None and 0 < turn.number < current.number:
+            return  # sent before the answer it has: signals between workflows may arrive out of order
         if current is not None and current.granted and not turn.granted:
             return  # a late "waiting" answer, overtaken by the grant
         if self.superseded_is_final and current is not None and current.superseded_by and not turn.granted:

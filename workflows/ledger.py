@@ -145,6 +145,9 @@ class DeploymentLedgerWorkflow:
             # cannot be told makes it leave (``_send``), so the lane never stays stuck behind it.
             self._grant(state.holder)
         if any(e.release_id == entry.release_id for e in state.queue):
+            if self._telling_behind():  # asked again (a reset run): it waits for an answer
+                self._told.pop(entry.release_id, None)
+                self._tell_waiting()
             return
         if entry.kind == "release":
             if entry.supersede:
@@ -267,6 +270,9 @@ class DeploymentLedgerWorkflow:
             self._tell(entry, LaneTurn(environment=state.environment, superseded_by=newer.release_id))
 
     def _tell(self, entry: LaneEntry, turn: LaneTurn) -> None:
+        if self._telling_behind():
+            self._state.turns += 1
+            turn.number = self._state.turns
         self._later(self._send(entry, turn))
 
     def _later(self, coroutine: object) -> None:

@@ -75,6 +75,10 @@ class RuleActivities:
                 type=NON_RETRYABLE_CONFIG,
                 non_retryable=True,
             )
+        if run.rule.spec.evaluated_locally:
+            # Inside the release's workflow task (a local activity): reads the clock and Temporal
+            # only, so no bundle is checked out, and the task is held no longer than it must be.
+            return await evaluator.evaluate(run, run.rule.spec)
         async with attempt_workspace(run.context):  # a command check runs the application's files
             return await evaluator.evaluate(run, run.rule.spec)
 

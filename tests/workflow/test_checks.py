@@ -74,3 +74,30 @@ async def test_a_watch_that_never_sees_a_pass_fails_after_deploying(releases, sc
     assert done.steps("staging") == {"deploy": "succeeded"}
     assert done.phases == {"staging": "failed", "production": "skipped"}
     assert done.ledger("staging") == [("1.0.0", "failed")] and done.ledger("production") == []
+
+
+async def test_a_freeze_gate_that_cannot_be_evaluated_fails_the_release_and_leaves_the_lane(
+    releases, script, request_for
+):
+    # The freeze gate runs as a local activity: its last failure arrives as a bare ApplicationError,
+    # not an ActivityError. Uncaught, it failed the workflow with its status still "running", no
+    # record in the ledger and the lane never left.
+    from dataclasses import replace
+
+    from temporalio.exceptions import ApplicationError
+
+    from prodline.config.rules import FreezeRule, OnFailure, Precondition
+
+    planned = request_for(BEFORE_DEPLOY)
+    staging, production = planned.plan.environments
+    gate = Precondition(
+        name="freeze", freeze=FreezeRule(application="shop", environment="staging"), on_failure=OnFailure.wait
+    )
+    staging = staging.model_copy(update={"preconditions": [gate, *staging.preconditions]})
+    planned = replace(planned, plan=planned.plan.model_copy(update={"environments": [staging, production]}))
+    script.on("evaluate", "freeze", ApplicationError("application shop did not answer", non_retryable=True))
+    done = await releases.run(planned, script)
+    assert done.state == "failed", done.reason
+    assert done.reason == "staging: precondition freeze could not be evaluated: application shop did not answer"
+    assert script.ran("apply") == []
+    assert done.ledger("staging") == [("1.0.0", "failed")]
