@@ -61,10 +61,11 @@ def status(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace, client: ReleaseClient, application: str) -> int:
-    from prodline.client.lanes import environment_status, lanes_of
+    from prodline.client.lanes import environment_status, freezes_now, lanes_of
 
     lanes = await lanes_of(client.temporal, application, args.service)
-    found = await environment_status(client.temporal, application, lanes.services, lanes.environments)
+    frozen = await freezes_now(client.temporal, application, lanes, datetime.now(UTC))
+    found = await environment_status(client.temporal, application, lanes.services, lanes.environments, frozen)
     if args.json:
         print(json.dumps([lane.as_json() for lane in found]))
     elif not found:
@@ -109,7 +110,7 @@ def _live(lane: EnvironmentLane) -> str:
 
 
 def _details(lane: EnvironmentLane, unhold_application: str | None) -> list[str]:
-    lines = []
+    lines = [f"FROZEN: {lane.frozen}"] if lane.frozen else []
     if lane.holder is not None:
         lines.append(f"running: {lane.holder.release_id} ({_kind(lane.holder, always=True)})")
     if lane.queue:
@@ -133,6 +134,9 @@ def _details(lane: EnvironmentLane, unhold_application: str | None) -> list[str]
         )
         healing = f" — healing with {drift.healing}" if drift.healing else ""
         lines.append(f"drift in {drift.version} (checked {when(drift.checked_at)}): {differs}{healing}")
+    if drift is not None and drift.unchecked:
+        why = "; ".join(f"{step}: {_inline(what)}" for step, what in drift.unchecked.items())
+        lines.append(f"drift not checked in {drift.version} (checked {when(drift.checked_at)}): {why}")
     return lines
 
 

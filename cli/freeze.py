@@ -40,7 +40,8 @@ def until_time(text: str, now: Callable[[], datetime] = lambda: datetime.now(UTC
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is neither {_DURATION_HINT}") from None
+            neither = _DURATION_HINT.replace(" or an ISO", " nor an ISO")
+            raise argparse.ArgumentTypeError(f"{text!r} is neither {neither}") from None
         moment = (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC)
     if moment <= now():
         raise argparse.ArgumentTypeError(f"{text!r} is in the past; give a time to come, or {_DURATION_HINT}")

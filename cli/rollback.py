@@ -39,7 +39,7 @@ async def _rollback(args: argparse.Namespace, client: ReleaseClient, application
         emit(
             args,
             shown,
-            f"rollback {started.release_id} started: it goes first in {args.environment}'s lane and cancels a "
+            f"rollback {started.release_id} started: it goes first in {args.environment}'s lane and cancels any "
             f"release in flight there{'; following it' if args.wait else ''}\n  {link or ''}".rstrip(),
         )
     if not args.wait:

@@ -265,6 +265,25 @@ def manual_freezes_at(freezes: Iterable[ManualFreeze], environment: str, now: da
     return [f for f in freezes if f.covers(environment) and f.in_force(now)]
 
 
+def freeze_in_force(
+    environment: str, kept: Iterable[ManualFreeze], scheduled: Iterable[ScheduledFreeze], now: datetime
+) -> tuple[str, datetime | None] | None:
+    """Why ``environment`` is frozen at ``now`` and until when it surely is (None: a manual freeze,
+    which may be lifted any moment); None when it is not frozen. What waiting releases and
+    ``prodline env status`` say."""
+    manual = manual_freezes_at(kept, environment, now)
+    in_force = scheduled_freeze_at(scheduled, now)
+    if manual:
+        reasons = [f"{environment} is frozen {f.describe(now)}" for f in manual]
+        if in_force is not None:
+            reasons.append(f"scheduled freeze {in_force[0].describe(in_force[1])}")
+        return "; ".join(reasons), None
+    if in_force is not None:
+        freeze, ends = in_force
+        return f"{environment} is frozen: {freeze.describe(ends)}", ends
+    return None
+
+
 def _moment(moment: datetime, now: datetime) -> str:
     moment = moment.astimezone(UTC)
     return f"{moment:%H:%M}Z" if moment.date() == now.astimezone(UTC).date() else f"{moment:%a %Y-%m-%d %H:%M}Z"

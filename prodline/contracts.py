@@ -391,6 +391,9 @@ class DriftReport(BaseModel):
     version: str
     drifted: bool
     steps: dict[str, str] = Field(default_factory=dict, description="Step -> what differs (drifted steps only).")
+    unchecked: dict[str, str] = Field(
+        default_factory=dict, description="Step -> why its fetch could not say (not drift: nothing is healed for it)."
+    )
     healing: str = Field(default="", description="The release started to correct it, if any.")
 
 

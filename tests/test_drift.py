@@ -76,3 +76,23 @@ def test_a_held_environment_is_reported_never_healed(cli, worker, project, tmp_p
     assert report.version == "1.0.0"
     assert report.healing.startswith("not healed: production is held at 1.0.0")
     assert (tmp_path / "current-production").read_text() == "hotfix-by-hand\n"
+
+
+def test_a_fetch_that_cannot_answer_is_reported_as_not_checked_and_never_healed(
+    cli, worker, project, tmp_path, temporal
+):
+    # It counted as drift, and self-healing re-deployed for nothing found (a step whose fetch needs
+    # an earlier step's outputs always failed so).
+    app = APP + "    drift: {every: 1h, self_heal: true}\n"
+    fetch = 'echo "the host does not answer" >&2; exit 1'
+    steps = f"  - name: deploy\n    command: {{apply: ./deploy.sh, fetch: '{fetch}'}}\n    timeout: 30s\n"
+    service_file = project(service(steps), app=app, scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
+    check_now(temporal, project)
+    report = drift_report(temporal, project)
+    assert (report.drifted, report.steps, report.healing) == (False, {}, "")
+    assert "could not be checked" in report.unchecked["deploy"], report
+    status = cli.run("env", "status", "--application", project.application)
+    assert "drift not checked in 1.0.0" in status.stdout and "the host does not answer" in status.stdout, status.stdout
+    _, production = ledgers(temporal, project)
+    assert [(r.version, r.kind) for r in production] == [("1.0.0", "release")]  # nothing healed

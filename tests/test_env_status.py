@@ -167,6 +167,13 @@ def test_a_manual_rollback_shows_as_held_with_who_why_and_how_to_lift_it(
     assert cli.run("release", "start", str(service_file), "--version", "1.2.0").returncode == 0
     waiting_in(cli, project.release_id("1.2.0"), "production", "held at 1.0.0 by bob")
 
+    frozen = cli.run(
+        "freeze", "--application", project.application, "--environment", "production", "--reason", "change window",
+        "--as", "carol", "--json",
+    )  # fmt: skip
+    assert frozen.returncode == 0, frozen.stderr
+    since = datetime.fromisoformat(json.loads(frozen.stdout)["at"])
+
     monkeypatch.chdir(tmp_path)  # next to the application's prodline.yaml: no --application needed
     _, records = ledgers(temporal, project)
     live = live_deployment(records)
@@ -175,12 +182,14 @@ def test_a_manual_rollback_shows_as_held_with_who_why_and_how_to_lift_it(
     assert out.splitlines()[1:] == [
         f"production  checkout  1.0.0  live since {minute(live.finished_at)}, a rollback by bob, "
         f"bundle {bundle(live)}, revision 1",
+        f"  FROZEN: production is frozen by carol since {since:%H:%M}Z: change window",
         f"  queued: {project.release_id('1.2.0')}",
         f"  HELD at 1.0.0 by bob since {minute(live.finished_at)}: rolled back (checkout errors up) — "
         "prodline unhold checkout --environment production",
     ]
     lane = json.loads(printed(capsys, env.status, args(temporal, task_queue, json=True)))[1]
     assert lane["hold"]["kind"] == "rollback" and lane["needs_attention"] is False
+    assert lane["frozen"].endswith(": change window")
 
 
 def test_a_failed_rollback_shows_the_environment_as_needing_attention(

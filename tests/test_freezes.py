@@ -358,7 +358,7 @@ def prodline(*argv: str) -> int:
 @pytest.mark.parametrize(
     ("until", "message"),
     [
-        ("tomorrow", "argument --until: 'tomorrow' is neither a duration (2h, 30m, 1h30m) or an ISO time"),
+        ("tomorrow", "argument --until: 'tomorrow' is neither a duration (2h, 30m, 1h30m) nor an ISO time"),
         ("2h30", "argument --until: '2h30' is neither a duration"),
         ("2020-01-01T00:00Z", "argument --until: '2020-01-01T00:00Z' is in the past"),
         ("5x", "'5x' is neither"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import APP, approval_app, final_state, ledgers, service, step, waiting_in
+from conftest import APP, approval_app, client_for, final_state, ledgers, run, service, step, waiting_in
 
 ROLLING_APP = APP + "    rollback: {automatic: true}\n"
 # Writes which version runs, then fails if this bundle's deploy is broken.
@@ -122,16 +122,33 @@ def test_manual_rollback_cancels_a_release_waiting_for_approval_and_holds(cli, w
     assert again.returncode == 8 and "not held" in again.stderr
 
 
-def test_a_rollback_to_a_version_never_verified_there_is_refused(cli, worker, project, tmp_path):
+def test_a_rollback_to_a_version_never_verified_there_is_refused(cli, worker, project, tmp_path, temporal):
     service_file = project(service(step("deploy", "./deploy.sh")), scripts={"deploy.sh": DEPLOY})
     assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
-    result = cli.run(
-        "rollback", "checkout", "--environment", "production", "--to", "0.9.0", "--reason", "try",
-        "--application", project.application, "--wait", "--json",
-    )  # fmt: skip
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "0.9.0 was never verified in production" in json.loads(result.stdout)["reason"]
-    nothing = cli.run(
-        "rollback", "checkout", "--environment", "production", "--reason", "try", "--application", project.application
+    back = ("rollback", "checkout", "--reason", "try", "--application", project.application)
+    # The CLI says so at once, and starts nothing; so for a typo in the environment's name.
+    result = cli.run(*back, "--environment", "production", "--to", "0.9.0", "--wait")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "0.9.0 was never verified in production: a rollback restores only what the ledger recorded there " in (
+        result.stderr
     )
+    assert "(verified there, newest first: 1.0.0)" in result.stderr
+    typo = cli.run(*back, "--environment", "prod")
+    assert typo.returncode == 2 and "has no environment 'prod' (its environments: staging, production)" in typo.stderr
+    nothing = cli.run(*back, "--environment", "production")
     assert nothing.returncode == 2 and "nothing before it to roll back to" in nothing.stderr
+
+    # The workflow refuses it too, for whoever starts one without the CLI.
+    async def start_directly() -> str:
+        from prodline.client import ReleaseClient
+        from prodline.config.release import ReleaseRequest, RestoreOrder
+
+        order = RestoreOrder(environment="production", kind="rollback", reason="try", nonce="0123456789ab")
+        request = ReleaseRequest(
+            application=project.application, service="checkout", version="0.9.0", initiator="eve", restore=order
+        )
+        client = ReleaseClient(await client_for(temporal), cli.env["PRODLINE_TASK_QUEUE"])
+        return (await client.start(request)).release_id
+
+    direct = final_state(cli, run(start_directly()), "failed")
+    assert "0.9.0 was never verified in production" in direct["reason"]

@@ -43,6 +43,9 @@ with workflow.unsafe.imports_passed_through():
 
 # What a drifted step's report keeps of the fetch's output.
 _REPORT_CHARS = 2000
+# A step whose fetch fails (it needs an earlier step's outputs, its tool is down) is reported as
+# not checked, never as drift: healing it would re-deploy for nothing found.
+UNCHECKED_IS_NOT_DRIFT = "unchecked-is-not-drift"
 
 
 @workflow.defn(name=DRIFT_WORKFLOW)
@@ -55,7 +58,10 @@ class DriftCheckWorkflow:
         live = view.live
         if live is None or not live.redeployable:
             return None  # nothing verified (with what a check needs) to compare with
+        # Asked first: older checks counted a fetch that failed as drift (and healed it).
+        unchecked_is_not_drift = workflow.patched(UNCHECKED_IS_NOT_DRIFT)
         drifted: dict[str, str] = {}
+        unchecked: dict[str, str] = {}
         for step in live.steps:
             try:
                 result = await workflow.execute_activity(
@@ -69,11 +75,22 @@ class DriftCheckWorkflow:
                     summary=f"{check.environment}: is {step.name} as verified?",
                 )
             except ActivityError as exc:
-                drifted[step.name] = f"could not be checked: {activity_failure(exc)}"
+                (unchecked if unchecked_is_not_drift else drifted)[step.name] = (
+                    f"could not be checked: {activity_failure(exc)}"
+                )
                 continue
             if result.changed:
                 drifted[step.name] = "\n".join(filter(None, [result.summary, result.output]))[:_REPORT_CHARS]
-        report = DriftReport(checked_at=workflow.now(), version=live.version, drifted=bool(drifted), steps=drifted)
+        report = DriftReport(
+            checked_at=workflow.now(), version=live.version, drifted=bool(drifted), steps=drifted, unchecked=unchecked
+        )
+        if unchecked:
+            workflow.logger.warning(
+                "drift check of %s incomplete: %s",
+                check.environment,
+                ", ".join(unchecked),
+                extra={"service": check.service},
+            )
         if drifted:
             workflow.logger.warning(
                 "drift in %s: %s", check.environment, ", ".join(drifted), extra={"service": check.service}

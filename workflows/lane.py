@@ -39,10 +39,10 @@ with workflow.unsafe.imports_passed_through():
     from .status import StatusBoard
 
 
-def held_message(environment: str, service: str, hold: Hold) -> str:
+def held_message(environment: str, application: str, service: str, hold: Hold) -> str:
     return (
         f"{environment} is held at {hold.version} by {hold.by} since {hold.at:%Y-%m-%d %H:%M}Z: {hold.reason}; "
-        f"`prodline unhold {service} --environment {environment}` lets releases in again"
+        f"`prodline unhold {service} --environment {environment} --application {application}` lets releases in again"
     )
 
 
@@ -117,7 +117,7 @@ class Lanes:
                 )
             shown[0] = turn
             if turn.held is not None:
-                self._board.wait(stage.name, held_message(stage.name, r.service, turn.held))
+                self._board.wait(stage.name, held_message(stage.name, r.application, r.service, turn.held))
             else:  # the one ahead holds the lane, or is queued before this one: it leaves first either way
                 self._board.wait(stage.name, f"waiting for {turn.ahead or 'the release ahead'} to leave {stage.name}")
 

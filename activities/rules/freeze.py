@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from prodline.config.freezes import FREEZES_QUERY, ManualFreeze, manual_freezes_at, scheduled_freeze_at
+from prodline.config.freezes import FREEZES_QUERY, ManualFreeze, freeze_in_force
 from prodline.config.rules import FreezeRule
 from prodline.contracts import Outcome, RuleResult, RuleRun, application_id
 
@@ -56,18 +56,9 @@ class FreezeEvaluator(RuleEvaluator[FreezeRule]):
     async def evaluate(self, run: RuleRun, spec: FreezeRule) -> RuleResult:
         environment = spec.environment
         kept = await read_manual_freezes(self._client, spec.application)
-        now = self._clock()
-        manual = manual_freezes_at(kept, environment, now)
-        scheduled = scheduled_freeze_at(spec.scheduled, now)
-        if manual:
-            reasons = [f"{environment} is frozen {f.describe(now)}" for f in manual]
-            if scheduled is not None:
-                reasons.append(f"scheduled freeze {scheduled[0].describe(scheduled[1])}")
-            # No wait_until: `prodline unfreeze` may lift it any moment; the interval re-checks.
-            return RuleResult(outcome=Outcome.pending, reason="; ".join(reasons))
-        if scheduled is not None:
-            freeze, ends = scheduled
-            return RuleResult(
-                outcome=Outcome.pending, reason=f"{environment} is frozen: {freeze.describe(ends)}", wait_until=ends
-            )
+        frozen = freeze_in_force(environment, kept, spec.scheduled, self._clock())
+        if frozen is not None:
+            # A manual freeze has no wait_until: `prodline unfreeze` may lift it any moment; the interval re-checks.
+            reason, ends = frozen
+            return RuleResult(outcome=Outcome.pending, reason=reason, wait_until=ends)
         return RuleResult(outcome=Outcome.passed, reason=f"{environment} is not frozen")

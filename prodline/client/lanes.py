@@ -23,6 +23,7 @@ from typing import Any, Literal, NamedTuple
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
 
 from prodline.config.errors import ConfigError
+from prodline.config.freezes import ScheduledFreeze, freeze_in_force
 from prodline.config.loader import load_application_text
 from prodline.contracts import DeploymentRecord, DriftReport, Hold, LaneEntry, LaneView, ledger_id
 from prodline.errors import InvalidInput, NotFound, Unavailable, WrongState
@@ -86,9 +87,10 @@ class EnvironmentLane:
     queue: list[LaneEntry] = field(default_factory=list)
     hold: Hold | None = None
     drift: DriftReport | None = None
+    frozen: str = ""  # why releases entering it wait now, if it is frozen
 
     @classmethod
-    def of(cls, application: str, service: str, environment: str, view: LaneView) -> EnvironmentLane:
+    def of(cls, application: str, service: str, environment: str, view: LaneView, frozen: str = "") -> EnvironmentLane:
         return cls(
             application,
             service,
@@ -98,6 +100,7 @@ class EnvironmentLane:
             queue=list(view.queue),
             hold=view.hold,
             drift=view.drift,
+            frozen=frozen,
         )
 
     @property
@@ -121,6 +124,7 @@ class EnvironmentLane:
             "hold": self.hold.model_dump(mode="json") if self.hold else None,
             "drift": self.drift.model_dump(mode="json") if self.drift else None,
             "needs_attention": self.needs_attention,
+            "frozen": self.frozen,
         }
 
 
@@ -140,6 +144,7 @@ class Lanes:
     services: list[str]
     environments: list[str]
     revision: int
+    scheduled_freezes: dict[str, list[ScheduledFreeze]] = field(default_factory=dict)  # per environment
 
 
 async def lanes_of(
@@ -182,7 +187,8 @@ async def lanes_of(
         services = [service]
     else:
         services = listed or await released_services(client, application)
-    return Lanes(services, environments, revision.number)
+    scheduled = {env.name: list(env.freezes) for env in app.environments if env.name in environments}
+    return Lanes(services, environments, revision.number, scheduled)
 
 
 async def released_services(client: Client, application: str, limit: int = DISCOVER_RELEASES) -> list[str]:
@@ -194,17 +200,27 @@ async def released_services(client: Client, application: str, limit: int = DISCO
 
 
 async def environment_status(
-    client: Client, application: str, services: list[str], environments: list[str]
+    client: Client, application: str, services: list[str], environments: list[str], frozen: dict[str, str] | None = None
 ) -> list[EnvironmentLane]:
-    """Every service's lane in every environment: environments in the order given, then services."""
+    """Every service's lane in every environment: environments in the order given, then services
+    (``frozen``: environment -> why it is frozen, from :func:`freezes_now`)."""
     slots = asyncio.Semaphore(CONCURRENT_READS)
 
     async def one(service: str, environment: str) -> EnvironmentLane:
         async with slots:
             view = await _read_lane(client, application, service, environment)
-        return EnvironmentLane.of(application, service, environment, view)
+        return EnvironmentLane.of(application, service, environment, view, (frozen or {}).get(environment, ""))
 
     return list(await asyncio.gather(*(one(s, e) for e in environments for s in services)))
+
+
+async def freezes_now(client: Client, application: str, lanes: Lanes, now: datetime) -> dict[str, str]:
+    """Environment -> why it is frozen at ``now``, as a release entering it would be told."""
+    from prodline.activities.rules.freeze import read_manual_freezes
+
+    kept = await read_manual_freezes(client, application)
+    found = {env: freeze_in_force(env, kept, lanes.scheduled_freezes.get(env, []), now) for env in lanes.environments}
+    return {env: frozen[0] for env, frozen in found.items() if frozen is not None}
 
 
 async def lane_releases(

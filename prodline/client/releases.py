@@ -233,8 +233,13 @@ class ReleaseClient:
         from prodline.config.release import ReleaseRequest, RestoreOrder
         from prodline.identity.documents import StartDocument
 
+        from .lanes import lanes_of
+
+        # An unknown application or environment (or a service the application does not list)
+        # is named as such, not taken for one where nothing was verified.
+        await lanes_of(self.temporal, application, service, environment)
         records = await self.ledger(application, service, environment)
-        version = to or _previous_verified(records, environment)
+        version = _rollback_target(records, service, environment, to)
         order = RestoreOrder(environment=environment, kind="rollback", reason=reason, nonce=uuid.uuid4().hex[:12])
         request = ReleaseRequest(application=application, service=service, version=version, initiator=by, restore=order)
         if signer is not None:
@@ -496,19 +501,31 @@ class ReleaseClient:
         return await setup.register(self.temporal)
 
 
-def _previous_verified(records: list[DeploymentRecord], environment: str) -> str:
-    """The version verified in the environment before the one live now."""
+def _rollback_target(records: list[DeploymentRecord], service: str, environment: str, to: str | None) -> str:
+    """``to`` if it was verified there, else the version verified there before the one live now.
+
+    The workflow checks again (the ledger may change meanwhile); this says it at once, exit 2.
+    """
     from prodline.contracts import live_deployment
 
+    verified = [r.version for r in records if r.redeployable]
+    if to is not None:
+        if to in verified:
+            return to
+        known = ", ".join(dict.fromkeys(reversed(verified))) or "nothing yet"
+        raise InvalidInput(
+            f"{to} was never verified in {environment}: a rollback restores only what the ledger recorded there "
+            f"(verified there, newest first: {known})"
+        )
     live = live_deployment(records)
     if live is None:
-        raise InvalidInput(f"nothing was ever verified in {environment}: there is nothing to roll back to")
+        raise InvalidInput(f"nothing of {service} was ever verified in {environment}: there is nothing to roll back to")
     for record in reversed(records):
         if record.redeployable and record.version != live.version:
             return record.version
     raise InvalidInput(
         f"only {live.version} (live) was verified in {environment} (or earlier versions were recorded before "
-        "rollbacks were possible): there is nothing before it to roll back to; name one with --to"
+        "rollbacks were possible): there is nothing before it to roll back to"
     )
 
 
