@@ -146,6 +146,25 @@ def test_make_demo_on_another_port_keeps_what_it_writes_in_the_state_dir(tmp_pat
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         listed = json.loads(prodline("release", "list", "--json", env=address).stdout)
         assert [r["state"] for r in listed] == ["succeeded"]  # the same SQLite file
+
+        # Release safety as the README shows it on the demo, from the repository's root.
+        first = listed[0]["version"]
+        running = state / "demo" / "production" / "checkout.version"
+        # `make demo` starts the server and worker again, as a user's would, with the demo's store.
+        assert prodline("dev", "--state-dir", str(state), "--stop", env=env).returncode == 0
+        again = subprocess.run([*make, "demo"], env=env, capture_output=True, text=True)  # a newer version
+        assert again.returncode == 0, again.stdout + again.stderr
+        back = ("--application", "shop", "--environment", "production")
+        rolled = prodline("rollback", "checkout", *back, "--reason", "checkout errors up", "--wait", env=address)
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        assert running.read_text().split() == [first]  # back to the first version, past staging's newer one
+        assert prodline("unhold", "checkout", *back, "--reason", "fixed", env=address).returncode == 0
+        broken = [*make, "demo", "BREAK=production"]
+        assert subprocess.run(broken, env=env, capture_output=True, text=True).returncode == 0
+        newest = json.loads(prodline("release", "list", "--limit", "1", "--json", env=address).stdout)[0]
+        outcome = json.loads(prodline("release", "status", newest["release_id"], "--json", env=address).stdout)
+        assert outcome["state"] == "rolled_back" and outcome["reason"].endswith(f"rolled back to {first}"), outcome
+        assert running.read_text().split() == [first]
     finally:
         prodline("dev", "--state-dir", str(state), "--stop")
 
