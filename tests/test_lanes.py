@@ -25,14 +25,17 @@ def test_releases_started_together_take_turns_in_each_environment(cli, worker, p
     # Downgrades allowed: whichever order they get their turns in, all three deploy.
     head = "releases: {allow_downgrade: true}\n"
     service_file = project(service(step("deploy", "./deploy.sh"), head=head), scripts={"deploy.sh": DEPLOY})
-    versions = ["3.0.1", "3.0.2", "3.0.3"]
+    versions = ["3.0.1", "3.0.2", "3.0.3", "3.0.4", "3.0.5"]
     spawned = [cli.spawn("release", "start", str(service_file), "--version", v, "--wait") for v in versions]
     outcomes = [p.communicate(timeout=120) for p in spawned]
-    assert [p.returncode for p in spawned] == [0, 0, 0], outcomes
+    assert [p.returncode for p in spawned] == [0] * len(versions), outcomes
     for env in ("staging", "production"):
         assert sorted(pairs(tmp_path / f"log-{env}")) == versions
     staging, production = ledgers(temporal, project)
-    assert len(staging) == len(production) == 3
+    assert len(staging) == len(production) == len(versions)
+    # In each environment the deployments ran in the order the ledger granted the lane.
+    for records, env in ((staging, "staging"), (production, "production")):
+        assert [r.version for r in records] == pairs(tmp_path / f"log-{env}")
 
 
 def test_a_release_waits_for_the_one_ahead_and_says_so(cli, worker, project, tmp_path):
