@@ -34,7 +34,7 @@ from prodline.contracts import (
     drift_schedule_id,
 )
 
-from .ledger import read_lane
+from .ledger import UnprovenRecord, prove_record, read_lane
 
 
 class DriftActivities:
@@ -67,4 +67,12 @@ class DriftActivities:
 
     @activity.defn(name=READ_LANE)
     async def read_lane(self, check: DriftCheck) -> LaneView:
-        return await read_lane(self._client, check.application, check.service, check.environment)
+        """The lane, with its live record only if its release recorded it (the check runs its steps)."""
+        view = await read_lane(self._client, check.application, check.service, check.environment)
+        if view.live is not None:
+            try:
+                await prove_record(self._client, view.live)
+            except UnprovenRecord as exc:
+                activity.logger.warning("drift check of %s skipped: %s", check.environment, exc)
+                return view.model_copy(update={"live": None})
+        return view

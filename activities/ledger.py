@@ -14,7 +14,10 @@ client use.
 
 from __future__ import annotations
 
+import json
+
 from temporalio import activity
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -26,11 +29,13 @@ from prodline.contracts import (
     RECORD_DEPLOYMENT,
     RECORD_SIGNAL,
     RECORDS_QUERY,
+    RELEASE_WORKFLOW,
     DeploymentRecord,
     LaneRequest,
     LaneView,
     LedgerState,
     ledger_id,
+    record_digest,
 )
 
 
@@ -41,8 +46,11 @@ class LedgerActivities:
         self._client = client
 
     @activity.defn(name=RECORD_DEPLOYMENT)
-    async def record_deployment(self, record: DeploymentRecord) -> None:
+    async def record_deployment(self, record: DeploymentRecord) -> str:
+        """Send the record to the ledger. Its digest is the result: kept in the release's own
+        history (the local activity's marker), where :func:`prove_record` finds it."""
         await self._signal(record.application, record.service, record.environment, RECORD_SIGNAL, record)
+        return record_digest(record)
 
     @activity.defn(name=LANE_REQUEST)
     async def lane_request(self, request: LaneRequest) -> None:
@@ -82,3 +90,57 @@ async def read_ledger(client: Client, application: str, service: str, environmen
         if exc.status == RPCStatusCode.NOT_FOUND:
             return []
         raise
+
+
+class UnprovenRecord(Exception):
+    """A ledger record no release's history holds: forged, or recorded before records were proven."""
+
+
+async def prove_record(client: Client, record: DeploymentRecord) -> None:
+    """Check that the release the record names sent exactly this record (UnprovenRecord if not).
+
+    A ledger takes ``record`` signals from anyone who can write to the namespace; what a
+    rollback re-deploys and a drift check runs comes from a record, so it must be one a
+    release workflow recorded: its history (which only the workers write) holds the
+    record's digest as the result of its ``record_deployment`` local activity. Every run
+    of the release is searched (a release that failed later, and ran again, recorded the
+    environments it did pass in its first run).
+    """
+    digest = record_digest(record)
+    if await _run_recorded(client, record.release_id, "", digest):  # the latest run, most often
+        return
+    async for run in client.list_workflows(f'WorkflowId = "{record.release_id}"'):
+        if await _run_recorded(client, record.release_id, run.run_id, digest):
+            return
+    raise UnprovenRecord(
+        f"the ledger's record of {record.version} in {record.environment} ({record.release_id}) is not one its "
+        "release recorded (its history holds no such record): it was sent to the ledger by hand, or recorded "
+        "before records were proven"
+    )
+
+
+async def _run_recorded(client: Client, release_id: str, run_id: str, digest: str) -> bool:
+    handle = client.get_workflow_handle(release_id, run_id=run_id or None)
+    try:
+        history = await handle.fetch_history()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    events = history.events
+    if not events or events[0].workflow_execution_started_event_attributes.workflow_type.name != RELEASE_WORKFLOW:
+        return False  # a workflow of another type under a release's ID
+    return any(
+        e.HasField("marker_recorded_event_attributes") and _records(e.marker_recorded_event_attributes, digest)
+        for e in events
+    )
+
+
+def _records(marker: MarkerRecordedEventAttributes, digest: str) -> bool:
+    """Whether a marker is a ``record_deployment`` local activity that returned ``digest``."""
+    try:
+        data = json.loads(marker.details["data"].payloads[0].data)
+        result = marker.details["result"].payloads[0].data
+    except (KeyError, IndexError, ValueError):
+        return False
+    return data.get("activity_type") == RECORD_DEPLOYMENT and json.loads(result) == digest

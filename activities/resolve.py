@@ -49,7 +49,7 @@ from prodline.contracts import (
 )
 from prodline.errors import Unavailable
 
-from .ledger import read_ledger
+from .ledger import UnprovenRecord, prove_record, read_ledger
 from .workspace import shared_store
 
 # A query needs a worker on the registry's queue; without one it would wait for good.
@@ -131,7 +131,12 @@ class ResolveActivities:
             )
         if request.restore is not None:
             records = await read_ledger(self.client, request.application, request.service, request.restore.environment)
-            return restore_plan(request, revision, records)
+            record = restored_record(request, records)
+            try:
+                await prove_record(self.client, record)  # what it restores is what a release recorded
+            except UnprovenRecord as exc:
+                raise refuse(f"refusing to restore {request.version} in {request.restore.environment}: {exc}") from None
+            return restore_plan(request, revision, record)
         if request.bundle is None or not request.service_file:
             raise refuse("the release names no bundle: start it with `prodline release start` (0.2 or later)")
         inside = PurePosixPath(request.service_file)
@@ -204,16 +209,10 @@ def _plan(request: ReleaseRequest, revision: Revision, data: bytes) -> ReleasePl
     )
 
 
-def restore_plan(request: ReleaseRequest, revision: Revision, records: list[DeploymentRecord]) -> ReleasePlan:
-    """A rollback's plan: the steps, bundle and parameters the ledger recorded when the version
-    was verified there, under the rules today's registered revision sets for the environment
-    (less what it lets a rollback skip). Nothing of the requester's checkout is used."""
+def restored_record(request: ReleaseRequest, records: list[DeploymentRecord]) -> DeploymentRecord:
+    """The ledger's latest record of the version verified in the environment a rollback restores."""
     order = request.restore
     assert order is not None
-    app = parse_model(parse_yaml(revision.source, Path(revision.path or "prodline.yaml")), Application)
-    env = app.environment(order.environment)
-    if env is None:
-        raise refuse(f"application {request.application!r} has no environment {order.environment!r}")
     verified = [r for r in records if r.version == request.version and r.redeployable]
     if not verified:
         known = sorted({r.version for r in records if r.redeployable})
@@ -222,7 +221,20 @@ def restore_plan(request: ReleaseRequest, revision: Revision, records: list[Depl
             f"were possible): a rollback restores only what the ledger recorded there; verified there: "
             f"{', '.join(known) or 'nothing yet'}"
         )
-    record = verified[-1]
+    return verified[-1]
+
+
+def restore_plan(request: ReleaseRequest, revision: Revision, record: DeploymentRecord) -> ReleasePlan:
+    """A rollback's plan: the steps, bundle and parameters the ledger recorded when the version
+    was verified there (``record``, proven), under the rules today's registered revision sets
+    for the environment (less what it lets a rollback skip). Nothing of the requester's
+    checkout is used."""
+    order = request.restore
+    assert order is not None
+    app = parse_model(parse_yaml(revision.source, Path(revision.path or "prodline.yaml")), Application)
+    env = app.environment(order.environment)
+    if env is None:
+        raise refuse(f"application {request.application!r} has no environment {order.environment!r}")
     preconditions, checks = environment_rules(env, app)
     preconditions = [freeze_gate(app.application, env), *preconditions]  # as every release has it
     bypass = set(env.rollback.bypass) if order.kind == "rollback" else set()

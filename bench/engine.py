@@ -5,15 +5,15 @@ process (same options, same client):
 
 * ``raw-steps``: N plain workflows running one no-op activity per environment
   (as many activities as the release has *steps*);
-* ``prodline``: N releases of one service whose only step is ``apply: "true"``,
+* ``prodline``: N releases, one of each of N services, whose only step is ``apply: "true"``,
   staging -> production, no rules (one fresh application per batch, so its
   ledgers start empty), on the release path of ``prodline release start``: the
   application registered once (``prodline app apply``), each release resolving
   its plan from that revision and the service's bundle on the worker, each step
-  running in its own copy of the bundle. The service folder is packed and
-  uploaded once per batch and every release names that bundle (``release
-  start`` of an unchanged folder re-packs it and uploads nothing: a client cost,
-  measured by the CLI benchmark, not the engine's);
+  running in its own copy of the bundle. Each service folder is packed and
+  uploaded before the batch starts (a client cost, measured by the CLI
+  benchmark, not the engine's). One service each: releases of one service take
+  turns in its lanes by design, measured by bench/lanes.py;
 * ``raw-activities``: N plain workflows running the very sequence of no-op
   activities a release runs, bookkeeping included: read from the history of a
   warm-up release, remote activities as activities and local ones (markers)
@@ -201,8 +201,10 @@ async def _prodline(
     (empty ledgers); fills ``history`` (what one release puts in Temporal) if it is empty.
     ``fix``: the worker tries these changes to the resolve activity (bench/pathcost.py)."""
     warm_app, app = unique(f"warm{round_}{'f' if fix else ''}x"), unique(f"engine{round_}{'f' if fix else ''}x")
-    warm_file = write_project(folder / warm_app, warm_app, ["noop"])[0]
-    service_file = write_project(folder / app, app, ["noop"])[0]
+    # One release of each of N services: releases of one service take turns in its lanes (one
+    # per environment at a time, by design), which bench/lanes.py measures; this is the engine.
+    warm_files = write_project(folder / warm_app, warm_app, [f"noop{i}" for i in range(warmup)])
+    service_files = write_project(folder / app, app, [f"noop{i}" for i in range(n)])
     queue = unique("bench-prodline-")
     worker = bench_worker("prodline", address, queue, folder / f"{queue}.log", {FIX_VARIABLE: fix}).start()
     releases = ReleaseClient(client, queue)  # the start `prodline release start` makes
@@ -210,10 +212,10 @@ async def _prodline(
         # The platform team's `prodline app apply`, once per application, on this worker's
         # queue (the release's resolve asks the application workflow for its revision).
         await wait_for_pollers(client, queue, worker)
-        for file in (warm_file, service_file):
+        for file in (warm_files[0], service_files[0]):
             await register(client, queue, file.parent.parent / "prodline.yaml")
-        warm_requests = await requests_for(client, warm_file, [f"1.0.{i}" for i in range(warmup)])
-        requests = await requests_for(client, service_file, [f"1.0.{i}" for i in range(n)])
+        warm_requests = [(await requests_for(client, file, ["1.0.0"]))[0] for file in warm_files]
+        requests = [(await requests_for(client, file, ["1.0.0"]))[0] for file in service_files]
         result = await _batch(
             client,
             server_pid,

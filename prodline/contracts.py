@@ -16,6 +16,7 @@ already in flight.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -310,6 +311,11 @@ class DeploymentRecord(ReleaseRef):
     def redeployable(self) -> bool:
         """Recorded with everything a rollback needs (records before rollbacks existed are not)."""
         return self.state is DeploymentState.succeeded and bool(self.steps)
+
+
+def record_digest(record: DeploymentRecord) -> str:
+    """What the release's history keeps of a record it sent: the ledger's copy must match it."""
+    return "sha256:" + hashlib.sha256(record.model_dump_json().encode()).hexdigest()
 
 
 def live_deployment(records: list[DeploymentRecord]) -> DeploymentRecord | None:

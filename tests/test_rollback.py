@@ -152,3 +152,36 @@ def test_a_rollback_to_a_version_never_verified_there_is_refused(cli, worker, pr
 
     direct = final_state(cli, run(start_directly()), "failed")
     assert "0.9.0 was never verified in production" in direct["reason"]
+
+
+def test_a_record_forged_into_the_ledger_is_never_restored(cli, worker, project, tmp_path, temporal):
+    # Anyone who can write to the namespace can signal a ledger. A "verified" record naming a real
+    # release but other steps would have a rollback run them, past the approvals it may bypass.
+    service_file = project(service(step("deploy", "./deploy.sh")), scripts={"deploy.sh": DEPLOY})
+    for version in ("1.0.0", "1.1.0"):
+        assert cli.run("release", "start", str(service_file), "--version", version, "--wait").returncode == 0
+    _, production = ledgers(temporal, project)
+    genuine = production[0]
+    evil = genuine.steps[0].model_copy(
+        update={"command": genuine.steps[0].command.model_copy(update={"apply": f"touch {tmp_path}/pwned"})}
+    )
+    forged = genuine.model_copy(update={"steps": [evil], "finished_at": genuine.finished_at.replace(microsecond=1)})
+
+    async def forge() -> None:
+        from prodline.contracts import RECORD_SIGNAL, ledger_id
+
+        client = await client_for(temporal)
+        handle = client.get_workflow_handle(ledger_id(project.application, "checkout", "production"))
+        await handle.signal(RECORD_SIGNAL, forged.model_copy(update={"started_at": forged.finished_at}))
+
+    run(forge())
+    result = cli.run(
+        "rollback", "checkout", "--environment", "production", "--to", "1.0.0", "--reason", "r",
+        "--application", project.application, "--wait", "--json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    reason = json.loads(result.stdout)["reason"]
+    assert "refusing to restore 1.0.0 in production: the ledger's record of 1.0.0 in production" in reason, reason
+    assert "is not one its release recorded" in reason
+    assert not (tmp_path / "pwned").exists()
+    assert (tmp_path / "current-production").read_text() == "1.1.0\n"

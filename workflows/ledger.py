@@ -9,9 +9,11 @@ there take turns, one at a time.
   While it waits it is told who is right ahead of it (the holder, or the
   release queued before it: either leaves the environment first), again only
   when that changes: a grant tells no one but the release granted, so a
-  hand-over costs one signal however long the queue. The turn goes to the first release waiting; a rollback goes first, and the
-  release holding the lane is cancelled for it (a health wait, an approval or
-  a soak must not stand in the way of recovery).
+  hand-over costs one signal however long the queue. Turns are numbered, so
+  a release keeps the latest when signals arrive out of order. The turn goes
+  to the first release waiting; a rollback goes first, and the release
+  holding the lane is cancelled for it (a health wait, an approval or a soak
+  must not stand in the way of recovery).
 * The holder leaves when its deployment is recorded (the ``record`` signal),
   or with ``leave`` if it stops before deploying. A release that vanished
   (terminated) is dropped when the turn cannot be signalled to it.
