@@ -74,5 +74,5 @@ class DriftActivities:
                 await prove_record(self._client, view.live)
             except UnprovenRecord as exc:
                 activity.logger.warning("drift check of %s skipped: %s", check.environment, exc)
-                return view.model_copy(update={"live": None})
+                return view.model_copy(update={"live": None, "unproven": str(exc)})
         return view

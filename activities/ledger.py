@@ -19,6 +19,7 @@ import json
 from temporalio import activity
 from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from prodline.contracts import (
@@ -26,10 +27,12 @@ from prodline.contracts import (
     LANE_REQUEST,
     LANE_SIGNAL,
     LEDGER_WORKFLOW,
+    PROVE_RECORD,
     RECORD_DEPLOYMENT,
     RECORD_SIGNAL,
     RECORDS_QUERY,
     RELEASE_WORKFLOW,
+    UNPROVEN_RECORD,
     DeploymentRecord,
     LaneRequest,
     LaneView,
@@ -51,6 +54,14 @@ class LedgerActivities:
         history (the local activity's marker), where :func:`prove_record` finds it."""
         await self._signal(record.application, record.service, record.environment, RECORD_SIGNAL, record)
         return record_digest(record)
+
+    @activity.defn(name=PROVE_RECORD)
+    async def prove_deployment(self, record: DeploymentRecord) -> None:
+        """An automatic rollback's check of the record it is about to re-deploy."""
+        try:
+            await prove_record(self._client, record)
+        except UnprovenRecord as exc:
+            raise ApplicationError(str(exc), type=UNPROVEN_RECORD, non_retryable=True) from None
 
     @activity.defn(name=LANE_REQUEST)
     async def lane_request(self, request: LaneRequest) -> None:
@@ -114,8 +125,9 @@ async def prove_record(client: Client, record: DeploymentRecord) -> None:
             return
     raise UnprovenRecord(
         f"the ledger's record of {record.version} in {record.environment} ({record.release_id}) is not one its "
-        "release recorded (its history holds no such record): it was sent to the ledger by hand, or recorded "
-        "before records were proven"
+        "release recorded: no history of that release holds it (it was sent to the ledger by hand, or recorded "
+        "before records were proven, or the namespace's retention has removed the release's history); release "
+        "that version again to deploy it"
     )
 
 

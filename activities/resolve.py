@@ -46,6 +46,7 @@ from prodline.contracts import (
     DeploymentRecord,
     Revision,
     application_id,
+    live_deployment,
 )
 from prodline.errors import Unavailable
 
@@ -120,6 +121,17 @@ class ResolveActivities:
         self.client = client
         self._store = store
 
+    async def _first_run(self, release_id: str) -> None:
+        """A rollback or a heal runs once: its ID holds a nonce, so another run of it is the same
+        request (and signed start) sent again, after the one it was for."""
+        this = activity.info().workflow_run_id
+        async for run in self.client.list_workflows(f'WorkflowId = "{release_id}"'):
+            if run.run_id != this:
+                raise refuse(
+                    f"{release_id} ran before (run {run.run_id}): a rollback or a heal runs once; start a new one "
+                    "with `prodline rollback`"
+                )
+
     @activity.defn(name=RESOLVE_RELEASE)
     async def resolve_release(self, request: ReleaseRequest) -> ReleasePlan:
         """The registered revision's rules with the bundle's steps, resolved per environment."""
@@ -130,6 +142,7 @@ class ResolveActivities:
                 "the platform team registers it with `prodline app apply prodline.yaml`"
             )
         if request.restore is not None:
+            await self._first_run(request.release_id)
             records = await read_ledger(self.client, request.application, request.service, request.restore.environment)
             record = restored_record(request, records)
             try:
@@ -221,7 +234,12 @@ def restored_record(request: ReleaseRequest, records: list[DeploymentRecord]) ->
             f"were possible): a rollback restores only what the ledger recorded there; verified there: "
             f"{', '.join(known) or 'nothing yet'}"
         )
-    return verified[-1]
+    record = verified[-1]
+    live = live_deployment(records)
+    if order.kind == "heal" and (live is None or live.version != record.version):
+        # A heal puts back what runs there; any other version is a rollback's business.
+        raise refuse(f"a heal restores the version live in {order.environment}, and {request.version} is not")
+    return record
 
 
 def restore_plan(request: ReleaseRequest, revision: Revision, record: DeploymentRecord) -> ReleasePlan:
@@ -235,6 +253,8 @@ def restore_plan(request: ReleaseRequest, revision: Revision, record: Deployment
     env = app.environment(order.environment)
     if env is None:
         raise refuse(f"application {request.application!r} has no environment {order.environment!r}")
+    if order.kind == "heal" and not env.drift.self_heal:
+        raise refuse(f"{order.environment} does not heal drift (`drift: {{self_heal: true}}` is not set there)")
     preconditions, checks = environment_rules(env, app)
     preconditions = [freeze_gate(app.application, env), *preconditions]  # as every release has it
     bypass = set(env.rollback.bypass) if order.kind == "rollback" else set()

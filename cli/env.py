@@ -136,7 +136,8 @@ def _details(lane: EnvironmentLane, unhold_application: str | None) -> list[str]
         lines.append(f"drift in {drift.version} (checked {when(drift.checked_at)}): {differs}{healing}")
     if drift is not None and drift.unchecked:
         why = "; ".join(f"{step}: {_inline(what)}" for step, what in drift.unchecked.items())
-        lines.append(f"drift not checked in {drift.version} (checked {when(drift.checked_at)}): {why}")
+        where = f" in {drift.version}" if drift.version else ""
+        lines.append(f"drift not checked{where} (checked {when(drift.checked_at)}): {why}")
     return lines
 
 

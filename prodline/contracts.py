@@ -75,6 +75,9 @@ ABORT_STEP = "prodline.abort_step"
 ROLLOUT_UPDATE = "rollout"
 EVALUATE_RULE = "prodline.evaluate_rule"
 RECORD_DEPLOYMENT = "prodline.record_deployment"
+# DeploymentRecord -> None: the record is one its release recorded (its history holds its digest).
+PROVE_RECORD = "prodline.prove_record"
+UNPROVEN_RECORD = "UnprovenRecord"  # the error type when it is not
 ADMIT_APPLY = "prodline.admit_apply"  # ApplyAdmission -> signer ("" when the workers hold no admin keys)
 
 # Error type of an apply the workers' admin keys refuse.
@@ -315,7 +318,8 @@ class DeploymentRecord(ReleaseRef):
 
 def record_digest(record: DeploymentRecord) -> str:
     """What the release's history keeps of a record it sent: the ledger's copy must match it."""
-    return "sha256:" + hashlib.sha256(record.model_dump_json().encode()).hexdigest()
+    # Defaults left out: a field added to these models later leaves the digest of earlier records as it was.
+    return "sha256:" + hashlib.sha256(record.model_dump_json(exclude_defaults=True).encode()).hexdigest()
 
 
 def live_deployment(records: list[DeploymentRecord]) -> DeploymentRecord | None:
@@ -411,6 +415,7 @@ class LaneView(BaseModel):
     hold: Hold | None = None
     live: DeploymentRecord | None = None
     drift: DriftReport | None = None
+    unproven: str = Field(default="", description="Why the live record was left out: its release did not record it.")
 
 
 class LedgerState(BaseModel):

@@ -30,6 +30,7 @@ from prodline.contracts import (
     LANE_REQUEST,
     LANE_SIGNAL,
     PLAN_STEP,
+    PROVE_RECORD,
     RECORD_DEPLOYMENT,
     RECORD_SIGNAL,
     RELEASE_WORKFLOW,
@@ -125,6 +126,9 @@ def test_the_recorded_histories_exercise_everything_a_release_does():
         "patch quick-handover",
         "patch waiting-behind",
         "patch superseded-is-final",
+        # An automatic rollback proves the record it restores (a local activity).
+        "patch proven-rollbacks",
+        f"local activity {PROVE_RECORD}",
         f"{RELEASE_WORKFLOW} failed: {FAILURE_TYPES[ReleaseState.rolled_back]}",
         f"{RELEASE_WORKFLOW} failed: {FAILURE_TYPES[ReleaseState.superseded]}",
     }

@@ -185,3 +185,67 @@ def test_a_record_forged_into_the_ledger_is_never_restored(cli, worker, project,
     assert "is not one its release recorded" in reason
     assert not (tmp_path / "pwned").exists()
     assert (tmp_path / "current-production").read_text() == "1.1.0\n"
+
+
+def test_an_automatic_rollback_never_redeploys_a_forged_record(cli, worker, project, tmp_path, temporal):
+    service_file = project(service(step("deploy", "./deploy.sh")), app=ROLLING_APP, scripts={"deploy.sh": DEPLOY})
+    assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
+    _, production = ledgers(temporal, project)
+    genuine = production[0]
+    evil = genuine.steps[0].model_copy(
+        update={"command": genuine.steps[0].command.model_copy(update={"apply": f"touch {tmp_path}/pwned"})}
+    )
+    later = genuine.finished_at.replace(microsecond=1)
+    forged = genuine.model_copy(update={"version": "0.9.9", "steps": [evil], "started_at": later, "finished_at": later})
+
+    async def forge() -> None:
+        from prodline.contracts import RECORD_SIGNAL, ledger_id
+
+        client = await client_for(temporal)
+        handle = client.get_workflow_handle(ledger_id(project.application, "checkout", "production"))
+        await handle.signal(RECORD_SIGNAL, forged)
+
+    run(forge())  # "0.9.9 was verified last": what an automatic rollback would restore
+    broken = DEPLOY + '[ "$PRODLINE_ENVIRONMENT" != production ] || exit 3\n'
+    project(service(step("deploy", "./deploy.sh")), app=ROLLING_APP, scripts={"deploy.sh": broken})
+    result = cli.run("release", "start", str(service_file), "--version", "1.1.0", "--wait", "--json")
+    assert result.returncode == 9, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "rollback_failed"
+    assert "not rolled back: the ledger's record of 0.9.9 in production" in outcome["reason"], outcome["reason"]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_heal_restores_only_the_live_version():
+    from datetime import UTC, datetime
+
+    from temporalio.exceptions import ApplicationError
+
+    from prodline.activities.resolve import restored_record
+    from prodline.config.release import ReleaseRequest, RestoreOrder
+    from prodline.config.steps import CommandStep, Step
+    from prodline.contracts import DeploymentRecord, DeploymentState, ReleaseRef
+
+    def record(version: str, minute: int) -> DeploymentRecord:
+        at = datetime(2026, 12, 2, 10, minute, tzinfo=UTC)
+        return DeploymentRecord(
+            **ReleaseRef.of("shop", "checkout", version), environment="production", state=DeploymentState.succeeded,
+            started_at=at, finished_at=at, steps=[Step(name="deploy", command=CommandStep(apply="true"))],
+            service_dir=".",
+        )  # fmt: skip
+
+    records = [record("1.0.0", 1), record("1.1.0", 2)]
+    assert all(r.redeployable for r in records), "the records must be ones a rollback could restore"
+
+    def heal(version: str) -> ReleaseRequest:
+        order = RestoreOrder(environment="production", kind="heal", reason="drift", nonce="0123456789ab")
+        return ReleaseRequest(application="shop", service="checkout", version=version, initiator="x", restore=order)
+
+    assert restored_record(heal("1.1.0"), records).version == "1.1.0"
+    # A heal started by hand (or by a drift check of one's own) naming an older verified version.
+    try:
+        restored_record(heal("1.0.0"), records)
+    except ApplicationError as exc:
+        assert exc.message == "a heal restores the version live in production, and 1.0.0 is not"
+    else:
+        raise AssertionError("a heal of 1.0.0 was accepted while 1.1.0 is live")

@@ -185,6 +185,29 @@ def test_in_an_application_with_signed_starts_a_rollback_is_signed_and_its_reaso
     status = json.loads(cli.run("release", "status", outcome["release_id"], "--json").stdout)
     assert (status["initiator"], status["initiator_verified"]) == ("alice", f"ssh {fingerprint(alice)}")
 
+    # Its signed request, copied from history and started again under the same ID while the
+    # signature is still valid: a second rollback nobody signed for.
+    async def replayed() -> str:
+        from temporalio.common import WorkflowIDReusePolicy
+
+        from prodline.config.release import ReleaseRequest
+        from prodline.contracts import RELEASE_WORKFLOW
+
+        client = await client_for(temporal)
+        first = (await client.get_workflow_handle(outcome["release_id"]).fetch_history()).events[0]
+        request = ReleaseRequest.model_validate_json(
+            first.workflow_execution_started_event_attributes.input.payloads[0].data
+        )
+        await client.start_workflow(
+            RELEASE_WORKFLOW, request, id=request.release_id, task_queue=cli.env["PRODLINE_TASK_QUEUE"],
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )  # fmt: skip
+        return request.release_id
+
+    again = final_state(cli, run(replayed()), "failed")
+    assert "ran before (run " in again["reason"] and "a rollback or a heal runs once" in again["reason"], again
+    assert (tmp_path / "live-staging").read_text() == "1.0.0\n"
+
     # A start signed for one reason, sent with another (what the rollback and its hold record).
     async def tampered() -> str:
         from prodline.client import ReleaseClient

@@ -61,6 +61,7 @@ def build_worker(client: Client, task_queue: str, *, runtime: bool = False, **op
         activities=[
             *step_and_rule_activities,
             ledger.record_deployment,
+            ledger.prove_deployment,
             ledger.lane_request,
             drift.ensure_drift_checks,
             drift.read_lane,

@@ -52,14 +52,21 @@ UNCHECKED_IS_NOT_DRIFT = "unchecked-is-not-drift"
 class DriftCheckWorkflow:
     @workflow.run
     async def run(self, check: DriftCheck) -> DriftReport | None:
+        # Asked first: older checks counted a fetch that failed as drift (and healed it).
+        unchecked_is_not_drift = workflow.patched(UNCHECKED_IS_NOT_DRIFT)
         view = await workflow.execute_activity(
             READ_LANE, check, result_type=LaneView, start_to_close_timeout=timedelta(seconds=30)
         )
         live = view.live
+        if live is None and view.unproven and unchecked_is_not_drift:
+            # A record its release did not record: nothing of it is run; said where people look.
+            report = DriftReport(
+                checked_at=workflow.now(), version="", drifted=False, unchecked={"record": view.unproven}
+            )
+            await self._report(check, report)
+            return report
         if live is None or not live.redeployable:
             return None  # nothing verified (with what a check needs) to compare with
-        # Asked first: older checks counted a fetch that failed as drift (and healed it).
-        unchecked_is_not_drift = workflow.patched(UNCHECKED_IS_NOT_DRIFT)
         drifted: dict[str, str] = {}
         unchecked: dict[str, str] = {}
         for step in live.steps:
@@ -97,9 +104,12 @@ class DriftCheckWorkflow:
             )
             if check.self_heal:
                 report.healing = await self._heal(check, live, view)
+        await self._report(check, report)
+        return report
+
+    async def _report(self, check: DriftCheck, report: DriftReport) -> None:
         ledger = workflow.get_external_workflow_handle(ledger_id(check.application, check.service, check.environment))
         await ledger.signal(DRIFT_SIGNAL, report)
-        return report
 
     def _fetch_run(self, live: DeploymentRecord, step_name: str) -> StepRun:
         step = next(s for s in live.steps if s.name == step_name)

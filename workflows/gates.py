@@ -25,7 +25,7 @@ from datetime import timedelta
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from prodline.config.durations import format_duration
@@ -247,7 +247,9 @@ class Gates:
             raise ReleaseStopped(
                 ReleaseState.failed, f"{stage.name}: {label} could not be evaluated: {activity_failure(exc)}"
             ) from None
-        except ApplicationError as exc:  # how a local activity's last failure arrives
+        except FailureError as exc:  # how a local activity's last failure (or its timeout) arrives
+            if isinstance(exc, CancelledError):
+                raise asyncio.CancelledError() from exc
             raise ReleaseStopped(
                 ReleaseState.failed, f"{stage.name}: {label} could not be evaluated: {exc.message}"
             ) from None

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         NON_RETRYABLE_CONFIG,
         PLAN_STEP,
         PROMOTE_STEP,
+        PROVE_RECORD,
         RECORD_DEPLOYMENT,
         RELEASE_WORKFLOW,
         RESOLVE_RELEASE,
@@ -53,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         STALE_PLAN,
         STATUS_QUERY,
         TURN_SIGNAL,
+        UNPROVEN_RECORD,
         WAIT_STEP,
         Decision,
         DecisionRecord,
@@ -114,6 +116,9 @@ LANES = "lanes"
 QUICK_HANDOVER = "quick-handover"
 # A late "waiting" turn no longer replaces "superseded" (it did, and the release waited forever).
 SUPERSEDED_IS_FINAL = "superseded-is-final"
+# An automatic rollback proves the ledger's record before re-deploying it (anyone who can write to
+# the namespace can signal a ledger); older releases trusted it.
+PROVEN_ROLLBACKS = "proven-rollbacks"
 
 # How a failure ends a release that deployed something: the states after which an automatic
 # rollback restores the version verified before (a cancel or a rejection is someone's choice).
@@ -181,6 +186,7 @@ class ReleaseWorkflow:
         self._canary: Canary | None = None  # the canary being driven, which operators may steer
         self._lanes = Lanes(request, self._board)
         self._quick_handover = False  # set from its patch in the first workflow task
+        self._proves_records = False  # the same
         # Environments where a step started applying: a failure there may roll back.
         self._touched: set[str] = set()
         # Per environment, the verified deployment being restored (an automatic rollback).
@@ -258,6 +264,7 @@ class ReleaseWorkflow:
             self._lanes.used = workflow.patched(LANES)
             self._quick_handover = self._gates.local_rules = workflow.patched(QUICK_HANDOVER)
             self._lanes.superseded_is_final = workflow.patched(SUPERSEDED_IS_FINAL)
+            self._proves_records = workflow.patched(PROVEN_ROLLBACKS)
             if workflow.patched(REGISTERED_APPLICATIONS):
                 # Whatever the input says about environments or rules is ignored: the plan
                 # comes from the registered application and the bundle, on a trusted worker.
@@ -443,6 +450,8 @@ class ReleaseWorkflow:
             )
             self._board.event(f"no automatic rollback in {stage.name}: {why}", stage.name)
             raise ReleaseStopped(failure.state, f"{failure.reason}; not rolled back: {why}") from None
+        if self._proves_records:
+            await self._prove(stage, live, failure)
         self._board.event(f"{failure.reason}; rolling back {stage.name} to {live.version}", stage.name)
         restore = stage.model_copy(update={"steps": live.steps, "parameters": live.parameters})
         self._restoring[stage.name] = live
@@ -466,6 +475,21 @@ class ReleaseWorkflow:
         await self._record_restored(stage, live, started)
         self._board.event(f"{live.version} is live again in {stage.name}", stage.name)
         raise ReleaseStopped(ReleaseState.rolled_back, f"{failure.reason}; rolled back to {live.version}")
+
+    async def _prove(self, stage: EnvironmentRun, live: DeploymentRecord, failure: ReleaseStopped) -> None:
+        """The record is one its release recorded, or the environment needs someone: nothing else is re-deployed."""
+        try:
+            await workflow.execute_local_activity(
+                PROVE_RECORD,
+                live,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[UNPROVEN_RECORD]),
+                summary=f"prove the record of {live.version} in {stage.name}",
+            )
+        except (ActivityError, ApplicationError) as exc:
+            why = activity_failure(exc) if isinstance(exc, ActivityError) else exc.message
+            self._board.event(f"not rolled back: {why}", stage.name)
+            raise ReleaseStopped(ReleaseState.rollback_failed, f"{failure.reason}; not rolled back: {why}") from None
 
     async def _record_restored(self, stage: EnvironmentRun, live: DeploymentRecord, started: datetime) -> None:
         """The restored version is what runs there now: recorded as verified again (this release

@@ -6,7 +6,7 @@ releases: `.venv/bin/python tests/replay/record.py` (`... record.py canary` reco
 tests/kubeapi, the first pause promoted by an operator during its watch, the second approved;
 `... record.py safety` records a release rolled back automatically, one superseded in its
 lane, and the ledger that kept the lane; the `.v1` ones were recorded before the patches
-quick-handover, waiting-behind and superseded-is-final). Keep the old fixtures
+quick-handover, waiting-behind and superseded-is-final, the `.v2` ones before proven-rollbacks). Keep the old fixtures
 too (rename them, e.g. `succeeded.v1.json`) while releases started by the old
 code may still be running: the replay test must pass for every version in
 flight. If an old fixture stops replaying, guard the change with
