@@ -154,27 +154,36 @@ def test_a_rollback_to_a_version_never_verified_there_is_refused(cli, worker, pr
     assert "0.9.0 was never verified in production" in direct["reason"]
 
 
+def forge_record(temporal, project, tmp_path, **update) -> None:
+    """Signal production's ledger a "verified" record of its first release, later and with a step
+    that touches `pwned`, as anyone who can write to the namespace can."""
+    from prodline.contracts import RECORD_SIGNAL, ledger_id
+
+    _, production = ledgers(temporal, project)
+    genuine = production[0]
+    command = genuine.steps[0].command.model_copy(update={"apply": f"touch {tmp_path}/pwned"})
+    later = genuine.finished_at.replace(microsecond=1)
+    forged = genuine.model_copy(
+        update={"steps": [genuine.steps[0].model_copy(update={"command": command})], "started_at": later,
+                "finished_at": later, **update}
+    )  # fmt: skip
+
+    async def forge() -> None:
+        handle = (await client_for(temporal)).get_workflow_handle(
+            ledger_id(project.application, "checkout", "production")
+        )
+        await handle.signal(RECORD_SIGNAL, forged)
+
+    run(forge())
+
+
 def test_a_record_forged_into_the_ledger_is_never_restored(cli, worker, project, tmp_path, temporal):
     # Anyone who can write to the namespace can signal a ledger. A "verified" record naming a real
     # release but other steps would have a rollback run them, past the approvals it may bypass.
     service_file = project(service(step("deploy", "./deploy.sh")), scripts={"deploy.sh": DEPLOY})
     for version in ("1.0.0", "1.1.0"):
         assert cli.run("release", "start", str(service_file), "--version", version, "--wait").returncode == 0
-    _, production = ledgers(temporal, project)
-    genuine = production[0]
-    evil = genuine.steps[0].model_copy(
-        update={"command": genuine.steps[0].command.model_copy(update={"apply": f"touch {tmp_path}/pwned"})}
-    )
-    forged = genuine.model_copy(update={"steps": [evil], "finished_at": genuine.finished_at.replace(microsecond=1)})
-
-    async def forge() -> None:
-        from prodline.contracts import RECORD_SIGNAL, ledger_id
-
-        client = await client_for(temporal)
-        handle = client.get_workflow_handle(ledger_id(project.application, "checkout", "production"))
-        await handle.signal(RECORD_SIGNAL, forged.model_copy(update={"started_at": forged.finished_at}))
-
-    run(forge())
+    forge_record(temporal, project, tmp_path)  # 1.0.0 again, recorded later, with other steps
     result = cli.run(
         "rollback", "checkout", "--environment", "production", "--to", "1.0.0", "--reason", "r",
         "--application", project.application, "--wait", "--json",
@@ -190,22 +199,7 @@ def test_a_record_forged_into_the_ledger_is_never_restored(cli, worker, project,
 def test_an_automatic_rollback_never_redeploys_a_forged_record(cli, worker, project, tmp_path, temporal):
     service_file = project(service(step("deploy", "./deploy.sh")), app=ROLLING_APP, scripts={"deploy.sh": DEPLOY})
     assert cli.run("release", "start", str(service_file), "--version", "1.0.0", "--wait").returncode == 0
-    _, production = ledgers(temporal, project)
-    genuine = production[0]
-    evil = genuine.steps[0].model_copy(
-        update={"command": genuine.steps[0].command.model_copy(update={"apply": f"touch {tmp_path}/pwned"})}
-    )
-    later = genuine.finished_at.replace(microsecond=1)
-    forged = genuine.model_copy(update={"version": "0.9.9", "steps": [evil], "started_at": later, "finished_at": later})
-
-    async def forge() -> None:
-        from prodline.contracts import RECORD_SIGNAL, ledger_id
-
-        client = await client_for(temporal)
-        handle = client.get_workflow_handle(ledger_id(project.application, "checkout", "production"))
-        await handle.signal(RECORD_SIGNAL, forged)
-
-    run(forge())  # "0.9.9 was verified last": what an automatic rollback would restore
+    forge_record(temporal, project, tmp_path, version="0.9.9")  # "verified last": what a rollback restores
     broken = DEPLOY + '[ "$PRODLINE_ENVIRONMENT" != production ] || exit 3\n'
     project(service(step("deploy", "./deploy.sh")), app=ROLLING_APP, scripts={"deploy.sh": broken})
     result = cli.run("release", "start", str(service_file), "--version", "1.1.0", "--wait", "--json")
