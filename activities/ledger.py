@@ -118,9 +118,7 @@ async def prove_record(client: Client, record: DeploymentRecord) -> None:
     environments it did pass in its first run).
     """
     digest = record_digest(record)
-    if await _run_recorded(client, record.release_id, "", digest):  # the latest run, most often
-        return
-    async for run in client.list_workflows(f'WorkflowId = "{record.release_id}"'):
+    async for run in client.list_workflows(f'WorkflowId = "{record.release_id}"'):  # newest first
         if await _run_recorded(client, record.release_id, run.run_id, digest):
             return
     raise UnprovenRecord(
@@ -132,7 +130,7 @@ async def prove_record(client: Client, record: DeploymentRecord) -> None:
 
 
 async def _run_recorded(client: Client, release_id: str, run_id: str, digest: str) -> bool:
-    handle = client.get_workflow_handle(release_id, run_id=run_id or None)
+    handle = client.get_workflow_handle(release_id, run_id=run_id)
     try:
         history = await handle.fetch_history()
     except RPCError as exc:

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from prodline.client.applications import ApplicationClient
 
 # A duration as config files write them, or an ISO 8601 time.
-_DURATION_HINT = "a duration (2h, 30m, 1h30m) or an ISO time (2026-12-24T18:00, 2026-12-24T18:00+01:00)"
+_DURATION = "a duration (2h, 30m, 1h30m)"
+_ISO_TIME = "an ISO time (2026-12-24T18:00, 2026-12-24T18:00+01:00)"
+_DURATION_HINT = f"{_DURATION} or {_ISO_TIME}"
 
 
 def until_time(text: str, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> datetime:
@@ -40,8 +42,7 @@ def until_time(text: str, now: Callable[[], datetime] = lambda: datetime.now(UTC
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            neither = _DURATION_HINT.replace(" or an ISO", " nor an ISO")
-            raise argparse.ArgumentTypeError(f"{text!r} is neither {neither}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is neither {_DURATION} nor {_ISO_TIME}") from None
         moment = (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC)
     if moment <= now():
         raise argparse.ArgumentTypeError(f"{text!r} is in the past; give a time to come, or {_DURATION_HINT}")
